@@ -1,0 +1,169 @@
+//! Authorization decisions. Every decision goes through [`Authorizer`]; the built-in
+//! [`RegistryAuthorizer`] answers from the registry file.
+
+use hendelse_model::subject::{app_party_subject, organization_urn, person_urn};
+use hendelse_model::visibility::ResourceScope;
+use hendelse_model::{Grant, RESOURCE_PREFIX, Visibility};
+
+use crate::principal::Principal;
+use crate::registry::{Party, Registry};
+use crate::SCOPE_PUBLISH_ADMIN;
+
+pub trait Authorizer: Send + Sync + 'static {
+    /// Every event the principal may read, as grants the store can filter by.
+    fn visibility(&self, principal: &Principal) -> Visibility;
+
+    /// Whether the principal may publish events of this resource (scope checks are the caller's).
+    fn may_publish(&self, principal: &Principal, resource: &str) -> bool;
+}
+
+/// The prefix of every app resource of an org: `urn:altinn:resource:app_{org}_`.
+pub fn app_resource_prefix(org: &str) -> String {
+    format!("{RESOURCE_PREFIX}app_{org}_")
+}
+
+pub struct RegistryAuthorizer {
+    registry: Registry,
+}
+
+impl RegistryAuthorizer {
+    pub fn new(registry: Registry) -> Self {
+        RegistryAuthorizer { registry }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Every subject key an event about this party may carry.
+    fn subjects_of(&self, party: &Party) -> Vec<String> {
+        let mut subjects = vec![app_party_subject(party.party_id)];
+        if let Some(pid) = &party.person {
+            subjects.push(person_urn(pid));
+        }
+        if let Some(orgno) = &party.organization {
+            subjects.push(organization_urn(orgno));
+        }
+        subjects
+    }
+
+    fn access_grants<'a>(&'a self, rows: impl Iterator<Item = &'a crate::registry::Access>) -> Vec<Grant> {
+        rows.filter(|a| a.actions.iter().any(|x| x == "read" || x == "*"))
+            .map(|a| {
+                let subjects = match self.registry.party(a.party) {
+                    Some(party) => self.subjects_of(party),
+                    None => vec![app_party_subject(a.party)],
+                };
+                let resources = if a.resources.iter().any(|r| r == "*") {
+                    ResourceScope::Any
+                } else {
+                    ResourceScope::Some { exact: a.resources.clone(), prefixes: Vec::new() }
+                };
+                Grant { subjects: Some(subjects), resources }
+            })
+            .collect()
+    }
+}
+
+impl Authorizer for RegistryAuthorizer {
+    fn visibility(&self, principal: &Principal) -> Visibility {
+        let mut grants = Vec::new();
+        match principal {
+            Principal::Person { pid, party_id, .. } => {
+                // A person may always read their own party's events.
+                let mut own = vec![person_urn(pid)];
+                if let Some(id) = party_id {
+                    own.push(app_party_subject(*id));
+                }
+                if let Some(party) = self.registry.party_of_person(pid) {
+                    own.extend(self.subjects_of(party));
+                }
+                own.sort();
+                own.dedup();
+                grants.push(Grant { subjects: Some(own), resources: ResourceScope::Any });
+                grants.extend(self.access_grants(
+                    self.registry.access.iter().filter(|a| a.person.as_deref() == Some(pid.as_str())),
+                ));
+            }
+            Principal::Org { org, org_number, .. } => {
+                if let Some(org) = org {
+                    let exact: Vec<String> = self
+                        .registry
+                        .resources
+                        .iter()
+                        .filter(|r| &r.owner == org)
+                        .map(|r| r.id.clone())
+                        .collect();
+                    grants.push(Grant {
+                        subjects: None,
+                        resources: ResourceScope::Some { exact, prefixes: vec![app_resource_prefix(org)] },
+                    });
+                }
+                if let Some(orgno) = org_number {
+                    let subjects = match self.registry.party_of_organization(orgno) {
+                        Some(party) => self.subjects_of(party),
+                        None => vec![organization_urn(orgno)],
+                    };
+                    grants.push(Grant { subjects: Some(subjects), resources: ResourceScope::Any });
+                    grants.extend(self.access_grants(
+                        self.registry.access.iter().filter(|a| a.organization.as_deref() == Some(orgno.as_str())),
+                    ));
+                }
+            }
+        }
+        Visibility::Grants(grants)
+    }
+
+    fn may_publish(&self, principal: &Principal, resource: &str) -> bool {
+        if principal.has_scope(SCOPE_PUBLISH_ADMIN) {
+            return true;
+        }
+        let Some(org) = principal.org() else {
+            return false;
+        };
+        resource.starts_with(&app_resource_prefix(org)) || self.registry.resource_owner(resource) == Some(org)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> Registry {
+        serde_json::from_str(
+            r#"{"parties":[{"partyId":50002598,"person":"07124912037"},{"partyId":50001337,"organization":"991825827"}],
+                "resources":[{"id":"urn:altinn:resource:super-simple-service","owner":"ttd"}],
+                "access":[{"person":"07124912037","party":50001337,"resources":["urn:altinn:resource:super-simple-service"],"actions":["read"]}]}"#,
+        )
+        .expect("registry")
+    }
+
+    fn person() -> Principal {
+        Principal::Person { pid: "07124912037".into(), user_id: None, party_id: Some(50002598), scopes: vec![] }
+    }
+
+    #[test]
+    fn a_person_reads_their_own_party_and_what_access_rows_grant() {
+        let v = RegistryAuthorizer::new(registry()).visibility(&person());
+        assert!(v.covers(Some("/party/50002598"), Some("urn:altinn:resource:app_ttd_x")));
+        assert!(v.covers(Some("urn:altinn:person:identifier-no:07124912037"), Some("urn:altinn:resource:any")));
+        let org_party = "urn:altinn:organization:identifier-no:991825827";
+        assert!(v.covers(Some(org_party), Some("urn:altinn:resource:super-simple-service")));
+        assert!(!v.covers(Some(org_party), Some("urn:altinn:resource:other")));
+        assert!(!v.covers(Some("/party/1"), Some("urn:altinn:resource:super-simple-service")));
+    }
+
+    #[test]
+    fn an_org_reads_and_publishes_what_it_owns() {
+        let auth = RegistryAuthorizer::new(registry());
+        let ttd = Principal::Org { org: Some("ttd".into()), org_number: None, scopes: vec![] };
+        let v = auth.visibility(&ttd);
+        assert!(v.covers(Some("/party/1"), Some("urn:altinn:resource:app_ttd_app")));
+        assert!(v.covers(None, Some("urn:altinn:resource:super-simple-service")));
+        assert!(!v.covers(Some("/party/1"), Some("urn:altinn:resource:app_skd_app")));
+        assert!(auth.may_publish(&ttd, "urn:altinn:resource:super-simple-service"));
+        assert!(auth.may_publish(&ttd, "urn:altinn:resource:app_ttd_app"));
+        assert!(!auth.may_publish(&ttd, "urn:altinn:resource:app_skd_app"));
+        assert!(!auth.may_publish(&person(), "urn:altinn:resource:app_ttd_app"));
+    }
+}

@@ -1,0 +1,18 @@
+//! Who is calling and what they may do: bearer tokens (the development signing key and trusted
+//! production issuers), the principals they carry, the party registry and the authorizer.
+
+pub mod authorizer;
+pub mod devkey;
+pub mod principal;
+pub mod registry;
+pub mod verifier;
+
+pub use authorizer::{Authorizer, RegistryAuthorizer};
+pub use devkey::{DEV_ISSUER, DevKey, TokenRequest};
+pub use principal::Principal;
+pub use registry::Registry;
+pub use verifier::{AuthError, TrustedIssuer, TokenVerifier};
+
+pub const SCOPE_PUBLISH: &str = "altinn:events.publish";
+pub const SCOPE_PUBLISH_ADMIN: &str = "altinn:events.publish.admin";
+pub const SCOPE_SUBSCRIBE: &str = "altinn:events.subscribe";

@@ -1,0 +1,88 @@
+//! The event store: one [`EventStore`] interface with a SQLite and a PostgreSQL backend, and the
+//! group-committing [`Ingest`] writer in front of it.
+
+mod error;
+mod ingest;
+mod query;
+pub mod sqlite;
+mod sql;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use error::StoreError;
+pub use ingest::{Ingest, IngestConfig, IngestError};
+pub use query::EventQuery;
+
+/// An event ready to be stored: its indexed attributes and its JSON text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub id: String,
+    pub source: String,
+    pub event_type: String,
+    pub subject_key: Option<String>,
+    pub alternative_subject: Option<String>,
+    pub resource: Option<String>,
+    pub body: String,
+}
+
+impl From<hendelse_model::ValidatedEvent> for NewEvent {
+    fn from(e: hendelse_model::ValidatedEvent) -> Self {
+        let subject_key = e.subject_key();
+        NewEvent {
+            id: e.id,
+            source: e.source,
+            event_type: e.event_type,
+            subject_key,
+            alternative_subject: e.alternative_subject,
+            resource: e.resource,
+            body: e.json,
+        }
+    }
+}
+
+/// A stored event as a reader gets it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub id: String,
+    pub registered: DateTime<Utc>,
+    pub body: String,
+}
+
+/// What one committed append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AppendReceipt {
+    /// Events newly stored (duplicates of stored `source` + `id` are not counted).
+    pub inserted: u64,
+    /// The highest sequence number in the store after the commit.
+    pub last_seq: i64,
+}
+
+/// The storage interface both backends implement with identical behaviour.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Stores the events in one durable transaction; events whose `source` + `id` is already stored
+    /// are skipped. Returns only after the commit is durable.
+    async fn append(&self, events: &[NewEvent]) -> Result<AppendReceipt, StoreError>;
+
+    /// The page of events matching `query`, in registration order.
+    async fn query(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The position of the event with this id among the events `query` selects (ignoring its
+    /// position bounds and limit), or `None` when there is no such event.
+    async fn position_of(&self, id: &str, query: &EventQuery) -> Result<Option<i64>, StoreError>;
+
+    /// Deletes events registered before `cutoff`; returns how many were deleted.
+    async fn delete_registered_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// The highest sequence number stored so far (0 for an empty store).
+    async fn last_seq(&self) -> Result<i64, StoreError>;
+
+    /// Whether the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+pub(crate) fn micros_to_time(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}

@@ -1,0 +1,148 @@
+//! SQL shared by both backends: every filter of [`EventQuery`] as bound parameters (never text
+//! from a request spliced into SQL).
+
+use hendelse_model::Visibility;
+use hendelse_model::visibility::ResourceScope;
+use sqlx::{Database, Encode, QueryBuilder, Type};
+
+use crate::EventQuery;
+
+/// Where the backends spell things differently.
+#[derive(Clone, Copy)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// Case-insensitive `LIKE` (SQLite's `LIKE` already ignores ASCII case).
+    fn like(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "LIKE",
+            Dialect::Postgres => "ILIKE",
+        }
+    }
+}
+
+/// Appends ` AND …` for every filter of the query except its position bounds and limit.
+/// Returns false when the query can match nothing (the reader may see nothing).
+pub(crate) fn push_filters<DB>(qb: &mut QueryBuilder<DB>, q: &EventQuery, dialect: Dialect) -> bool
+where
+    DB: Database,
+    for<'a> String: Encode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Type<DB>,
+{
+    if let Some(s) = &q.subject_key {
+        qb.push(" AND subject_key = ").push_bind(s.clone());
+    }
+    if let Some(s) = &q.alternative_subject {
+        qb.push(" AND alternative_subject = ").push_bind(s.clone());
+    }
+    if let Some(r) = &q.resource {
+        qb.push(" AND resource = ").push_bind(r.clone());
+    }
+    if let Some(p) = &q.resource_prefix {
+        qb.push(" AND ");
+        push_starts_with(qb, dialect, "resource", p);
+    }
+    for (column, patterns) in [("source", &q.sources), ("type", &q.types)] {
+        if patterns.is_empty() {
+            continue;
+        }
+        qb.push(" AND (");
+        for (i, p) in patterns.iter().enumerate() {
+            if i > 0 {
+                qb.push(" OR ");
+            }
+            qb.push(format_args!("{column} {} ", dialect.like())).push_bind(p.to_like());
+            qb.push(" ESCAPE '\\'");
+        }
+        qb.push(")");
+    }
+    match &q.visibility {
+        Visibility::All => true,
+        Visibility::Grants(grants) if grants.is_empty() => false,
+        Visibility::Grants(grants) => {
+            qb.push(" AND (");
+            for (i, g) in grants.iter().enumerate() {
+                if i > 0 {
+                    qb.push(" OR ");
+                }
+                qb.push("(1 = 1");
+                if let Some(subjects) = &g.subjects {
+                    push_in(qb, "subject_key", subjects);
+                }
+                if let ResourceScope::Some { exact, prefixes } = &g.resources {
+                    qb.push(" AND (1 = 0");
+                    for r in exact {
+                        qb.push(" OR resource = ").push_bind(r.clone());
+                    }
+                    for p in prefixes {
+                        qb.push(" OR ");
+                        push_starts_with(qb, dialect, "resource", p);
+                    }
+                    qb.push(")");
+                }
+                qb.push(")");
+            }
+            qb.push(")");
+            true
+        }
+    }
+}
+
+/// Appends the `from`/`to` bounds as a sequence range found through the commits table.
+pub(crate) fn push_time_bounds<DB>(qb: &mut QueryBuilder<DB>, q: &EventQuery)
+where
+    DB: Database,
+    for<'a> i64: Encode<'a, DB> + Type<DB>,
+{
+    if let Some(from) = q.from {
+        qb.push(" AND seq >= (SELECT min(first_seq) FROM commits WHERE registered >= ")
+            .push_bind(from.timestamp_micros())
+            .push(")");
+    }
+    if let Some(to) = q.to {
+        qb.push(" AND seq <= (SELECT max(last_seq) FROM commits WHERE registered <= ")
+            .push_bind(to.timestamp_micros())
+            .push(")");
+    }
+}
+
+/// A case-sensitive prefix test, which `LIKE` is not.
+fn push_starts_with<DB>(qb: &mut QueryBuilder<DB>, dialect: Dialect, column: &str, prefix: &str)
+where
+    DB: Database,
+    for<'a> String: Encode<'a, DB> + Type<DB>,
+{
+    match dialect {
+        Dialect::Sqlite => {
+            qb.push(format_args!("substr({column}, 1, length("))
+                .push_bind(prefix.to_owned())
+                .push(")) = ")
+                .push_bind(prefix.to_owned());
+        }
+        Dialect::Postgres => {
+            qb.push(format_args!("starts_with({column}, "))
+                .push_bind(prefix.to_owned())
+                .push(")");
+        }
+    }
+}
+
+fn push_in<DB>(qb: &mut QueryBuilder<DB>, column: &str, values: &[String])
+where
+    DB: Database,
+    for<'a> String: Encode<'a, DB> + Type<DB>,
+{
+    if values.is_empty() {
+        qb.push(" AND 1 = 0");
+        return;
+    }
+    qb.push(format_args!(" AND {column} IN ("));
+    let mut list = qb.separated(", ");
+    for v in values {
+        list.push_bind(v.clone());
+    }
+    qb.push(")");
+}

@@ -1,0 +1,226 @@
+//! The embedded default backend: one SQLite file in WAL mode with `synchronous = FULL`, so that a
+//! commit is on disk before it is acknowledged. Writes go through one connection (SQLite has one
+//! writer anyway), reads through a small pool that WAL lets run beside the writer.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, SqlSafeStr, Sqlite, SqlitePool};
+use tokio::sync::Mutex;
+
+use crate::sql::{Dialect, push_filters, push_time_bounds};
+use crate::{AppendReceipt, EventQuery, EventStore, NewEvent, StoreError, StoredEvent, micros_to_time};
+
+/// SQLite allows 32,766 bound parameters per statement; 8 per event row.
+const ROWS_PER_INSERT: usize = 500;
+
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "events", include_str!("../migrations/sqlite/0001_events.sql"))];
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    readers: SqlitePool,
+    /// Highest seq and registration time committed so far; only the writer changes them.
+    tip: Arc<Mutex<Tip>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tip {
+    seq: i64,
+    registered: i64,
+}
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|(version, name, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*name),
+                    MigrationType::Simple,
+                    AssertSqlSafe(*sql).into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `events.db` in `data_dir` and applies pending migrations.
+    pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Open(format!("cannot create data directory {}: {e}", data_dir.display()))
+        })?;
+        Self::open_file(&data_dir.join("events.db")).await
+    }
+
+    pub async fn open_file(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await?;
+        migrator().run(&writer).await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        let row = sqlx::query(
+            "SELECT (SELECT coalesce(max(seq), 0) FROM events), \
+                    (SELECT coalesce(max(registered), 0) FROM commits)",
+        )
+        .fetch_one(&writer)
+        .await?;
+        let tip = Tip { seq: row.try_get(0)?, registered: row.try_get(1)? };
+        Ok(SqliteStore { writer, readers, tip: Arc::new(Mutex::new(tip)) })
+    }
+
+    /// Applies pending migrations without keeping the store open.
+    pub async fn migrate(data_dir: &Path) -> Result<(), StoreError> {
+        let store = Self::open(data_dir).await?;
+        store.writer.close().await;
+        store.readers.close().await;
+        Ok(())
+    }
+
+    /// The query plan SQLite picks for `query`, for tests that prove every shape uses an index.
+    pub async fn explain(&self, query: &EventQuery) -> Result<Vec<String>, StoreError> {
+        let mut qb = select("EXPLAIN QUERY PLAN ", query);
+        let rows = qb.build().fetch_all(&self.readers).await?;
+        rows.iter().map(|r| r.try_get::<String, _>(3).map_err(StoreError::from)).collect()
+    }
+}
+
+fn select(prefix: &str, q: &EventQuery) -> QueryBuilder<Sqlite> {
+    let mut qb = QueryBuilder::new(prefix);
+    qb.push("SELECT seq, id, registered, body FROM events WHERE seq > ");
+    qb.push_bind(q.after);
+    push_time_bounds(&mut qb, q);
+    if !push_filters(&mut qb, q, Dialect::Sqlite) {
+        qb.push(" AND 1 = 0");
+    }
+    qb.push(" ORDER BY seq LIMIT ").push_bind(i64::from(q.limit));
+    qb
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn append(&self, events: &[NewEvent]) -> Result<AppendReceipt, StoreError> {
+        let mut tip = self.tip.lock().await;
+        let registered = Utc::now().timestamp_micros().max(tip.registered);
+        let mut tx = self.writer.begin().await?;
+        for chunk in events.chunks(ROWS_PER_INSERT) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO events (id, source, type, subject_key, alternative_subject, resource, registered, body) ",
+            );
+            qb.push_values(chunk, |mut row, e| {
+                row.push_bind(e.id.clone())
+                    .push_bind(e.source.clone())
+                    .push_bind(e.event_type.clone())
+                    .push_bind(e.subject_key.clone())
+                    .push_bind(e.alternative_subject.clone())
+                    .push_bind(e.resource.clone())
+                    .push_bind(registered)
+                    .push_bind(e.body.clone());
+            });
+            qb.push(" ON CONFLICT (id, source) DO NOTHING");
+            qb.build().execute(&mut *tx).await?;
+        }
+        let row = sqlx::query("SELECT min(seq), max(seq), count(*) FROM events WHERE seq > ?")
+            .bind(tip.seq)
+            .fetch_one(&mut *tx)
+            .await?;
+        let first: Option<i64> = row.try_get(0)?;
+        let last: Option<i64> = row.try_get(1)?;
+        let inserted: i64 = row.try_get(2)?;
+        if let (Some(first), Some(last)) = (first, last) {
+            sqlx::query("INSERT INTO commits (first_seq, last_seq, registered) VALUES (?, ?, ?)")
+                .bind(first)
+                .bind(last)
+                .bind(registered)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        if let Some(last) = last {
+            *tip = Tip { seq: last, registered };
+        }
+        Ok(AppendReceipt { inserted: u64::try_from(inserted).unwrap_or(0), last_seq: tip.seq })
+    }
+
+    async fn query(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        if query.visibility.is_nothing() || query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut qb = select("", query);
+        let rows = qb.build().fetch_all(&self.readers).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredEvent {
+                    seq: r.try_get(0)?,
+                    id: r.try_get(1)?,
+                    registered: micros_to_time(r.try_get(2)?),
+                    body: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn position_of(&self, id: &str, query: &EventQuery) -> Result<Option<i64>, StoreError> {
+        let mut qb = QueryBuilder::new("SELECT min(seq) FROM events WHERE id = ");
+        qb.push_bind(id.to_owned());
+        if !push_filters(&mut qb, query, Dialect::Sqlite) {
+            return Ok(None);
+        }
+        Ok(qb.build().fetch_one(&self.readers).await?.try_get(0)?)
+    }
+
+    async fn delete_registered_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let _tip = self.tip.lock().await;
+        let mut tx = self.writer.begin().await?;
+        let cut: Option<i64> =
+            sqlx::query("SELECT max(last_seq) FROM commits WHERE registered < ?")
+                .bind(cutoff.timestamp_micros())
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+        let Some(cut) = cut else {
+            return Ok(0);
+        };
+        let deleted = sqlx::query("DELETE FROM events WHERE seq <= ?")
+            .bind(cut)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM commits WHERE last_seq <= ?").bind(cut).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn last_seq(&self) -> Result<i64, StoreError> {
+        Ok(self.tip.lock().await.seq)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.readers).await?;
+        Ok(())
+    }
+}

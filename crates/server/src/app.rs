@@ -1,0 +1,39 @@
+//! The shared state of the API and the router that serves it.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use hendelse_auth::{Authorizer, TokenVerifier};
+use hendelse_model::MAX_EVENT_BYTES;
+use hendelse_store::{EventStore, Ingest};
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::routes;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn EventStore>,
+    pub ingest: Ingest,
+    pub verifier: Arc<TokenVerifier>,
+    pub authorizer: Arc<dyn Authorizer>,
+    /// The externally visible base URL (`https://events.example`), when configured; otherwise
+    /// links are built from the request's `Host`.
+    pub public_url: Option<Arc<str>>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/events/api/v1/events", post(routes::publish::publish).get(routes::query::generic_events))
+        .route("/events/api/v1/app", post(routes::publish::publish_app))
+        .route("/events/api/v1/app/party", get(routes::query::app_party))
+        .route("/events/api/v1/app/{org}/{app}", get(routes::query::app_events))
+        .route("/health", get(routes::health::ready))
+        .route("/health/live", get(routes::health::live))
+        .route("/health/ready", get(routes::health::ready));
+    api.layer(DefaultBodyLimit::max(MAX_EVENT_BYTES))
+        .layer(CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn(crate::problem::problem_details))
+        .with_state(state)
+}

@@ -1,0 +1,145 @@
+//! The command line: `serve`, `token` and `migrate`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use hendelse_auth::{DevKey, TokenRequest};
+
+#[derive(Parser)]
+#[command(name = "hendelse", version, about = "CloudEvents platform compatible with Altinn Events")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the API (and the background workers).
+    Serve(ServeArgs),
+    /// Print a development token signed with the data directory's key.
+    Token(TokenArgs),
+    /// Create or upgrade the store's schema, then exit.
+    Migrate(StoreArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct StoreArgs {
+    /// Directory of the embedded store and the development signing key.
+    #[arg(long, env = "HENDELSE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Args, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address to listen on.
+    #[arg(long, env = "HENDELSE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Registry of parties, resources and access rules (JSON); without it nobody has access rules.
+    #[arg(long, env = "HENDELSE_REGISTRY")]
+    pub registry: Option<PathBuf>,
+    /// Production token issuers: a JSON array of {issuer, jwks, algorithms, audience}.
+    #[arg(long, env = "HENDELSE_TRUSTED_ISSUERS")]
+    pub trusted_issuers: Option<PathBuf>,
+    /// Do not trust the development signing key of the data directory.
+    #[arg(long, env = "HENDELSE_NO_DEV_TOKENS")]
+    pub no_dev_tokens: bool,
+    /// Required `aud` of development tokens.
+    #[arg(long, env = "HENDELSE_AUDIENCE")]
+    pub audience: Option<String>,
+    /// Public base URL used in `next` links (default: from the request's Host header).
+    #[arg(long, env = "HENDELSE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Delete events registered longer ago than this many days.
+    #[arg(long, env = "HENDELSE_RETENTION_DAYS", default_value_t = 90.0)]
+    pub retention_days: f64,
+    /// How often the retention sweep runs, in seconds.
+    #[arg(long, env = "HENDELSE_RETENTION_INTERVAL", default_value_t = 600)]
+    pub retention_interval: u64,
+    /// Publish requests that may wait for a commit before new ones get 503.
+    #[arg(long, env = "HENDELSE_INGEST_QUEUE", default_value_t = 4096)]
+    pub ingest_queue: usize,
+    /// Log format.
+    #[arg(long, env = "HENDELSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Args)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Org code (`urn:altinn:org`), for an org token.
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Organisation number (`urn:altinn:orgNumber`).
+    #[arg(long)]
+    pub org_number: Option<String>,
+    /// National identity number (`pid`), for an end-user token.
+    #[arg(long)]
+    pub pid: Option<String>,
+    /// The end user's party id (`urn:altinn:partyid`).
+    #[arg(long)]
+    pub party_id: Option<i64>,
+    /// The end user's user id (`urn:altinn:userid`).
+    #[arg(long)]
+    pub user_id: Option<i64>,
+    /// Space-separated scopes.
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600, allow_negative_numbers = true)]
+    pub ttl: i64,
+    /// Audience (`aud`).
+    #[arg(long)]
+    pub audience: Option<String>,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => crate::serve::serve(args).await,
+        Command::Token(args) => token(args),
+        Command::Migrate(args) => {
+            hendelse_store::sqlite::SqliteStore::migrate(&args.data_dir)
+                .await
+                .with_context(|| format!("migrating the store in {}", args.data_dir.display()))?;
+            println!("store in {} is up to date", args.data_dir.display());
+            Ok(())
+        }
+    }
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    if args.org.is_none() && args.org_number.is_none() && args.pid.is_none() {
+        anyhow::bail!("say whom the token is for: --org (and/or --org-number) or --pid");
+    }
+    if args.pid.is_some() && (args.org.is_some() || args.org_number.is_some()) {
+        anyhow::bail!("a token is either for an org (--org/--org-number) or a person (--pid), not both");
+    }
+    if let Some(pid) = &args.pid {
+        if !hendelse_model::subject::is_digits(pid, 11) {
+            anyhow::bail!("--pid must be 11 digits");
+        }
+    }
+    let key = DevKey::load_or_create(&args.store.data_dir)?;
+    let token = key.mint(&TokenRequest {
+        org: args.org,
+        org_number: args.org_number,
+        pid: args.pid,
+        user_id: args.user_id,
+        party_id: args.party_id,
+        scope: args.scope,
+        ttl_seconds: args.ttl,
+        audience: args.audience,
+    })?;
+    println!("{token}");
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! Query-string handling shared by the query routes: repeated keys, Altinn's parameter rules and
+//! error texts, and the `next` link.
+
+use axum::http::HeaderMap;
+use axum::http::header::HOST;
+use chrono::{DateTime, Utc};
+use hendelse_model::Pattern;
+
+use crate::problem::ApiError;
+
+/// The decoded query string, keys compared case-insensitively as ASP.NET (and so Altinn) does.
+pub struct Params {
+    pairs: Vec<(String, String)>,
+}
+
+impl Params {
+    pub fn parse(raw: Option<&str>) -> Params {
+        let pairs = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        Params { pairs }
+    }
+
+    /// A parameter that may appear once; empty values count as absent.
+    pub fn one(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        let mut values = self.pairs.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(ApiError::BadRequest(format!("The '{name}' parameter may be given only once.")));
+        }
+        Ok(first.map(String::as_str).filter(|v| !v.is_empty()))
+    }
+
+    /// A parameter that may repeat (`type=a&type=b`).
+    pub fn all(&self, name: &str) -> Vec<Pattern> {
+        self.pairs
+            .iter()
+            .filter(|(k, v)| k.eq_ignore_ascii_case(name) && !v.is_empty())
+            .map(|(_, v)| Pattern::new(v.clone()))
+            .collect()
+    }
+
+    /// The same query with `after` set to `after`, every value percent-encoded.
+    pub fn with_after(&self, after: &str) -> String {
+        let mut out = form_urlencoded::Serializer::new(String::new());
+        let mut replaced = false;
+        for (k, v) in &self.pairs {
+            if k.eq_ignore_ascii_case("after") {
+                if !replaced {
+                    out.append_pair(k, after);
+                    replaced = true;
+                }
+            } else {
+                out.append_pair(k, v);
+            }
+        }
+        if !replaced {
+            out.append_pair("after", after);
+        }
+        out.finish()
+    }
+}
+
+/// `size`: an integer. Whether it is clamped or rejected is each route's rule.
+pub fn size(params: &Params) -> Result<Option<i64>, ApiError> {
+    params
+        .one("size")?
+        .map(|v| v.trim().parse::<i64>().map_err(|_| ApiError::BadRequest(format!("The value '{v}' is not valid for Size."))))
+        .transpose()
+}
+
+/// `from`/`to`: RFC 3339 with a time zone; seconds may be left out (`2023-02-16T18:00Z`).
+pub fn instant(params: &Params, name: &str, label: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let Some(raw) = params.one(name)? else {
+        return Ok(None);
+    };
+    parse_instant(raw).map(Some).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "The '{label}' parameter must be a date and time with a time zone, e.g. 2023-02-16T18:00Z (got '{raw}')."
+        ))
+    })
+}
+
+pub fn parse_instant(raw: &str) -> Option<DateTime<Utc>> {
+    // An unencoded `+01:00` arrives as ` 01:00` after form decoding; put the plus back.
+    let mut text = raw.trim().replace(' ', "+");
+    if text.len() >= 17 && text.as_bytes()[13] == b':' && text.as_bytes()[16] != b':' {
+        text.insert_str(16, ":00");
+    }
+    DateTime::parse_from_rfc3339(&text).ok().map(|t| t.with_timezone(&Utc))
+}
+
+/// The absolute URL of this route, from `--public-url` or the request's `Host`.
+pub fn base_url(public_url: Option<&str>, headers: &HeaderMap) -> String {
+    if let Some(url) = public_url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let host = headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .filter(|p| *p == "https" || *p == "http")
+        .unwrap_or("http");
+    format!("{scheme}://{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_accept_altinns_short_form_and_need_a_zone() {
+        let t = parse_instant("2023-02-16T18:00Z").expect("short form");
+        assert_eq!(t.to_rfc3339(), "2023-02-16T18:00:00+00:00");
+        assert_eq!(parse_instant("2023-02-16T19:00 01:00"), Some(t));
+        assert!(parse_instant("2023-02-16T18:00:00").is_none());
+        assert!(parse_instant("yesterday").is_none());
+    }
+
+    #[test]
+    fn next_keeps_other_parameters_and_encodes_them() {
+        let p = Params::parse(Some("source=https%3A%2F%2Fx%2F%25&after=1&type=a&type=b"));
+        assert_eq!(p.with_after("x y&z"), "source=https%3A%2F%2Fx%2F%25&after=x+y%26z&type=a&type=b");
+        assert_eq!(Params::parse(Some("from=2023-01-01T00:00Z")).with_after("7"), "from=2023-01-01T00%3A00Z&after=7");
+        assert!(Params::parse(Some("size=1&Size=2")).one("size").is_err());
+    }
+}

@@ -1,0 +1,233 @@
+//! RFC 7807 / RFC 9457 problem details: the one error type of the API and its rendering, plus the
+//! middleware that turns every other error response (router 404/405, body limits, panics) into one.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hendelse_auth::AuthError;
+use hendelse_model::ValidationError;
+use http_body_util::BodyExt;
+use serde::Serialize;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+/// Error bodies larger than this are not read back when wrapping them.
+const MAX_WRAPPED_BODY: usize = 64 * 1024;
+
+/// A problem-details body.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors: BTreeMap<String, Vec<String>>,
+    #[serde(rename = "traceId", skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Problem {
+            kind: type_uri(status).to_owned(),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: Some(detail.into()),
+            errors: BTreeMap::new(),
+            trace_id: None,
+        }
+    }
+}
+
+/// The RFC 9110 section of a status, as ASP.NET (and so Altinn) writes problem types.
+fn type_uri(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "https://tools.ietf.org/html/rfc9110#section-15.5.1",
+        401 => "https://tools.ietf.org/html/rfc9110#section-15.5.2",
+        403 => "https://tools.ietf.org/html/rfc9110#section-15.5.4",
+        404 => "https://tools.ietf.org/html/rfc9110#section-15.5.5",
+        405 => "https://tools.ietf.org/html/rfc9110#section-15.5.6",
+        406 => "https://tools.ietf.org/html/rfc9110#section-15.5.7",
+        408 => "https://tools.ietf.org/html/rfc9110#section-15.5.9",
+        409 => "https://tools.ietf.org/html/rfc9110#section-15.5.10",
+        411 => "https://tools.ietf.org/html/rfc9110#section-15.5.12",
+        413 => "https://tools.ietf.org/html/rfc9110#section-15.5.14",
+        414 => "https://tools.ietf.org/html/rfc9110#section-15.5.15",
+        415 => "https://tools.ietf.org/html/rfc9110#section-15.5.16",
+        422 => "https://tools.ietf.org/html/rfc9110#section-15.5.21",
+        429 => "https://tools.ietf.org/html/rfc6585#section-4",
+        500 => "https://tools.ietf.org/html/rfc9110#section-15.6.1",
+        503 => "https://tools.ietf.org/html/rfc9110#section-15.6.4",
+        504 => "https://tools.ietf.org/html/rfc9110#section-15.6.5",
+        _ => "about:blank",
+    }
+}
+
+/// Every way a request can fail, rendered as problem details at the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Invalid(#[from] ValidationError),
+    #[error("{0}")]
+    Unauthorized(#[from] AuthError),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The service cannot take the request now; nothing was stored. Retry after the given seconds.
+    #[error("{message}")]
+    Unavailable { message: String, retry_after: u32 },
+    /// A fault of ours; the detail shown is generic and the cause is logged.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<hendelse_store::StoreError> for ApiError {
+    fn from(e: hendelse_store::StoreError) -> Self {
+        if e.is_unavailable() {
+            ApiError::Unavailable { message: "the event store is not reachable; try again".into(), retry_after: 1 }
+        } else {
+            ApiError::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<hendelse_store::IngestError> for ApiError {
+    fn from(e: hendelse_store::IngestError) -> Self {
+        use hendelse_store::IngestError;
+        match e {
+            IngestError::Overloaded => ApiError::Unavailable {
+                message: "too many publishes are waiting to be stored; nothing was stored, try again".into(),
+                retry_after: 1,
+            },
+            IngestError::Closed => ApiError::Unavailable {
+                message: "the service is shutting down; nothing was stored, try again".into(),
+                retry_after: 1,
+            },
+            IngestError::Store { message, .. } => {
+                tracing::error!(error = %message, "publish failed to commit");
+                ApiError::Unavailable {
+                    message: "the events could not be committed; nothing was stored, try again".into(),
+                    retry_after: 1,
+                }
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut problem = match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %cause, "request failed");
+                Problem::new(status, "an internal error occurred; it has been logged")
+            }
+            ApiError::Invalid(v) => {
+                let mut p = Problem::new(status, format!("the event is not valid: {v}"));
+                for e in &v.errors {
+                    p.errors.entry(e.field.clone()).or_default().push(e.message.clone());
+                }
+                p
+            }
+            other => Problem::new(status, other.to_string()),
+        };
+        if let ApiError::Unauthorized(_) = &self {
+            problem.title = "Unauthorized".into();
+        }
+        let mut response = problem_response(&problem);
+        match &self {
+            ApiError::Unauthorized(_) => {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::Unavailable { retry_after, .. } => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+fn problem_response(problem: &Problem) -> Response {
+    let body = serde_json::to_vec(problem).unwrap_or_default();
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))], body).into_response()
+}
+
+/// Gives every request a trace id (W3C `traceparent` form) and makes sure every error response is
+/// problem details carrying it, whoever produced the error.
+pub async fn problem_details(request: Request, next: Next) -> Response {
+    let trace_id = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() == 55 && v.is_ascii())
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            let trace = uuid::Uuid::new_v4().simple().to_string();
+            let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
+            format!("00-{trace}-{span}-00")
+        });
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = match http_body_util::Limited::new(body, MAX_WRAPPED_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => Default::default(),
+    };
+    let is_problem = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    let mut problem = if is_problem {
+        serde_json::from_slice::<serde_json::Value>(&bytes).ok()
+    } else {
+        None
+    }
+    .unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(&bytes).trim().to_owned();
+        let detail = if text.is_empty() { default_detail(status) } else { text };
+        serde_json::to_value(Problem::new(status, detail)).unwrap_or_default()
+    });
+    if let Some(map) = problem.as_object_mut() {
+        map.entry("traceId").or_insert_with(|| trace_id.into());
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    Response::from_parts(parts, Body::from(serde_json::to_vec(&problem).unwrap_or_default()))
+}
+
+fn default_detail(status: StatusCode) -> String {
+    match status {
+        StatusCode::NOT_FOUND => "no such route; see /openapi.json for the API".into(),
+        StatusCode::METHOD_NOT_ALLOWED => "this route does not accept that method".into(),
+        StatusCode::PAYLOAD_TOO_LARGE => "the request body is larger than 1 MiB".into(),
+        StatusCode::INTERNAL_SERVER_ERROR => "an internal error occurred; it has been logged".into(),
+        other => other.canonical_reason().unwrap_or("error").to_owned(),
+    }
+}

@@ -1,0 +1,204 @@
+//! The three query routes of Altinn's Events API. Authorization is a filter the store applies
+//! before it limits the page, so a page is short only at the end of the log and `next` always
+//! moves forward.
+
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use hendelse_auth::SCOPE_SUBSCRIBE;
+use hendelse_model::subject::{is_digits, party_key};
+use hendelse_model::{RESOURCE_PREFIX, Visibility};
+use hendelse_store::EventQuery;
+
+use crate::app::AppState;
+use crate::caller::Caller;
+use crate::params::{self, Params};
+use crate::problem::ApiError;
+
+pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json; charset=utf-8";
+const MAX_PAGE: i64 = 1000;
+const DEFAULT_PAGE: i64 = 50;
+
+/// `GET /events/api/v1/app/party`: app events of one party.
+pub async fn app_party(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(uri.query());
+    let mut query = app_query(&params, &headers, true)?;
+    query.resource_prefix = Some(format!("{RESOURCE_PREFIX}app_"));
+    query.visibility = state.authorizer.visibility(&caller);
+    respond(&state, &params, &headers, uri.path(), query, params.one("after")?).await
+}
+
+/// `GET /events/api/v1/app/{org}/{app}`: app events of one app.
+pub async fn app_events(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((org, app)): Path<(String, String)>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(uri.query());
+    let mut query = app_query(&params, &headers, false)?;
+    query.resource = Some(format!("{RESOURCE_PREFIX}app_{org}_{app}"));
+    query.visibility = state.authorizer.visibility(&caller);
+    respond(&state, &params, &headers, uri.path(), query, params.one("after")?).await
+}
+
+/// `GET /events/api/v1/events`: generic events of one resource.
+pub async fn generic_events(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !caller.has_scope(SCOPE_SUBSCRIBE) {
+        return Err(ApiError::Forbidden(format!("the token lacks the scope {SCOPE_SUBSCRIBE}")));
+    }
+    let params = Params::parse(uri.query());
+    let resource = params
+        .one("resource")?
+        .ok_or_else(|| ApiError::BadRequest("The 'resource' parameter must be defined.".into()))?;
+    if !resource.starts_with(RESOURCE_PREFIX) {
+        return Err(ApiError::BadRequest(format!("The 'resource' parameter must start with '{RESOURCE_PREFIX}'.")));
+    }
+    let after = params
+        .one("after")?
+        .ok_or_else(|| ApiError::BadRequest("The 'after' parameter must be defined.".into()))?;
+    let alternative_subject = header_text(&headers, "altinn-alternativesubject")?;
+    let query = EventQuery {
+        resource: Some(resource.to_owned()),
+        subject_key: params.one("subject")?.map(party_key),
+        alternative_subject,
+        types: params.all("type"),
+        limit: clamp_size(params::size(&params)?.unwrap_or(DEFAULT_PAGE)),
+        visibility: state.authorizer.visibility(&caller),
+        ..EventQuery::default()
+    };
+    respond(&state, &params, &headers, uri.path(), query, Some(after)).await
+}
+
+fn clamp_size(size: i64) -> u32 {
+    u32::try_from(size.clamp(1, MAX_PAGE)).unwrap_or(1)
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map(|s| s.trim().to_owned())
+                .map_err(|_| ApiError::BadRequest(format!("The '{name}' header must be visible ASCII text.")))
+        })
+        .transpose()
+        .map(|v| v.filter(|s| !s.is_empty()))
+}
+
+/// The parameters both `/app` routes share, with Altinn's rules and texts.
+fn app_query(params: &Params, headers: &HeaderMap, subject_required: bool) -> Result<EventQuery, ApiError> {
+    let after = params.one("after")?;
+    let from = params::instant(params, "from", "From")?;
+    let to = params::instant(params, "to", "To")?;
+    if after.is_none() && from.is_none() {
+        return Err(ApiError::BadRequest("The 'From' or 'After' parameter must be defined.".into()));
+    }
+    let size = params::size(params)?.unwrap_or(DEFAULT_PAGE);
+    if size < 1 {
+        return Err(ApiError::BadRequest("Size must be a number larger that 0.".into()));
+    }
+    let party = params.one("party")?;
+    let unit = params.one("unit")?;
+    let person = header_text(headers, "person")?;
+    if subject_required && party.is_none() && unit.is_none() && person.is_none() {
+        return Err(ApiError::BadRequest(
+            "Subject must be specified using either query params party or unit or header value person.".into(),
+        ));
+    }
+    match (party.is_some(), unit.is_some(), person.is_some()) {
+        (true, true, _) => return Err(ApiError::BadRequest("Only one of 'Party' or 'Unit' can be defined.".into())),
+        (true, _, true) => return Err(ApiError::BadRequest("Only one of 'Party' or 'Person' can be defined.".into())),
+        (_, true, true) => return Err(ApiError::BadRequest("Only one of 'Unit' or 'Person' can be defined.".into())),
+        _ => {}
+    }
+    let mut query = EventQuery {
+        from,
+        to,
+        sources: params.all("source"),
+        types: params.all("type"),
+        limit: clamp_size(size),
+        ..EventQuery::default()
+    };
+    if let Some(party) = party {
+        let id: i64 = party
+            .trim()
+            .parse()
+            .map_err(|_| ApiError::BadRequest(format!("The value '{party}' is not valid for Party.")))?;
+        query.subject_key = Some(format!("/party/{id}"));
+    }
+    if let Some(unit) = unit {
+        if !is_digits(unit, 9) {
+            return Err(ApiError::BadRequest("Value of 'Unit' needs to be exactly 9 digits.".into()));
+        }
+        query.alternative_subject = Some(format!("/organisation/{unit}"));
+    }
+    if let Some(person) = person {
+        if !is_digits(&person, 11) {
+            return Err(ApiError::BadRequest("Value of 'Person' needs to be exactly 11 digits.".into()));
+        }
+        query.alternative_subject = Some(format!("/person/{person}"));
+    }
+    Ok(query)
+}
+
+/// Resolves the cursor, runs the query and answers with the page and its `next` link.
+async fn respond(
+    state: &AppState,
+    params: &Params,
+    headers: &HeaderMap,
+    path: &str,
+    mut query: EventQuery,
+    after: Option<&str>,
+) -> Result<Response, ApiError> {
+    if let Some(subject) = query.subject_key.clone() {
+        query.visibility = query.visibility.restricted_to_subject(&subject);
+    }
+    query.after = match after {
+        None | Some("0") => 0,
+        Some(id) => resolve_after(state, id, &query).await?,
+    };
+    let events = state.store.query(&query).await?;
+    let next_after = events.last().map(|e| e.id.as_str()).or(after).unwrap_or("0");
+    let next = format!(
+        "{}{}?{}",
+        params::base_url(state.public_url.as_deref(), headers),
+        path,
+        params.with_after(next_after)
+    );
+    let mut body = String::with_capacity(2 + events.iter().map(|e| e.body.len() + 1).sum::<usize>());
+    body.push('[');
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&e.body);
+    }
+    body.push(']');
+    let mut response = ([(header::CONTENT_TYPE, HeaderValue::from_static(CLOUDEVENTS_JSON))], body).into_response();
+    let next = HeaderValue::from_str(&next).map_err(|e| ApiError::Internal(format!("next link: {e}")))?;
+    response.headers_mut().insert("next", next);
+    Ok(response)
+}
+
+/// The position of the event `after` names. The event is looked up among those the query selects
+/// first (ids are unique per source, not globally), then anywhere; an id that is not (or no longer,
+/// after retention) in the store reads from the start, as Altinn does.
+async fn resolve_after(state: &AppState, id: &str, query: &EventQuery) -> Result<i64, ApiError> {
+    if let Some(seq) = state.store.position_of(id, query).await? {
+        return Ok(seq);
+    }
+    let anywhere = EventQuery { visibility: Visibility::All, ..EventQuery::default() };
+    Ok(state.store.position_of(id, &anywhere).await?.unwrap_or(0))
+}

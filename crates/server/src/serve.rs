@@ -1,0 +1,113 @@
+//! `hendelse serve`: open the store, start the writer and the retention sweep, serve the API, and
+//! shut down gracefully (in-flight publishes are committed before the process exits).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hendelse_auth::{DevKey, Registry, RegistryAuthorizer, TokenVerifier, TrustedIssuer};
+use hendelse_store::sqlite::SqliteStore;
+use hendelse_store::{EventStore, Ingest, IngestConfig};
+use tracing_subscriber::EnvFilter;
+
+use crate::app::{AppState, router};
+use crate::cli::{LogFormat, ServeArgs};
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let registry = match &args.registry {
+        Some(path) => Registry::load(path)?,
+        None => {
+            tracing::warn!("no --registry given: only resource owners and parties themselves have access");
+            Registry::default()
+        }
+    };
+    let mut issuers = match &args.trusted_issuers {
+        Some(path) => TrustedIssuer::load_all(path)?,
+        None => Vec::new(),
+    };
+    if !args.no_dev_tokens {
+        let key = DevKey::load_or_create(&args.store.data_dir)?;
+        issuers.push(TrustedIssuer::development(&key, args.audience.clone())?);
+    }
+    if issuers.is_empty() {
+        anyhow::bail!("no token issuer is trusted: give --trusted-issuers or allow development tokens");
+    }
+
+    let store: Arc<dyn EventStore> = Arc::new(
+        SqliteStore::open(&args.store.data_dir)
+            .await
+            .with_context(|| format!("opening the store in {}", args.store.data_dir.display()))?,
+    );
+    let last_seq = store.last_seq().await?;
+    let (ingest, writer) = Ingest::start(
+        store.clone(),
+        IngestConfig { queue_capacity: args.ingest_queue, ..IngestConfig::default() },
+        last_seq,
+    );
+    let retention = tokio::spawn(retention_sweep(store.clone(), args.retention_days, args.retention_interval));
+
+    let state = AppState {
+        store,
+        ingest,
+        verifier: Arc::new(TokenVerifier::new(issuers)),
+        authorizer: Arc::new(RegistryAuthorizer::new(registry)),
+        public_url: args.public_url.as_deref().map(Arc::from),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, data_dir = %args.store.data_dir.display(), "hendelse is listening");
+    // Tests and scripts read this line to learn the port when listening on port 0.
+    println!("listening on http://{address}");
+
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    retention.abort();
+    // Every Ingest clone is gone with the router, so the writer drains its queue and stops.
+    writer.await.context("the writer task failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+async fn retention_sweep(store: Arc<dyn EventStore>, days: f64, interval_seconds: u64) {
+    let keep = chrono::Duration::milliseconds((days * 86_400_000.0) as i64);
+    let mut tick = tokio::time::interval(Duration::from_secs(interval_seconds.max(1)));
+    loop {
+        tick.tick().await;
+        let cutoff = chrono::Utc::now() - keep;
+        match store.delete_registered_before(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, %cutoff, "retention removed old events"),
+            Err(e) => tracing::warn!(error = %e, "retention sweep failed; will try again"),
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("HENDELSE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}

@@ -5,9 +5,9 @@ use hendelse_model::subject::{app_party_subject, organization_urn, person_urn};
 use hendelse_model::visibility::ResourceScope;
 use hendelse_model::{Grant, RESOURCE_PREFIX, Visibility};
 
+use crate::SCOPE_PUBLISH_ADMIN;
 use crate::principal::Principal;
 use crate::registry::{Party, Registry};
-use crate::SCOPE_PUBLISH_ADMIN;
 
 pub trait Authorizer: Send + Sync + 'static {
     /// Every event the principal may read, as grants the store can filter by.
@@ -47,7 +47,10 @@ impl RegistryAuthorizer {
         subjects
     }
 
-    fn access_grants<'a>(&'a self, rows: impl Iterator<Item = &'a crate::registry::Access>) -> Vec<Grant> {
+    fn access_grants<'a>(
+        &'a self,
+        rows: impl Iterator<Item = &'a crate::registry::Access>,
+    ) -> Vec<Grant> {
         rows.filter(|a| a.actions.iter().any(|x| x == "read" || x == "*"))
             .map(|a| {
                 let subjects = match self.registry.party(a.party) {
@@ -57,9 +60,15 @@ impl RegistryAuthorizer {
                 let resources = if a.resources.iter().any(|r| r == "*") {
                     ResourceScope::Any
                 } else {
-                    ResourceScope::Some { exact: a.resources.clone(), prefixes: Vec::new() }
+                    ResourceScope::Some {
+                        exact: a.resources.clone(),
+                        prefixes: Vec::new(),
+                    }
                 };
-                Grant { subjects: Some(subjects), resources }
+                Grant {
+                    subjects: Some(subjects),
+                    resources,
+                }
             })
             .collect()
     }
@@ -80,12 +89,22 @@ impl Authorizer for RegistryAuthorizer {
                 }
                 own.sort();
                 own.dedup();
-                grants.push(Grant { subjects: Some(own), resources: ResourceScope::Any });
-                grants.extend(self.access_grants(
-                    self.registry.access.iter().filter(|a| a.person.as_deref() == Some(pid.as_str())),
-                ));
+                grants.push(Grant {
+                    subjects: Some(own),
+                    resources: ResourceScope::Any,
+                });
+                grants.extend(
+                    self.access_grants(
+                        self.registry
+                            .access
+                            .iter()
+                            .filter(|a| a.person.as_deref() == Some(pid.as_str())),
+                    ),
+                );
             }
-            Principal::Org { org, org_number, .. } => {
+            Principal::Org {
+                org, org_number, ..
+            } => {
                 if let Some(org) = org {
                     let exact: Vec<String> = self
                         .registry
@@ -96,7 +115,10 @@ impl Authorizer for RegistryAuthorizer {
                         .collect();
                     grants.push(Grant {
                         subjects: None,
-                        resources: ResourceScope::Some { exact, prefixes: vec![app_resource_prefix(org)] },
+                        resources: ResourceScope::Some {
+                            exact,
+                            prefixes: vec![app_resource_prefix(org)],
+                        },
                     });
                 }
                 if let Some(orgno) = org_number {
@@ -104,10 +126,18 @@ impl Authorizer for RegistryAuthorizer {
                         Some(party) => self.subjects_of(party),
                         None => vec![organization_urn(orgno)],
                     };
-                    grants.push(Grant { subjects: Some(subjects), resources: ResourceScope::Any });
-                    grants.extend(self.access_grants(
-                        self.registry.access.iter().filter(|a| a.organization.as_deref() == Some(orgno.as_str())),
-                    ));
+                    grants.push(Grant {
+                        subjects: Some(subjects),
+                        resources: ResourceScope::Any,
+                    });
+                    grants.extend(
+                        self.access_grants(
+                            self.registry
+                                .access
+                                .iter()
+                                .filter(|a| a.organization.as_deref() == Some(orgno.as_str())),
+                        ),
+                    );
                 }
             }
         }
@@ -121,7 +151,8 @@ impl Authorizer for RegistryAuthorizer {
         let Some(org) = principal.org() else {
             return false;
         };
-        resource.starts_with(&app_resource_prefix(org)) || self.registry.resource_owner(resource) == Some(org)
+        resource.starts_with(&app_resource_prefix(org))
+            || self.registry.resource_owner(resource) == Some(org)
     }
 }
 
@@ -139,24 +170,45 @@ mod tests {
     }
 
     fn person() -> Principal {
-        Principal::Person { pid: "07124912037".into(), user_id: None, party_id: Some(50002598), scopes: vec![] }
+        Principal::Person {
+            pid: "07124912037".into(),
+            user_id: None,
+            party_id: Some(50002598),
+            scopes: vec![],
+        }
     }
 
     #[test]
     fn a_person_reads_their_own_party_and_what_access_rows_grant() {
         let v = RegistryAuthorizer::new(registry()).visibility(&person());
-        assert!(v.covers(Some("/party/50002598"), Some("urn:altinn:resource:app_ttd_x")));
-        assert!(v.covers(Some("urn:altinn:person:identifier-no:07124912037"), Some("urn:altinn:resource:any")));
+        assert!(v.covers(
+            Some("/party/50002598"),
+            Some("urn:altinn:resource:app_ttd_x")
+        ));
+        assert!(v.covers(
+            Some("urn:altinn:person:identifier-no:07124912037"),
+            Some("urn:altinn:resource:any")
+        ));
         let org_party = "urn:altinn:organization:identifier-no:991825827";
-        assert!(v.covers(Some(org_party), Some("urn:altinn:resource:super-simple-service")));
+        assert!(v.covers(
+            Some(org_party),
+            Some("urn:altinn:resource:super-simple-service")
+        ));
         assert!(!v.covers(Some(org_party), Some("urn:altinn:resource:other")));
-        assert!(!v.covers(Some("/party/1"), Some("urn:altinn:resource:super-simple-service")));
+        assert!(!v.covers(
+            Some("/party/1"),
+            Some("urn:altinn:resource:super-simple-service")
+        ));
     }
 
     #[test]
     fn an_org_reads_and_publishes_what_it_owns() {
         let auth = RegistryAuthorizer::new(registry());
-        let ttd = Principal::Org { org: Some("ttd".into()), org_number: None, scopes: vec![] };
+        let ttd = Principal::Org {
+            org: Some("ttd".into()),
+            org_number: None,
+            scopes: vec![],
+        };
         let v = auth.visibility(&ttd);
         assert!(v.covers(Some("/party/1"), Some("urn:altinn:resource:app_ttd_app")));
         assert!(v.covers(None, Some("urn:altinn:resource:super-simple-service")));

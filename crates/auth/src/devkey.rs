@@ -20,7 +20,10 @@ const KEY_FILE: &str = "dev-signing-key.p8";
 #[derive(Debug, thiserror::Error)]
 pub enum DevKeyError {
     #[error("cannot read or write the signing key {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the signing key {0} is not a valid P-256 PKCS#8 key")]
     Invalid(PathBuf),
     #[error("cannot generate a signing key")]
@@ -60,7 +63,10 @@ struct Claims<'a> {
     scope: Option<&'a str>,
     #[serde(rename = "urn:altinn:org", skip_serializing_if = "Option::is_none")]
     org: Option<&'a str>,
-    #[serde(rename = "urn:altinn:orgNumber", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "urn:altinn:orgNumber",
+        skip_serializing_if = "Option::is_none"
+    )]
     org_number: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pid: Option<&'a str>,
@@ -74,13 +80,19 @@ impl DevKey {
     /// Loads the key from `data_dir`, creating it (and the directory) if there is none yet.
     pub fn load_or_create(data_dir: &Path) -> Result<DevKey, DevKeyError> {
         let path = data_dir.join(KEY_FILE);
-        let io = |source| DevKeyError::Io { path: path.clone(), source };
+        let io = |source| DevKeyError::Io {
+            path: path.clone(),
+            source,
+        };
         match fs::read(&path) {
             Ok(pkcs8) => Self::from_pkcs8(pkcs8).ok_or_else(|| DevKeyError::Invalid(path.clone())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 fs::create_dir_all(data_dir).map_err(io)?;
-                let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-                    .map_err(|_| DevKeyError::Generate)?;
+                let doc = EcdsaKeyPair::generate_pkcs8(
+                    &ECDSA_P256_SHA256_FIXED_SIGNING,
+                    &SystemRandom::new(),
+                )
+                .map_err(|_| DevKeyError::Generate)?;
                 let pkcs8 = doc.as_ref().to_vec();
                 write_private(&path, &pkcs8).map_err(io)?;
                 Self::from_pkcs8(pkcs8).ok_or(DevKeyError::Invalid(path.clone()))
@@ -126,7 +138,11 @@ impl DevKey {
         };
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid());
-        Ok(jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(&self.pkcs8))?)
+        Ok(jsonwebtoken::encode(
+            &header,
+            &claims,
+            &EncodingKey::from_ec_der(&self.pkcs8),
+        )?)
     }
 }
 
@@ -154,12 +170,20 @@ mod tests {
         let again = DevKey::load_or_create(dir.path()).expect("load");
         assert_eq!(first.kid(), again.kid());
         let token = first
-            .mint(&TokenRequest { org: Some("ttd".into()), ttl_seconds: 60, ..Default::default() })
+            .mint(&TokenRequest {
+                org: Some("ttd".into()),
+                ttl_seconds: 60,
+                ..Default::default()
+            })
             .expect("mint");
         let mut validation = jsonwebtoken::Validation::new(Algorithm::ES256);
         validation.set_issuer(&[DEV_ISSUER]);
-        let data = jsonwebtoken::decode::<serde_json::Value>(&token, &again.decoding_key().expect("key"), &validation)
-            .expect("verifies");
+        let data = jsonwebtoken::decode::<serde_json::Value>(
+            &token,
+            &again.decoding_key().expect("key"),
+            &validation,
+        )
+        .expect("verifies");
         assert_eq!(data.claims["urn:altinn:org"], "ttd");
     }
 }

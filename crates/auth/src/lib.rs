@@ -11,7 +11,7 @@ pub use authorizer::{Authorizer, RegistryAuthorizer};
 pub use devkey::{DEV_ISSUER, DevKey, TokenRequest};
 pub use principal::Principal;
 pub use registry::Registry;
-pub use verifier::{AuthError, TrustedIssuer, TokenVerifier};
+pub use verifier::{AuthError, TokenVerifier, TrustedIssuer};
 
 pub const SCOPE_PUBLISH: &str = "altinn:events.publish";
 pub const SCOPE_PUBLISH_ADMIN: &str = "altinn:events.publish.admin";

@@ -5,9 +5,18 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     /// A service owner or other organisation (`urn:altinn:org` and/or `urn:altinn:orgNumber`).
-    Org { org: Option<String>, org_number: Option<String>, scopes: Vec<String> },
+    Org {
+        org: Option<String>,
+        org_number: Option<String>,
+        scopes: Vec<String>,
+    },
     /// An end user (`pid`).
-    Person { pid: String, user_id: Option<i64>, party_id: Option<i64>, scopes: Vec<String> },
+    Person {
+        pid: String,
+        user_id: Option<i64>,
+        party_id: Option<i64>,
+        scopes: Vec<String>,
+    },
 }
 
 impl Principal {
@@ -59,8 +68,13 @@ fn as_text(v: &Option<Value>) -> Option<String> {
 impl AltinnClaims {
     /// The principal these claims describe, or why they describe none.
     pub fn principal(&self) -> Result<Principal, &'static str> {
-        let scopes: Vec<String> =
-            self.scope.as_deref().unwrap_or_default().split_whitespace().map(str::to_owned).collect();
+        let scopes: Vec<String> = self
+            .scope
+            .as_deref()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
         if let Some(pid) = as_text(&self.pid) {
             return Ok(Principal::Person {
                 pid,
@@ -72,8 +86,14 @@ impl AltinnClaims {
         let org = self.org.clone().filter(|o| !o.is_empty());
         let org_number = as_text(&self.org_number);
         if org.is_none() && org_number.is_none() {
-            return Err("the token names neither a person (pid) nor an organisation (urn:altinn:org)");
+            return Err(
+                "the token names neither a person (pid) nor an organisation (urn:altinn:org)",
+            );
         }
-        Ok(Principal::Org { org, org_number, scopes })
+        Ok(Principal::Org {
+            org,
+            org_number,
+            scopes,
+        })
     }
 }

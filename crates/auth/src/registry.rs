@@ -53,17 +53,27 @@ fn read_only() -> Vec<String> {
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("cannot read the registry {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("the registry {path} is not valid: {source}")]
-    Parse { path: String, source: serde_json::Error },
+    Parse {
+        path: String,
+        source: serde_json::Error,
+    },
 }
 
 impl Registry {
     pub fn load(path: &Path) -> Result<Registry, RegistryError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| RegistryError::Read { path: path.display().to_string(), source })?;
-        serde_json::from_str(&text)
-            .map_err(|source| RegistryError::Parse { path: path.display().to_string(), source })
+        let text = std::fs::read_to_string(path).map_err(|source| RegistryError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| RegistryError::Parse {
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     pub fn party(&self, party_id: i64) -> Option<&Party> {
@@ -71,14 +81,21 @@ impl Registry {
     }
 
     pub fn party_of_person(&self, pid: &str) -> Option<&Party> {
-        self.parties.iter().find(|p| p.person.as_deref() == Some(pid))
+        self.parties
+            .iter()
+            .find(|p| p.person.as_deref() == Some(pid))
     }
 
     pub fn party_of_organization(&self, orgno: &str) -> Option<&Party> {
-        self.parties.iter().find(|p| p.organization.as_deref() == Some(orgno))
+        self.parties
+            .iter()
+            .find(|p| p.organization.as_deref() == Some(orgno))
     }
 
     pub fn resource_owner(&self, resource: &str) -> Option<&str> {
-        self.resources.iter().find(|r| r.id == resource).map(|r| r.owner.as_str())
+        self.resources
+            .iter()
+            .find(|r| r.id == resource)
+            .map(|r| r.owner.as_str())
     }
 }

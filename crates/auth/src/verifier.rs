@@ -62,9 +62,15 @@ fn default_algorithms() -> Vec<Algorithm> {
 #[derive(Debug, thiserror::Error)]
 pub enum IssuerConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} is not a valid issuer list or JWKS: {source}")]
-    Parse { path: String, source: serde_json::Error },
+    Parse {
+        path: String,
+        source: serde_json::Error,
+    },
     #[error("issuer {issuer}: {message}")]
     Invalid { issuer: String, message: String },
     #[error(transparent)]
@@ -93,9 +99,14 @@ impl TrustedIssuer {
         configs
             .into_iter()
             .map(|c| {
-                let invalid = |message: String| IssuerConfigError::Invalid { issuer: c.issuer.clone(), message };
+                let invalid = |message: String| IssuerConfigError::Invalid {
+                    issuer: c.issuer.clone(),
+                    message,
+                };
                 if let Some(bad) = c.algorithms.iter().find(|a| !is_asymmetric(**a)) {
-                    return Err(invalid(format!("{bad:?} is symmetric; only asymmetric algorithms are allowed")));
+                    return Err(invalid(format!(
+                        "{bad:?} is symmetric; only asymmetric algorithms are allowed"
+                    )));
                 }
                 let set: JwkSet = read_json(&base.join(&c.jwks))?;
                 let keys = set
@@ -110,17 +121,26 @@ impl TrustedIssuer {
                 if keys.is_empty() {
                     return Err(invalid(format!("{} holds no keys", c.jwks)));
                 }
-                Ok(TrustedIssuer { issuer: c.issuer, algorithms: c.algorithms, audience: c.audience, keys })
+                Ok(TrustedIssuer {
+                    issuer: c.issuer,
+                    algorithms: c.algorithms,
+                    audience: c.audience,
+                    keys,
+                })
             })
             .collect()
     }
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, IssuerConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| IssuerConfigError::Read { path: path.display().to_string(), source })?;
-    serde_json::from_str(&text)
-        .map_err(|source| IssuerConfigError::Parse { path: path.display().to_string(), source })
+    let text = std::fs::read_to_string(path).map_err(|source| IssuerConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| IssuerConfigError::Parse {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 #[derive(Deserialize)]
@@ -148,7 +168,9 @@ impl TokenVerifier {
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             // `alg: none` and other unknown algorithms fail to parse as a header.
-            jsonwebtoken::errors::ErrorKind::Json(_) => AuthError::Algorithm("in the header".into()),
+            jsonwebtoken::errors::ErrorKind::Json(_) => {
+                AuthError::Algorithm("in the header".into())
+            }
             _ => AuthError::Malformed,
         })?;
         if !is_asymmetric(header.alg) {
@@ -156,8 +178,8 @@ impl TokenVerifier {
         }
         // Which issuer's keys to use is read from the unverified payload; the signature check
         // below then proves the claim.
-        let unverified: Unverified =
-            jsonwebtoken::dangerous::insecure_decode_claims(token).map_err(|_| AuthError::Malformed)?;
+        let unverified: Unverified = jsonwebtoken::dangerous::insecure_decode_claims(token)
+            .map_err(|_| AuthError::Malformed)?;
         let issuer = unverified
             .iss
             .and_then(|iss| self.issuers.iter().find(|i| i.issuer == iss))
@@ -182,19 +204,26 @@ impl TokenVerifier {
         for (_, key) in candidates {
             match jsonwebtoken::decode::<VerifiedClaims>(token, key, &validation) {
                 Ok(data) => {
-                    return data.claims.altinn.principal().map_err(|m| AuthError::Claims(m.to_owned()));
+                    return data
+                        .claims
+                        .altinn
+                        .principal()
+                        .map_err(|m| AuthError::Claims(m.to_owned()));
                 }
                 Err(e) => {
                     use jsonwebtoken::errors::ErrorKind as K;
                     last = match e.kind() {
-                        K::InvalidSignature | K::InvalidEcdsaKey | K::InvalidRsaKey(_) | K::InvalidKeyFormat => {
-                            AuthError::Signature
-                        }
+                        K::InvalidSignature
+                        | K::InvalidEcdsaKey
+                        | K::InvalidRsaKey(_)
+                        | K::InvalidKeyFormat => AuthError::Signature,
                         K::ExpiredSignature => return Err(AuthError::Expired),
                         K::ImmatureSignature => return Err(AuthError::NotYetValid),
                         K::InvalidAudience => return Err(AuthError::Audience),
                         K::InvalidIssuer => return Err(AuthError::UntrustedIssuer),
-                        K::MissingRequiredClaim(c) => return Err(AuthError::Claims(format!("{c} is required"))),
+                        K::MissingRequiredClaim(c) => {
+                            return Err(AuthError::Claims(format!("{c} is required")));
+                        }
                         _ => AuthError::Malformed,
                     };
                 }
@@ -214,7 +243,9 @@ mod tests {
     fn setup() -> (tempfile::TempDir, DevKey, TokenVerifier) {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = DevKey::load_or_create(dir.path()).expect("key");
-        let verifier = TokenVerifier::new(vec![TrustedIssuer::development(&key, None).expect("issuer")]);
+        let verifier = TokenVerifier::new(vec![
+            TrustedIssuer::development(&key, None).expect("issuer"),
+        ]);
         (dir, key, verifier)
     }
 
@@ -238,21 +269,42 @@ mod tests {
     fn rejects_expired_unsigned_and_foreign_tokens() {
         let (_d, key, verifier) = setup();
         let expired = key
-            .mint(&TokenRequest { org: Some("ttd".into()), ttl_seconds: -10, ..Default::default() })
+            .mint(&TokenRequest {
+                org: Some("ttd".into()),
+                ttl_seconds: -10,
+                ..Default::default()
+            })
             .expect("mint");
         assert_eq!(verifier.verify(&expired), Err(AuthError::Expired));
 
         let (_d2, other_key, _) = setup();
         let foreign = other_key
-            .mint(&TokenRequest { org: Some("ttd".into()), ttl_seconds: 60, ..Default::default() })
+            .mint(&TokenRequest {
+                org: Some("ttd".into()),
+                ttl_seconds: 60,
+                ..Default::default()
+            })
             .expect("mint");
         assert_eq!(verifier.verify(&foreign), Err(AuthError::Signature));
 
-        let body = URL_SAFE_NO_PAD.encode(br#"{"iss":"hendelse-dev","exp":99999999999,"urn:altinn:org":"ttd"}"#);
-        let none = format!("{}.{body}.", URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#));
-        assert!(matches!(verifier.verify(&none), Err(AuthError::Algorithm(_))));
-        let hs = format!("{}.{body}.c2ln", URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#));
-        assert_eq!(verifier.verify(&hs), Err(AuthError::Algorithm("HS256".into())));
+        let body = URL_SAFE_NO_PAD
+            .encode(br#"{"iss":"hendelse-dev","exp":99999999999,"urn:altinn:org":"ttd"}"#);
+        let none = format!(
+            "{}.{body}.",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#)
+        );
+        assert!(matches!(
+            verifier.verify(&none),
+            Err(AuthError::Algorithm(_))
+        ));
+        let hs = format!(
+            "{}.{body}.c2ln",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#)
+        );
+        assert_eq!(
+            verifier.verify(&hs),
+            Err(AuthError::Algorithm("HS256".into()))
+        );
         assert_eq!(verifier.verify("garbage"), Err(AuthError::Malformed));
     }
 }

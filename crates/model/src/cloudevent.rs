@@ -34,7 +34,12 @@ pub struct ValidationError {
 
 impl ValidationError {
     pub fn single(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { errors: vec![FieldError { field: field.into(), message: message.into() }] }
+        Self {
+            errors: vec![FieldError {
+                field: field.into(),
+                message: message.into(),
+            }],
+        }
     }
 
     /// The same errors with every field name prefixed, e.g. `[3].id` for the fourth event of a batch.
@@ -43,7 +48,10 @@ impl ValidationError {
             errors: self
                 .errors
                 .into_iter()
-                .map(|e| FieldError { field: format!("{prefix}{}", e.field), message: e.message })
+                .map(|e| FieldError {
+                    field: format!("{prefix}{}", e.field),
+                    message: e.message,
+                })
                 .collect(),
         }
     }
@@ -76,16 +84,25 @@ pub fn validate_event(json: &str) -> Result<ValidatedEvent, ValidationError> {
     let value: Value = serde_json::from_str(json)
         .map_err(|e| ValidationError::single("$", format!("the event is not valid JSON: {e}")))?;
     let Value::Object(map) = value else {
-        return Err(ValidationError::single("$", "a CloudEvent must be a JSON object"));
+        return Err(ValidationError::single(
+            "$",
+            "a CloudEvent must be a JSON object",
+        ));
     };
     validate_map(&map, json.trim().to_owned())
 }
 
 /// Validates an event already parsed into a JSON object; `json` is the text to store for it.
-pub fn validate_map(map: &Map<String, Value>, json: String) -> Result<ValidatedEvent, ValidationError> {
+pub fn validate_map(
+    map: &Map<String, Value>,
+    json: String,
+) -> Result<ValidatedEvent, ValidationError> {
     let mut errors = Vec::new();
     let mut fail = |field: &str, message: &str| {
-        errors.push(FieldError { field: field.to_owned(), message: message.to_owned() })
+        errors.push(FieldError {
+            field: field.to_owned(),
+            message: message.to_owned(),
+        })
     };
 
     match map.get("specversion") {
@@ -98,27 +115,33 @@ pub fn validate_map(map: &Map<String, Value>, json: String) -> Result<ValidatedE
     let id = required_string(map, "id", &mut fail);
     let source = required_string(map, "source", &mut fail);
     let event_type = required_string(map, "type", &mut fail);
-    if let Some(s) = &source {
-        if fluent_uri::UriRef::parse(s.as_str()).is_err() {
-            fail("source", "must be a URI-reference (RFC 3986)");
-        }
+    if let Some(s) = &source
+        && fluent_uri::UriRef::parse(s.as_str()).is_err()
+    {
+        fail("source", "must be a URI-reference (RFC 3986)");
     }
 
     let subject = optional_string(map, "subject", &mut fail);
-    if let Some(ct) = optional_string(map, "datacontenttype", &mut fail) {
-        if !is_media_type(&ct) {
-            fail("datacontenttype", "must be a media type as in RFC 2046, e.g. application/json");
-        }
+    if let Some(ct) = optional_string(map, "datacontenttype", &mut fail)
+        && !is_media_type(&ct)
+    {
+        fail(
+            "datacontenttype",
+            "must be a media type as in RFC 2046, e.g. application/json",
+        );
     }
-    if let Some(schema) = optional_string(map, "dataschema", &mut fail) {
-        if fluent_uri::Uri::parse(schema.as_str()).is_err() {
-            fail("dataschema", "must be an absolute URI (RFC 3986)");
-        }
+    if let Some(schema) = optional_string(map, "dataschema", &mut fail)
+        && fluent_uri::Uri::parse(schema.as_str()).is_err()
+    {
+        fail("dataschema", "must be an absolute URI (RFC 3986)");
     }
     let time = optional_string(map, "time", &mut fail).and_then(|t| match parse_rfc3339(&t) {
         Some(parsed) => Some(parsed),
         None => {
-            fail("time", "must be an RFC 3339 timestamp, e.g. 2018-04-05T17:31:00Z");
+            fail(
+                "time",
+                "must be an RFC 3339 timestamp, e.g. 2018-04-05T17:31:00Z",
+            );
             None
         }
     });
@@ -128,9 +151,15 @@ pub fn validate_map(map: &Map<String, Value>, json: String) -> Result<ValidatedE
         None | Some(Value::Null) => {}
         Some(Value::String(b64)) => {
             if has_data {
-                fail("data_base64", "an event carries either data or data_base64, not both");
+                fail(
+                    "data_base64",
+                    "an event carries either data or data_base64, not both",
+                );
             }
-            if base64::engine::general_purpose::STANDARD.decode(b64).is_err() {
+            if base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .is_err()
+            {
                 fail("data_base64", "must be base64 (RFC 4648)");
             }
         }
@@ -145,12 +174,22 @@ pub fn validate_map(map: &Map<String, Value>, json: String) -> Result<ValidatedE
         if name == "data" || name == "data_base64" || CORE_ATTRIBUTES.contains(&name.as_str()) {
             continue;
         }
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
-            fail(name, "attribute names must consist of lower-case letters a-z and digits 0-9");
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            fail(
+                name,
+                "attribute names must consist of lower-case letters a-z and digits 0-9",
+            );
             continue;
         }
         if !is_extension_value(value) {
-            fail(name, "extension values must be a string, a boolean or a 32-bit integer");
+            fail(
+                name,
+                "extension values must be a string, a boolean or a 32-bit integer",
+            );
         }
     }
 
@@ -170,7 +209,10 @@ pub fn validate_map(map: &Map<String, Value>, json: String) -> Result<ValidatedE
             json,
         }),
         // Unreachable in practice: a missing required attribute always records an error above.
-        _ => Err(ValidationError::single("$", "id, source and type are required")),
+        _ => Err(ValidationError::single(
+            "$",
+            "id, source and type are required",
+        )),
     }
 }
 
@@ -241,7 +283,8 @@ fn is_media_type(text: &str) -> bool {
     };
     let token = |s: &str| {
         !s.is_empty()
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
     };
     token(kind) && token(sub)
 }
@@ -258,7 +301,9 @@ mod tests {
 
     #[test]
     fn keeps_the_published_text_and_indexes_altinn_attributes() {
-        let json = event(r#","resource":"urn:altinn:resource:r","subject":"/party/1","alternativesubject":"/person/1""#);
+        let json = event(
+            r#","resource":"urn:altinn:resource:r","subject":"/party/1","alternativesubject":"/person/1""#,
+        );
         let e = validate_event(&json).expect("valid");
         assert_eq!(e.json, json);
         assert_eq!(e.resource.as_deref(), Some("urn:altinn:resource:r"));
@@ -276,8 +321,16 @@ mod tests {
     #[test]
     fn time_needs_seconds_and_a_valid_offset() {
         assert!(validate_event(&event(r#","time":"2018-04-05T17:31:00.123Z""#)).is_ok());
-        for bad in ["2018-04-05T18:31Z", "2018-04-05T18:31:00+25:00", "lunchtime", "2018-04-05T18:31:00+05"] {
-            assert!(validate_event(&event(&format!(r#","time":"{bad}""#))).is_err(), "{bad}");
+        for bad in [
+            "2018-04-05T18:31Z",
+            "2018-04-05T18:31:00+25:00",
+            "lunchtime",
+            "2018-04-05T18:31:00+05",
+        ] {
+            assert!(
+                validate_event(&event(&format!(r#","time":"{bad}""#))).is_err(),
+                "{bad}"
+            );
         }
     }
 

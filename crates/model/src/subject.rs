@@ -40,7 +40,10 @@ mod tests {
             party_key("urn:altinn:organization:identifier-no::991825827"),
             "urn:altinn:organization:identifier-no:991825827"
         );
-        assert_eq!(party_key("urn:altinn:person:identifier-no:07124912037"), person_urn("07124912037"));
+        assert_eq!(
+            party_key("urn:altinn:person:identifier-no:07124912037"),
+            person_urn("07124912037")
+        );
         assert_eq!(party_key("/party/50002598"), "/party/50002598");
     }
 }

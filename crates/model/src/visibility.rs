@@ -13,7 +13,10 @@ pub struct Grant {
 pub enum ResourceScope {
     Any,
     /// Exact resource ids and resource-id prefixes (such as an org's `urn:altinn:resource:app_ttd_`).
-    Some { exact: Vec<String>, prefixes: Vec<String> },
+    Some {
+        exact: Vec<String>,
+        prefixes: Vec<String>,
+    },
 }
 
 impl ResourceScope {
@@ -66,7 +69,11 @@ impl Visibility {
             Visibility::Grants(grants) => Visibility::Grants(
                 grants
                     .iter()
-                    .filter(|g| g.subjects.as_ref().is_none_or(|s| s.iter().any(|x| x == subject_key)))
+                    .filter(|g| {
+                        g.subjects
+                            .as_ref()
+                            .is_none_or(|s| s.iter().any(|x| x == subject_key))
+                    })
                     .cloned()
                     .collect(),
             ),

@@ -25,10 +25,16 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
-        .route("/events/api/v1/events", post(routes::publish::publish).get(routes::query::generic_events))
+        .route(
+            "/events/api/v1/events",
+            post(routes::publish::publish).get(routes::query::generic_events),
+        )
         .route("/events/api/v1/app", post(routes::publish::publish_app))
         .route("/events/api/v1/app/party", get(routes::query::app_party))
-        .route("/events/api/v1/app/{org}/{app}", get(routes::query::app_events))
+        .route(
+            "/events/api/v1/app/{org}/{app}",
+            get(routes::query::app_events),
+        )
         .route("/health", get(routes::health::ready))
         .route("/health/live", get(routes::health::live))
         .route("/health/ready", get(routes::health::ready));

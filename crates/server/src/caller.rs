@@ -14,7 +14,10 @@ pub struct Caller(pub Principal);
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?;
         let value = header.to_str().map_err(|_| AuthError::Malformed)?;
         let (scheme, token) = value.trim().split_once(' ').ok_or(AuthError::Missing)?;

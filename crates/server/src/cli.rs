@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use hendelse_auth::{DevKey, TokenRequest};
 
 #[derive(Parser)]
-#[command(name = "hendelse", version, about = "CloudEvents platform compatible with Altinn Events")]
+#[command(
+    name = "hendelse",
+    version,
+    about = "CloudEvents platform compatible with Altinn Events"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -122,13 +126,14 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         anyhow::bail!("say whom the token is for: --org (and/or --org-number) or --pid");
     }
     if args.pid.is_some() && (args.org.is_some() || args.org_number.is_some()) {
-        anyhow::bail!("a token is either for an org (--org/--org-number) or a person (--pid), not both");
+        anyhow::bail!(
+            "a token is either for an org (--org/--org-number) or a person (--pid), not both"
+        );
     }
-    if let Some(pid) = &args.pid {
-        if !hendelse_model::subject::is_digits(pid, 11) {
+    if let Some(pid) = &args.pid
+        && !hendelse_model::subject::is_digits(pid, 11) {
             anyhow::bail!("--pid must be 11 digits");
         }
-    }
     let key = DevKey::load_or_create(&args.store.data_dir)?;
     let token = key.mint(&TokenRequest {
         org: args.org,

@@ -23,10 +23,16 @@ impl Params {
 
     /// A parameter that may appear once; empty values count as absent.
     pub fn one(&self, name: &str) -> Result<Option<&str>, ApiError> {
-        let mut values = self.pairs.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
+        let mut values = self
+            .pairs
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v);
         let first = values.next();
         if values.next().is_some() {
-            return Err(ApiError::BadRequest(format!("The '{name}' parameter may be given only once.")));
+            return Err(ApiError::BadRequest(format!(
+                "The '{name}' parameter may be given only once."
+            )));
         }
         Ok(first.map(String::as_str).filter(|v| !v.is_empty()))
     }
@@ -65,12 +71,20 @@ impl Params {
 pub fn size(params: &Params) -> Result<Option<i64>, ApiError> {
     params
         .one("size")?
-        .map(|v| v.trim().parse::<i64>().map_err(|_| ApiError::BadRequest(format!("The value '{v}' is not valid for Size."))))
+        .map(|v| {
+            v.trim().parse::<i64>().map_err(|_| {
+                ApiError::BadRequest(format!("The value '{v}' is not valid for Size."))
+            })
+        })
         .transpose()
 }
 
 /// `from`/`to`: RFC 3339 with a time zone; seconds may be left out (`2023-02-16T18:00Z`).
-pub fn instant(params: &Params, name: &str, label: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+pub fn instant(
+    params: &Params,
+    name: &str,
+    label: &str,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
     let Some(raw) = params.one(name)? else {
         return Ok(None);
     };
@@ -87,7 +101,9 @@ pub fn parse_instant(raw: &str) -> Option<DateTime<Utc>> {
     if text.len() >= 17 && text.as_bytes()[13] == b':' && text.as_bytes()[16] != b':' {
         text.insert_str(16, ":00");
     }
-    DateTime::parse_from_rfc3339(&text).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(&text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// The absolute URL of this route, from `--public-url` or the request's `Host`.
@@ -95,7 +111,10 @@ pub fn base_url(public_url: Option<&str>, headers: &HeaderMap) -> String {
     if let Some(url) = public_url {
         return url.trim_end_matches('/').to_owned();
     }
-    let host = headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let host = headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
     let scheme = headers
         .get("x-forwarded-proto")
         .and_then(|h| h.to_str().ok())
@@ -120,8 +139,14 @@ mod tests {
     #[test]
     fn next_keeps_other_parameters_and_encodes_them() {
         let p = Params::parse(Some("source=https%3A%2F%2Fx%2F%25&after=1&type=a&type=b"));
-        assert_eq!(p.with_after("x y&z"), "source=https%3A%2F%2Fx%2F%25&after=x+y%26z&type=a&type=b");
-        assert_eq!(Params::parse(Some("from=2023-01-01T00:00Z")).with_after("7"), "from=2023-01-01T00%3A00Z&after=7");
+        assert_eq!(
+            p.with_after("x y&z"),
+            "source=https%3A%2F%2Fx%2F%25&after=x+y%26z&type=a&type=b"
+        );
+        assert_eq!(
+            Params::parse(Some("from=2023-01-01T00:00Z")).with_after("7"),
+            "from=2023-01-01T00%3A00Z&after=7"
+        );
         assert!(Params::parse(Some("size=1&Size=2")).one("size").is_err());
     }
 }

@@ -106,7 +106,10 @@ impl ApiError {
 impl From<hendelse_store::StoreError> for ApiError {
     fn from(e: hendelse_store::StoreError) -> Self {
         if e.is_unavailable() {
-            ApiError::Unavailable { message: "the event store is not reachable; try again".into(), retry_after: 1 }
+            ApiError::Unavailable {
+                message: "the event store is not reachable; try again".into(),
+                retry_after: 1,
+            }
         } else {
             ApiError::Internal(e.to_string())
         }
@@ -118,7 +121,9 @@ impl From<hendelse_store::IngestError> for ApiError {
         use hendelse_store::IngestError;
         match e {
             IngestError::Overloaded => ApiError::Unavailable {
-                message: "too many publishes are waiting to be stored; nothing was stored, try again".into(),
+                message:
+                    "too many publishes are waiting to be stored; nothing was stored, try again"
+                        .into(),
                 retry_after: 1,
             },
             IngestError::Closed => ApiError::Unavailable {
@@ -128,7 +133,8 @@ impl From<hendelse_store::IngestError> for ApiError {
             IngestError::Store { message, .. } => {
                 tracing::error!(error = %message, "publish failed to commit");
                 ApiError::Unavailable {
-                    message: "the events could not be committed; nothing was stored, try again".into(),
+                    message: "the events could not be committed; nothing was stored, try again"
+                        .into(),
                     retry_after: 1,
                 }
             }
@@ -147,7 +153,10 @@ impl IntoResponse for ApiError {
             ApiError::Invalid(v) => {
                 let mut p = Problem::new(status, format!("the event is not valid: {v}"));
                 for e in &v.errors {
-                    p.errors.entry(e.field.clone()).or_default().push(e.message.clone());
+                    p.errors
+                        .entry(e.field.clone())
+                        .or_default()
+                        .push(e.message.clone());
                 }
                 p
             }
@@ -159,10 +168,14 @@ impl IntoResponse for ApiError {
         let mut response = problem_response(&problem);
         match &self {
             ApiError::Unauthorized(_) => {
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             ApiError::Unavailable { retry_after, .. } => {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             _ => {}
         }
@@ -173,7 +186,12 @@ impl IntoResponse for ApiError {
 fn problem_response(problem: &Problem) -> Response {
     let body = serde_json::to_vec(problem).unwrap_or_default();
     let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))], body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],
+        body,
+    )
+        .into_response()
 }
 
 /// Gives every request a trace id (W3C `traceparent` form) and makes sure every error response is
@@ -196,7 +214,10 @@ pub async fn problem_details(request: Request, next: Next) -> Response {
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    let bytes = match http_body_util::Limited::new(body, MAX_WRAPPED_BODY).collect().await {
+    let bytes = match http_body_util::Limited::new(body, MAX_WRAPPED_BODY)
+        .collect()
+        .await
+    {
         Ok(collected) => collected.to_bytes(),
         Err(_) => Default::default(),
     };
@@ -211,15 +232,24 @@ pub async fn problem_details(request: Request, next: Next) -> Response {
     }
     .unwrap_or_else(|| {
         let text = String::from_utf8_lossy(&bytes).trim().to_owned();
-        let detail = if text.is_empty() { default_detail(status) } else { text };
+        let detail = if text.is_empty() {
+            default_detail(status)
+        } else {
+            text
+        };
         serde_json::to_value(Problem::new(status, detail)).unwrap_or_default()
     });
     if let Some(map) = problem.as_object_mut() {
         map.entry("traceId").or_insert_with(|| trace_id.into());
     }
     parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-    Response::from_parts(parts, Body::from(serde_json::to_vec(&problem).unwrap_or_default()))
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    Response::from_parts(
+        parts,
+        Body::from(serde_json::to_vec(&problem).unwrap_or_default()),
+    )
 }
 
 fn default_detail(status: StatusCode) -> String {
@@ -227,7 +257,9 @@ fn default_detail(status: StatusCode) -> String {
         StatusCode::NOT_FOUND => "no such route; see /openapi.json for the API".into(),
         StatusCode::METHOD_NOT_ALLOWED => "this route does not accept that method".into(),
         StatusCode::PAYLOAD_TOO_LARGE => "the request body is larger than 1 MiB".into(),
-        StatusCode::INTERNAL_SERVER_ERROR => "an internal error occurred; it has been logged".into(),
+        StatusCode::INTERNAL_SERVER_ERROR => {
+            "an internal error occurred; it has been logged".into()
+        }
         other => other.canonical_reason().unwrap_or("error").to_owned(),
     }
 }

@@ -18,7 +18,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let registry = match &args.registry {
         Some(path) => Registry::load(path)?,
         None => {
-            tracing::warn!("no --registry given: only resource owners and parties themselves have access");
+            tracing::warn!(
+                "no --registry given: only resource owners and parties themselves have access"
+            );
             Registry::default()
         }
     };
@@ -31,7 +33,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         issuers.push(TrustedIssuer::development(&key, args.audience.clone())?);
     }
     if issuers.is_empty() {
-        anyhow::bail!("no token issuer is trusted: give --trusted-issuers or allow development tokens");
+        anyhow::bail!(
+            "no token issuer is trusted: give --trusted-issuers or allow development tokens"
+        );
     }
 
     let store: Arc<dyn EventStore> = Arc::new(
@@ -42,10 +46,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let last_seq = store.last_seq().await?;
     let (ingest, writer) = Ingest::start(
         store.clone(),
-        IngestConfig { queue_capacity: args.ingest_queue, ..IngestConfig::default() },
+        IngestConfig {
+            queue_capacity: args.ingest_queue,
+            ..IngestConfig::default()
+        },
         last_seq,
     );
-    let retention = tokio::spawn(retention_sweep(store.clone(), args.retention_days, args.retention_interval));
+    let retention = tokio::spawn(retention_sweep(
+        store.clone(),
+        args.retention_days,
+        args.retention_interval,
+    ));
 
     let state = AppState {
         store,
@@ -62,7 +73,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("listening on http://{address}");
 
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     retention.abort();
     // Every Ingest clone is gone with the router, so the writer drains its queue and stops.
     writer.await.context("the writer task failed")?;
@@ -105,7 +118,9 @@ async fn retention_sweep(store: Arc<dyn EventStore>, days: f64, interval_seconds
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("HENDELSE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Pretty => builder.try_init(),

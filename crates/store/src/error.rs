@@ -13,19 +13,23 @@ impl StoreError {
     /// callers can answer "try again" instead of "broken".
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::Database(e) => matches!(
-                e,
-                sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
-                    | sqlx::Error::Tls(_)
-            ) || e.as_database_error().is_some_and(|d| {
-                // SQLITE_BUSY / SQLITE_LOCKED, and PostgreSQL's connection-exception and
-                // admin-shutdown classes.
-                matches!(d.code().as_deref(), Some("5" | "6" | "517" | "57P01" | "57P02" | "57P03"))
-                    || d.code().is_some_and(|c| c.starts_with("08"))
-            }),
+            StoreError::Database(e) => {
+                matches!(
+                    e,
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::WorkerCrashed
+                        | sqlx::Error::Tls(_)
+                ) || e.as_database_error().is_some_and(|d| {
+                    // SQLITE_BUSY / SQLITE_LOCKED, and PostgreSQL's connection-exception and
+                    // admin-shutdown classes.
+                    matches!(
+                        d.code().as_deref(),
+                        Some("5" | "6" | "517" | "57P01" | "57P02" | "57P03")
+                    ) || d.code().is_some_and(|c| c.starts_with("08"))
+                })
+            }
             StoreError::Migrate(_) | StoreError::Open(_) => false,
         }
     }

@@ -18,7 +18,10 @@ pub struct IngestConfig {
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { queue_capacity: 4096, max_batch_events: 2000 }
+        IngestConfig {
+            queue_capacity: 4096,
+            max_batch_events: 2000,
+        }
     }
 }
 
@@ -36,7 +39,10 @@ pub enum IngestError {
 
 impl From<&StoreError> for IngestError {
     fn from(e: &StoreError) -> Self {
-        IngestError::Store { message: e.to_string(), unavailable: e.is_unavailable() }
+        IngestError::Store {
+            message: e.to_string(),
+            unavailable: e.is_unavailable(),
+        }
     }
 }
 
@@ -55,20 +61,31 @@ pub struct Ingest {
 impl Ingest {
     /// Starts the writer task. It ends when every `Ingest` clone has been dropped and the queue
     /// is drained, so a graceful shutdown commits what was accepted.
-    pub fn start(store: Arc<dyn EventStore>, config: IngestConfig, last_seq: i64) -> (Ingest, JoinHandle<()>) {
+    pub fn start(
+        store: Arc<dyn EventStore>,
+        config: IngestConfig,
+        last_seq: i64,
+    ) -> (Ingest, JoinHandle<()>) {
         let (jobs, rx) = mpsc::channel(config.queue_capacity.max(1));
         let (committed_tx, committed) = watch::channel(last_seq);
-        let handle = tokio::spawn(writer(store, rx, committed_tx, config.max_batch_events.max(1)));
+        let handle = tokio::spawn(writer(
+            store,
+            rx,
+            committed_tx,
+            config.max_batch_events.max(1),
+        ));
         (Ingest { jobs, committed }, handle)
     }
 
     /// Stores the events (all in one transaction) and returns once they are durable.
     pub async fn publish(&self, events: Vec<NewEvent>) -> Result<AppendReceipt, IngestError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs.try_send(Job { events, reply }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => IngestError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => IngestError::Closed,
-        })?;
+        self.jobs
+            .try_send(Job { events, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => IngestError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => IngestError::Closed,
+            })?;
         match answer.await {
             Ok(Ok(receipt)) => Ok(receipt),
             Ok(Err(e)) => Err(IngestError::from(e.as_ref())),

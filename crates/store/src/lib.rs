@@ -4,8 +4,8 @@
 mod error;
 mod ingest;
 mod query;
-pub mod sqlite;
 mod sql;
+pub mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

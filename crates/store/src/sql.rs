@@ -11,6 +11,7 @@ use crate::EventQuery;
 #[derive(Clone, Copy)]
 pub(crate) enum Dialect {
     Sqlite,
+    #[allow(dead_code)] // until the PostgreSQL backend lands
     Postgres,
 }
 
@@ -54,7 +55,8 @@ where
             if i > 0 {
                 qb.push(" OR ");
             }
-            qb.push(format_args!("{column} {} ", dialect.like())).push_bind(p.to_like());
+            qb.push(format_args!("{column} {} ", dialect.like()))
+                .push_bind(p.to_like());
             qb.push(" ESCAPE '\\'");
         }
         qb.push(")");

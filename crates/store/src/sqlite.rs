@@ -16,13 +16,18 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row, SqlSafeStr, Sqlite, SqlitePool};
 use tokio::sync::Mutex;
 
 use crate::sql::{Dialect, push_filters, push_time_bounds};
-use crate::{AppendReceipt, EventQuery, EventStore, NewEvent, StoreError, StoredEvent, micros_to_time};
+use crate::{
+    AppendReceipt, EventQuery, EventStore, NewEvent, StoreError, StoredEvent, micros_to_time,
+};
 
 /// SQLite allows 32,766 bound parameters per statement; 8 per event row.
 const ROWS_PER_INSERT: usize = 500;
 
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "events", include_str!("../migrations/sqlite/0001_events.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "events",
+    include_str!("../migrations/sqlite/0001_events.sql"),
+)];
 
 pub struct SqliteStore {
     writer: SqlitePool,
@@ -58,7 +63,10 @@ impl SqliteStore {
     /// Opens (creating if needed) `events.db` in `data_dir` and applies pending migrations.
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::Open(format!("cannot create data directory {}: {e}", data_dir.display()))
+            StoreError::Open(format!(
+                "cannot create data directory {}: {e}",
+                data_dir.display()
+            ))
         })?;
         Self::open_file(&data_dir.join("events.db")).await
     }
@@ -89,8 +97,15 @@ impl SqliteStore {
         )
         .fetch_one(&writer)
         .await?;
-        let tip = Tip { seq: row.try_get(0)?, registered: row.try_get(1)? };
-        Ok(SqliteStore { writer, readers, tip: Arc::new(Mutex::new(tip)) })
+        let tip = Tip {
+            seq: row.try_get(0)?,
+            registered: row.try_get(1)?,
+        };
+        Ok(SqliteStore {
+            writer,
+            readers,
+            tip: Arc::new(Mutex::new(tip)),
+        })
     }
 
     /// Applies pending migrations without keeping the store open.
@@ -105,7 +120,9 @@ impl SqliteStore {
     pub async fn explain(&self, query: &EventQuery) -> Result<Vec<String>, StoreError> {
         let mut qb = select("EXPLAIN QUERY PLAN ", query);
         let rows = qb.build().fetch_all(&self.readers).await?;
-        rows.iter().map(|r| r.try_get::<String, _>(3).map_err(StoreError::from)).collect()
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(3).map_err(StoreError::from))
+            .collect()
     }
 }
 
@@ -117,7 +134,8 @@ fn select(prefix: &str, q: &EventQuery) -> QueryBuilder<Sqlite> {
     if !push_filters(&mut qb, q, Dialect::Sqlite) {
         qb.push(" AND 1 = 0");
     }
-    qb.push(" ORDER BY seq LIMIT ").push_bind(i64::from(q.limit));
+    qb.push(" ORDER BY seq LIMIT ")
+        .push_bind(i64::from(q.limit));
     qb
 }
 
@@ -161,9 +179,15 @@ impl EventStore for SqliteStore {
         }
         tx.commit().await?;
         if let Some(last) = last {
-            *tip = Tip { seq: last, registered };
+            *tip = Tip {
+                seq: last,
+                registered,
+            };
         }
-        Ok(AppendReceipt { inserted: u64::try_from(inserted).unwrap_or(0), last_seq: tip.seq })
+        Ok(AppendReceipt {
+            inserted: u64::try_from(inserted).unwrap_or(0),
+            last_seq: tip.seq,
+        })
     }
 
     async fn query(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
@@ -210,7 +234,10 @@ impl EventStore for SqliteStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        sqlx::query("DELETE FROM commits WHERE last_seq <= ?").bind(cut).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM commits WHERE last_seq <= ?")
+            .bind(cut)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(deleted)
     }

@@ -14,7 +14,10 @@ pub async fn live() -> Json<Value> {
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
-        ApiError::Unavailable { message: "the event store does not answer".into(), retry_after: 1 }
+        ApiError::Unavailable {
+            message: "the event store does not answer".into(),
+            retry_after: 1,
+        }
     })?;
     Ok(Json(json!({"status": "ready"})))
 }

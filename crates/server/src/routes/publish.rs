@@ -43,13 +43,20 @@ pub async fn publish(
         )));
     };
     for (i, event) in events.iter().enumerate() {
-        let field = if batch { format!("[{i}].resource") } else { "resource".to_owned() };
+        let field = if batch {
+            format!("[{i}].resource")
+        } else {
+            "resource".to_owned()
+        };
         authorize_resource(&state, &caller, event, &field)?;
     }
     let first_id = events.first().map(|e| e.id.clone());
     let count = events.len();
     if count > 0 {
-        state.ingest.publish(events.into_iter().map(NewEvent::from).collect()).await?;
+        state
+            .ingest
+            .publish(events.into_iter().map(NewEvent::from).collect())
+            .await?;
     }
     Ok(if batch {
         Json(serde_json::json!({ "accepted": count })).into_response()
@@ -62,22 +69,33 @@ fn require_publish_scope(caller: &Principal) -> Result<(), ApiError> {
     if caller.has_scope(SCOPE_PUBLISH) || caller.has_scope(SCOPE_PUBLISH_ADMIN) {
         Ok(())
     } else {
-        Err(ApiError::Forbidden(format!("the token lacks the scope {SCOPE_PUBLISH}")))
+        Err(ApiError::Forbidden(format!(
+            "the token lacks the scope {SCOPE_PUBLISH}"
+        )))
     }
 }
 
-fn authorize_resource(state: &AppState, caller: &Principal, event: &ValidatedEvent, field: &str) -> Result<(), ApiError> {
+fn authorize_resource(
+    state: &AppState,
+    caller: &Principal,
+    event: &ValidatedEvent,
+    field: &str,
+) -> Result<(), ApiError> {
     match &event.resource {
         // Only an administrator may publish events outside every resource (such as the plain
         // conformance vectors); nobody but administrators can read them.
         None if caller.has_scope(SCOPE_PUBLISH_ADMIN) => Ok(()),
-        None => Err(ValidationError::single(field, format!("is required and must start with {RESOURCE_PREFIX}")).into()),
+        None => Err(ValidationError::single(
+            field,
+            format!("is required and must start with {RESOURCE_PREFIX}"),
+        )
+        .into()),
         Some(r) if !r.starts_with(RESOURCE_PREFIX) => {
             Err(ValidationError::single(field, format!("must start with {RESOURCE_PREFIX}")).into())
         }
-        Some(r) if !state.authorizer.may_publish(caller, r) => {
-            Err(ApiError::Forbidden(format!("the caller may not publish events for the resource {r}")))
-        }
+        Some(r) if !state.authorizer.may_publish(caller, r) => Err(ApiError::Forbidden(format!(
+            "the caller may not publish events for the resource {r}"
+        ))),
         Some(_) => Ok(()),
     }
 }
@@ -94,21 +112,25 @@ fn media_type(headers: &HeaderMap) -> String {
 }
 
 fn utf8(body: &[u8]) -> Result<&str, ApiError> {
-    std::str::from_utf8(body).map_err(|_| ApiError::BadRequest("the request body is not UTF-8".into()))
+    std::str::from_utf8(body)
+        .map_err(|_| ApiError::BadRequest("the request body is not UTF-8".into()))
 }
 
 fn structured_event(body: &[u8]) -> Result<ValidatedEvent, ApiError> {
     let text = utf8(body)?;
     if text.trim().is_empty() {
-        return Err(ApiError::BadRequest("the request body is empty; send one CloudEvent as JSON".into()));
+        return Err(ApiError::BadRequest(
+            "the request body is empty; send one CloudEvent as JSON".into(),
+        ));
     }
     Ok(validate_event(text)?)
 }
 
 fn parse_batch(body: &[u8]) -> Result<Vec<ValidatedEvent>, ApiError> {
     let text = utf8(body)?;
-    let items: Vec<&RawValue> = serde_json::from_str(text)
-        .map_err(|e| ApiError::BadRequest(format!("a batch must be a JSON array of CloudEvents: {e}")))?;
+    let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| {
+        ApiError::BadRequest(format!("a batch must be a JSON array of CloudEvents: {e}"))
+    })?;
     let mut events = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
     for (i, item) in items.iter().enumerate() {
@@ -117,7 +139,11 @@ fn parse_batch(body: &[u8]) -> Result<Vec<ValidatedEvent>, ApiError> {
             Err(e) => errors.extend(e.prefixed(&format!("[{i}].")).errors),
         }
     }
-    if errors.is_empty() { Ok(events) } else { Err(ValidationError { errors }.into()) }
+    if errors.is_empty() {
+        Ok(events)
+    } else {
+        Err(ValidationError { errors }.into())
+    }
 }
 
 /// Binary content mode: attributes in `ce-` headers (percent-encoded per the HTTP binding), the
@@ -143,7 +169,10 @@ fn binary_event(headers: &HeaderMap, body: &[u8]) -> Result<ValidatedEvent, ApiE
     if !errors.is_empty() {
         return Err(ValidationError { errors }.into());
     }
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::trim);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
     if let Some(ct) = content_type.filter(|c| !c.is_empty()) {
         map.insert("datacontenttype".into(), Value::String(ct.to_owned()));
     }
@@ -152,10 +181,12 @@ fn binary_event(headers: &HeaderMap, body: &[u8]) -> Result<ValidatedEvent, ApiE
         let is_json = essence == "application/json"
             || essence.ends_with("+json")
             || (essence.is_empty() && looks_like_json(body));
-        let is_text = essence.starts_with("text/") || essence.ends_with("/xml") || essence.ends_with("+xml");
+        let is_text =
+            essence.starts_with("text/") || essence.ends_with("/xml") || essence.ends_with("+xml");
         if is_json {
-            let data: Value = serde_json::from_slice(body)
-                .map_err(|e| ApiError::BadRequest(format!("the body is declared JSON but does not parse: {e}")))?;
+            let data: Value = serde_json::from_slice(body).map_err(|e| {
+                ApiError::BadRequest(format!("the body is declared JSON but does not parse: {e}"))
+            })?;
             map.insert("data".into(), data);
         } else if let (true, Ok(text)) = (is_text, std::str::from_utf8(body)) {
             map.insert("data".into(), Value::String(text.to_owned()));
@@ -187,9 +218,16 @@ pub async fn publish_app(
             "publish app events as {STRUCTURED} or application/json (got '{content_type}')"
         )));
     }
-    let mut map: Map<String, Value> = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("the body must be one CloudEvent as a JSON object: {e}")))?;
-    let source = map.get("source").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let mut map: Map<String, Value> = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the body must be one CloudEvent as a JSON object: {e}"
+        ))
+    })?;
+    let source = map
+        .get("source")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let app = AppSource::parse(&source).ok_or_else(|| {
         ValidationError::single(
             "source",
@@ -198,17 +236,28 @@ pub async fn publish_app(
     })?;
     let owner_ok = caller.org() == Some(app.org.as_str()) || caller.has_scope(SCOPE_PUBLISH_ADMIN);
     if !owner_ok {
-        return Err(ApiError::Forbidden(format!("only the org '{}' may publish events for its apps", app.org)));
+        return Err(ApiError::Forbidden(format!(
+            "only the org '{}' may publish events for its apps",
+            app.org
+        )));
     }
     match map.get("subject").and_then(Value::as_str) {
         Some(s) if s == format!("/party/{}", app.party_id) => {}
         _ => {
-            return Err(ValidationError::single("subject", format!("must be /party/{} (the party in source)", app.party_id)).into());
+            return Err(ValidationError::single(
+                "subject",
+                format!("must be /party/{} (the party in source)", app.party_id),
+            )
+            .into());
         }
     }
     if let Some(alt) = map.get("alternativesubject").and_then(Value::as_str) {
-        let ok = alt.strip_prefix("/person/").is_some_and(|p| is_digits(p, 11))
-            || alt.strip_prefix("/organisation/").is_some_and(|o| is_digits(o, 9));
+        let ok = alt
+            .strip_prefix("/person/")
+            .is_some_and(|p| is_digits(p, 11))
+            || alt
+                .strip_prefix("/organisation/")
+                .is_some_and(|o| is_digits(o, 9));
         if !ok {
             return Err(ValidationError::single(
                 "alternativesubject",
@@ -220,15 +269,29 @@ pub async fn publish_app(
     let id = uuid::Uuid::new_v4().to_string();
     map.entry("specversion").or_insert_with(|| "1.0".into());
     map.insert("id".into(), Value::String(id.clone()));
-    map.insert("time".into(), Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)));
-    map.insert("resource".into(), Value::String(format!("{RESOURCE_PREFIX}app_{}_{}", app.org, app.app)));
-    map.insert("resourceinstance".into(), Value::String(format!("{}/{}", app.party_id, app.instance)));
+    map.insert(
+        "time".into(),
+        Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+    );
+    map.insert(
+        "resource".into(),
+        Value::String(format!("{RESOURCE_PREFIX}app_{}_{}", app.org, app.app)),
+    );
+    map.insert(
+        "resourceinstance".into(),
+        Value::String(format!("{}/{}", app.party_id, app.instance)),
+    );
     let json = serde_json::to_string(&map).map_err(|e| ApiError::Internal(e.to_string()))?;
     let event = validate_map(&map, json)?;
     state.ingest.publish(vec![NewEvent::from(event)]).await?;
     let location = HeaderValue::from_str(&format!("/events/api/v1/app/{id}"))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(id)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(id),
+    )
+        .into_response())
 }
 
 /// The parts of an app instance URL.
@@ -253,11 +316,26 @@ impl AppSource {
         }
         let party_id = segments.next()?.parse().ok()?;
         let instance = segments.next()?;
-        let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if segments.next().is_some() || host_org != org || !host.contains(".apps.") || !plain(org) || !plain(app) || !plain(instance) {
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if segments.next().is_some()
+            || host_org != org
+            || !host.contains(".apps.")
+            || !plain(org)
+            || !plain(app)
+            || !plain(instance)
+        {
             return None;
         }
-        Some(AppSource { org: org.to_owned(), app: app.to_owned(), party_id, instance: instance.to_owned() })
+        Some(AppSource {
+            org: org.to_owned(),
+            app: app.to_owned(),
+            party_id,
+            instance: instance.to_owned(),
+        })
     }
 }
 
@@ -269,7 +347,10 @@ mod tests {
     fn app_sources() {
         let s = AppSource::parse("https://ttd.apps.altinn.no/ttd/app-1/instances/50002598/3ebaa1a2-9113-4905-ab26-a84fc3ec8acc")
             .expect("valid");
-        assert_eq!((s.org.as_str(), s.app.as_str(), s.party_id), ("ttd", "app-1", 50002598));
+        assert_eq!(
+            (s.org.as_str(), s.app.as_str(), s.party_id),
+            ("ttd", "app-1", 50002598)
+        );
         assert!(AppSource::parse("https://ttd.apps.altinn.no/skd/app/instances/1/x").is_none());
         assert!(AppSource::parse("http://ttd.apps.altinn.no/ttd/app/instances/1/x").is_none());
         assert!(AppSource::parse("https://ttd.apps.altinn.no/ttd/app/instances/x/y").is_none());

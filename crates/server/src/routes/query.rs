@@ -30,7 +30,15 @@ pub async fn app_party(
     let mut query = app_query(&params, &headers, true)?;
     query.resource_prefix = Some(format!("{RESOURCE_PREFIX}app_"));
     query.visibility = state.authorizer.visibility(&caller);
-    respond(&state, &params, &headers, uri.path(), query, params.one("after")?).await
+    respond(
+        &state,
+        &params,
+        &headers,
+        uri.path(),
+        query,
+        params.one("after")?,
+    )
+    .await
 }
 
 /// `GET /events/api/v1/app/{org}/{app}`: app events of one app.
@@ -45,7 +53,15 @@ pub async fn app_events(
     let mut query = app_query(&params, &headers, false)?;
     query.resource = Some(format!("{RESOURCE_PREFIX}app_{org}_{app}"));
     query.visibility = state.authorizer.visibility(&caller);
-    respond(&state, &params, &headers, uri.path(), query, params.one("after")?).await
+    respond(
+        &state,
+        &params,
+        &headers,
+        uri.path(),
+        query,
+        params.one("after")?,
+    )
+    .await
 }
 
 /// `GET /events/api/v1/events`: generic events of one resource.
@@ -56,14 +72,18 @@ pub async fn generic_events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !caller.has_scope(SCOPE_SUBSCRIBE) {
-        return Err(ApiError::Forbidden(format!("the token lacks the scope {SCOPE_SUBSCRIBE}")));
+        return Err(ApiError::Forbidden(format!(
+            "the token lacks the scope {SCOPE_SUBSCRIBE}"
+        )));
     }
     let params = Params::parse(uri.query());
     let resource = params
         .one("resource")?
         .ok_or_else(|| ApiError::BadRequest("The 'resource' parameter must be defined.".into()))?;
     if !resource.starts_with(RESOURCE_PREFIX) {
-        return Err(ApiError::BadRequest(format!("The 'resource' parameter must start with '{RESOURCE_PREFIX}'.")));
+        return Err(ApiError::BadRequest(format!(
+            "The 'resource' parameter must start with '{RESOURCE_PREFIX}'."
+        )));
     }
     let after = params
         .one("after")?
@@ -89,25 +109,33 @@ fn header_text(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiErr
     headers
         .get(name)
         .map(|v| {
-            v.to_str()
-                .map(|s| s.trim().to_owned())
-                .map_err(|_| ApiError::BadRequest(format!("The '{name}' header must be visible ASCII text.")))
+            v.to_str().map(|s| s.trim().to_owned()).map_err(|_| {
+                ApiError::BadRequest(format!("The '{name}' header must be visible ASCII text."))
+            })
         })
         .transpose()
         .map(|v| v.filter(|s| !s.is_empty()))
 }
 
 /// The parameters both `/app` routes share, with Altinn's rules and texts.
-fn app_query(params: &Params, headers: &HeaderMap, subject_required: bool) -> Result<EventQuery, ApiError> {
+fn app_query(
+    params: &Params,
+    headers: &HeaderMap,
+    subject_required: bool,
+) -> Result<EventQuery, ApiError> {
     let after = params.one("after")?;
     let from = params::instant(params, "from", "From")?;
     let to = params::instant(params, "to", "To")?;
     if after.is_none() && from.is_none() {
-        return Err(ApiError::BadRequest("The 'From' or 'After' parameter must be defined.".into()));
+        return Err(ApiError::BadRequest(
+            "The 'From' or 'After' parameter must be defined.".into(),
+        ));
     }
     let size = params::size(params)?.unwrap_or(DEFAULT_PAGE);
     if size < 1 {
-        return Err(ApiError::BadRequest("Size must be a number larger that 0.".into()));
+        return Err(ApiError::BadRequest(
+            "Size must be a number larger that 0.".into(),
+        ));
     }
     let party = params.one("party")?;
     let unit = params.one("unit")?;
@@ -118,9 +146,21 @@ fn app_query(params: &Params, headers: &HeaderMap, subject_required: bool) -> Re
         ));
     }
     match (party.is_some(), unit.is_some(), person.is_some()) {
-        (true, true, _) => return Err(ApiError::BadRequest("Only one of 'Party' or 'Unit' can be defined.".into())),
-        (true, _, true) => return Err(ApiError::BadRequest("Only one of 'Party' or 'Person' can be defined.".into())),
-        (_, true, true) => return Err(ApiError::BadRequest("Only one of 'Unit' or 'Person' can be defined.".into())),
+        (true, true, _) => {
+            return Err(ApiError::BadRequest(
+                "Only one of 'Party' or 'Unit' can be defined.".into(),
+            ));
+        }
+        (true, _, true) => {
+            return Err(ApiError::BadRequest(
+                "Only one of 'Party' or 'Person' can be defined.".into(),
+            ));
+        }
+        (_, true, true) => {
+            return Err(ApiError::BadRequest(
+                "Only one of 'Unit' or 'Person' can be defined.".into(),
+            ));
+        }
         _ => {}
     }
     let mut query = EventQuery {
@@ -132,21 +172,24 @@ fn app_query(params: &Params, headers: &HeaderMap, subject_required: bool) -> Re
         ..EventQuery::default()
     };
     if let Some(party) = party {
-        let id: i64 = party
-            .trim()
-            .parse()
-            .map_err(|_| ApiError::BadRequest(format!("The value '{party}' is not valid for Party.")))?;
+        let id: i64 = party.trim().parse().map_err(|_| {
+            ApiError::BadRequest(format!("The value '{party}' is not valid for Party."))
+        })?;
         query.subject_key = Some(format!("/party/{id}"));
     }
     if let Some(unit) = unit {
         if !is_digits(unit, 9) {
-            return Err(ApiError::BadRequest("Value of 'Unit' needs to be exactly 9 digits.".into()));
+            return Err(ApiError::BadRequest(
+                "Value of 'Unit' needs to be exactly 9 digits.".into(),
+            ));
         }
         query.alternative_subject = Some(format!("/organisation/{unit}"));
     }
     if let Some(person) = person {
         if !is_digits(&person, 11) {
-            return Err(ApiError::BadRequest("Value of 'Person' needs to be exactly 11 digits.".into()));
+            return Err(ApiError::BadRequest(
+                "Value of 'Person' needs to be exactly 11 digits.".into(),
+            ));
         }
         query.alternative_subject = Some(format!("/person/{person}"));
     }
@@ -170,14 +213,19 @@ async fn respond(
         Some(id) => resolve_after(state, id, &query).await?,
     };
     let events = state.store.query(&query).await?;
-    let next_after = events.last().map(|e| e.id.as_str()).or(after).unwrap_or("0");
+    let next_after = events
+        .last()
+        .map(|e| e.id.as_str())
+        .or(after)
+        .unwrap_or("0");
     let next = format!(
         "{}{}?{}",
         params::base_url(state.public_url.as_deref(), headers),
         path,
         params.with_after(next_after)
     );
-    let mut body = String::with_capacity(2 + events.iter().map(|e| e.body.len() + 1).sum::<usize>());
+    let mut body =
+        String::with_capacity(2 + events.iter().map(|e| e.body.len() + 1).sum::<usize>());
     body.push('[');
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
@@ -186,8 +234,16 @@ async fn respond(
         body.push_str(&e.body);
     }
     body.push(']');
-    let mut response = ([(header::CONTENT_TYPE, HeaderValue::from_static(CLOUDEVENTS_JSON))], body).into_response();
-    let next = HeaderValue::from_str(&next).map_err(|e| ApiError::Internal(format!("next link: {e}")))?;
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(CLOUDEVENTS_JSON),
+        )],
+        body,
+    )
+        .into_response();
+    let next =
+        HeaderValue::from_str(&next).map_err(|e| ApiError::Internal(format!("next link: {e}")))?;
     response.headers_mut().insert("next", next);
     Ok(response)
 }
@@ -199,6 +255,9 @@ async fn resolve_after(state: &AppState, id: &str, query: &EventQuery) -> Result
     if let Some(seq) = state.store.position_of(id, query).await? {
         return Ok(seq);
     }
-    let anywhere = EventQuery { visibility: Visibility::All, ..EventQuery::default() };
+    let anywhere = EventQuery {
+        visibility: Visibility::All,
+        ..EventQuery::default()
+    };
     Ok(state.store.position_of(id, &anywhere).await?.unwrap_or(0))
 }

@@ -1,0 +1,159 @@
+//! Store behaviour on SQLite that is not visible through HTTP: index use and group commit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use hendelse_model::visibility::ResourceScope;
+use hendelse_model::{Grant, Pattern, Visibility};
+use hendelse_store::sqlite::SqliteStore;
+use hendelse_store::{
+    AppendReceipt, EventQuery, EventStore, Ingest, IngestConfig, NewEvent, StoreError, StoredEvent,
+};
+
+fn event(i: usize) -> NewEvent {
+    NewEvent {
+        id: format!("e{i}"),
+        source: "https://example.com/s".into(),
+        event_type: "t".into(),
+        subject_key: Some(format!("/party/{}", i % 10)),
+        alternative_subject: Some(format!("/person/{:011}", i % 7)),
+        resource: Some(format!("urn:altinn:resource:app_ttd_app{}", i % 3)),
+        body: format!(r#"{{"id":"e{i}"}}"#),
+    }
+}
+
+/// Every query shape the API issues is answered from an index that ends in `seq`, so a page costs
+/// the same whatever the size of the store.
+#[tokio::test]
+async fn every_query_shape_reads_an_index_in_seq_order() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(dir.path()).await.expect("open");
+    store
+        .append(&(0..200).map(event).collect::<Vec<_>>())
+        .await
+        .expect("append");
+    let grants = Visibility::Grants(vec![Grant {
+        subjects: Some(vec!["/party/1".into()]),
+        resources: ResourceScope::Some {
+            exact: vec![],
+            prefixes: vec!["urn:altinn:resource:app_".into()],
+        },
+    }]);
+    let shapes = [
+        (
+            "party",
+            EventQuery {
+                subject_key: Some("/party/1".into()),
+                visibility: grants.clone(),
+                ..Default::default()
+            },
+        ),
+        (
+            "unit/person",
+            EventQuery {
+                alternative_subject: Some("/person/00000000001".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "app resource with wildcards",
+            EventQuery {
+                resource: Some("urn:altinn:resource:app_ttd_app1".into()),
+                sources: vec![Pattern::new("https://%")],
+                types: vec![Pattern::new("t"), Pattern::new("u%")],
+                from: Some(Utc::now() - chrono::Duration::hours(1)),
+                to: Some(Utc::now()),
+                after: 50,
+                ..Default::default()
+            },
+        ),
+        (
+            "generic resource and subject",
+            EventQuery {
+                resource: Some("urn:altinn:resource:app_ttd_app2".into()),
+                subject_key: Some("/party/2".into()),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (name, query) in shapes {
+        let plan = store.explain(&query).await.expect("explain").join(" | ");
+        let main = plan
+            .split(" | ")
+            .find(|step| step.contains("events"))
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            main.contains("USING INDEX") || main.contains("USING COVERING INDEX"),
+            "{name}: {plan}"
+        );
+        assert!(
+            !plan.contains("TEMP B-TREE"),
+            "{name} sorts instead of reading in order: {plan}"
+        );
+    }
+}
+
+/// Counts the transactions the writer opens.
+struct Counting {
+    inner: SqliteStore,
+    appends: AtomicUsize,
+}
+
+#[async_trait]
+impl EventStore for Counting {
+    async fn append(&self, events: &[NewEvent]) -> Result<AppendReceipt, StoreError> {
+        self.appends.fetch_add(1, Ordering::SeqCst);
+        self.inner.append(events).await
+    }
+    async fn query(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.query(q).await
+    }
+    async fn position_of(&self, id: &str, q: &EventQuery) -> Result<Option<i64>, StoreError> {
+        self.inner.position_of(id, q).await
+    }
+    async fn delete_registered_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inner.delete_registered_before(cutoff).await
+    }
+    async fn last_seq(&self) -> Result<i64, StoreError> {
+        self.inner.last_seq().await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishes_share_transactions() {
+    let dir = tempfile::tempdir().expect("dir");
+    let counting = Arc::new(Counting {
+        inner: SqliteStore::open(dir.path()).await.expect("open"),
+        appends: AtomicUsize::new(0),
+    });
+    let (ingest, _writer) = Ingest::start(counting.clone(), IngestConfig::default(), 0);
+    let tasks: Vec<_> = (0..400)
+        .map(|i| {
+            let ingest = ingest.clone();
+            tokio::spawn(async move { ingest.publish(vec![event(i)]).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task").expect("published");
+    }
+    let transactions = counting.appends.load(Ordering::SeqCst);
+    assert!(
+        transactions < 400,
+        "400 publishes took {transactions} transactions"
+    );
+    let all = counting
+        .query(&EventQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("query");
+    assert_eq!(all.len(), 400);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+}

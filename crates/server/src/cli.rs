@@ -131,9 +131,10 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(pid) = &args.pid
-        && !hendelse_model::subject::is_digits(pid, 11) {
-            anyhow::bail!("--pid must be 11 digits");
-        }
+        && !hendelse_model::subject::is_digits(pid, 11)
+    {
+        anyhow::bail!("--pid must be 11 digits");
+    }
     let key = DevKey::load_or_create(&args.store.data_dir)?;
     let token = key.mint(&TokenRequest {
         org: args.org,

@@ -3,9 +3,12 @@
 
 mod error;
 mod ingest;
+pub mod postgres;
 mod query;
 mod sql;
 pub mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -81,6 +84,26 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Opens the store a deployment names: PostgreSQL when `database_url` is given, otherwise the
+/// SQLite file in `data_dir`.
+pub async fn open(
+    database_url: Option<&str>,
+    data_dir: &std::path::Path,
+) -> Result<std::sync::Arc<dyn EventStore>, StoreError> {
+    Ok(match database_url {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            std::sync::Arc::new(postgres::PgStore::connect(url).await?)
+        }
+        Some(other) => {
+            return Err(StoreError::Open(format!(
+                "unsupported database URL scheme in '{}': use postgres://",
+                other.split(':').next().unwrap_or_default()
+            )));
+        }
+        None => std::sync::Arc::new(sqlite::SqliteStore::open(data_dir).await?),
+    })
 }
 
 pub(crate) fn micros_to_time(micros: i64) -> DateTime<Utc> {

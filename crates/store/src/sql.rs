@@ -11,7 +11,6 @@ use crate::EventQuery;
 #[derive(Clone, Copy)]
 pub(crate) enum Dialect {
     Sqlite,
-    #[allow(dead_code)] // until the PostgreSQL backend lands
     Postgres,
 }
 

@@ -29,10 +29,50 @@ pub enum Command {
 }
 
 #[derive(Args, Clone)]
-pub struct StoreArgs {
+pub struct DataDirArgs {
     /// Directory of the embedded store and the development signing key.
     #[arg(long, env = "HENDELSE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+}
+
+#[derive(Args, Clone)]
+pub struct StoreArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// PostgreSQL instead of the embedded SQLite store: `postgres://user@host:5432/db`. Several
+    /// nodes may share one database.
+    #[arg(long, env = "HENDELSE_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl StoreArgs {
+    /// Where the events are kept, without any password, for messages and logs.
+    pub fn describe(&self) -> String {
+        match &self.database_url {
+            Some(url) => redact_credentials(url),
+            None => self.data.data_dir.join("events.db").display().to_string(),
+        }
+    }
+
+    pub async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn hendelse_store::EventStore>> {
+        hendelse_store::open(self.database_url.as_deref(), &self.data.data_dir)
+            .await
+            .with_context(|| format!("opening the store {}", self.describe()))
+    }
+}
+
+/// `scheme://user:secret@host/db` without the user information.
+fn redact_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+                None => url.to_owned(),
+            }
+        }
+        None => "(unparsable database URL)".to_owned(),
+    }
 }
 
 #[derive(Args, Clone)]
@@ -80,7 +120,7 @@ pub enum LogFormat {
 #[derive(Args)]
 pub struct TokenArgs {
     #[command(flatten)]
-    pub store: StoreArgs,
+    pub store: DataDirArgs,
     /// Org code (`urn:altinn:org`), for an org token.
     #[arg(long)]
     pub org: Option<String>,
@@ -112,10 +152,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => crate::serve::serve(args).await,
         Command::Token(args) => token(args),
         Command::Migrate(args) => {
-            hendelse_store::sqlite::SqliteStore::migrate(&args.data_dir)
-                .await
-                .with_context(|| format!("migrating the store in {}", args.data_dir.display()))?;
-            println!("store in {} is up to date", args.data_dir.display());
+            // Opening applies pending migrations (under an advisory lock on PostgreSQL).
+            drop(args.open().await?);
+            println!("the store {} is up to date", args.describe());
             Ok(())
         }
     }
@@ -148,4 +187,25 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     })?;
     println!("{token}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_credentials;
+
+    #[test]
+    fn database_urls_lose_their_credentials() {
+        assert_eq!(
+            redact_credentials("postgres://app:s3cret@db.example:5432/events"),
+            "postgres://***@db.example:5432/events"
+        );
+        assert_eq!(
+            redact_credentials("postgres://127.0.0.1/events?user=x"),
+            "postgres://127.0.0.1/events?user=x"
+        );
+        assert_eq!(
+            redact_credentials("postgres:x:y@z"),
+            "(unparsable database URL)"
+        );
+    }
 }

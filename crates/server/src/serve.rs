@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hendelse_auth::{DevKey, Registry, RegistryAuthorizer, TokenVerifier, TrustedIssuer};
-use hendelse_store::sqlite::SqliteStore;
 use hendelse_store::{EventStore, Ingest, IngestConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -29,7 +28,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => Vec::new(),
     };
     if !args.no_dev_tokens {
-        let key = DevKey::load_or_create(&args.store.data_dir)?;
+        let key = DevKey::load_or_create(&args.store.data.data_dir)?;
         issuers.push(TrustedIssuer::development(&key, args.audience.clone())?);
     }
     if issuers.is_empty() {
@@ -38,11 +37,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
 
-    let store: Arc<dyn EventStore> = Arc::new(
-        SqliteStore::open(&args.store.data_dir)
-            .await
-            .with_context(|| format!("opening the store in {}", args.store.data_dir.display()))?,
-    );
+    let store: Arc<dyn EventStore> = args.store.open().await?;
     let last_seq = store.last_seq().await?;
     let (ingest, writer) = Ingest::start(
         store.clone(),
@@ -69,7 +64,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let address = listener.local_addr()?;
-    tracing::info!(%address, data_dir = %args.store.data_dir.display(), "hendelse is listening");
+    tracing::info!(%address, store = %args.store.describe(), "hendelse is listening");
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("listening on http://{address}");
 

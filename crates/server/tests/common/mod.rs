@@ -22,7 +22,10 @@ pub fn data_path(name: &str) -> PathBuf {
 pub struct Server {
     child: Option<Child>,
     pub url: String,
+    /// Holds the log (and, unless shared, the data directory).
     dir: tempfile::TempDir,
+    /// The data directory: the SQLite store and the development signing key.
+    data: PathBuf,
     extra_args: Vec<String>,
 }
 
@@ -33,10 +36,23 @@ impl Server {
 
     pub fn start_with(extra_args: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        Self::launch(dir, data, extra_args)
+    }
+
+    /// Another node beside `other`: the same data directory (so the same development key) and
+    /// these arguments (typically the same `--database-url`).
+    pub fn start_beside(other: &Server, extra_args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::launch(dir, other.data.clone(), extra_args)
+    }
+
+    fn launch(dir: tempfile::TempDir, data: PathBuf, extra_args: &[&str]) -> Server {
         let mut server = Server {
             child: None,
             url: String::new(),
             dir,
+            data,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
         server.spawn();
@@ -44,7 +60,7 @@ impl Server {
     }
 
     pub fn data_dir(&self) -> &Path {
-        self.dir.path()
+        &self.data
     }
 
     fn spawn(&mut self) {
@@ -58,7 +74,7 @@ impl Server {
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
+            .arg(&self.data)
             .arg("--registry")
             .arg(data_path("registry.json"))
             .args(&self.extra_args)
@@ -102,7 +118,7 @@ impl Server {
         let out = Command::new(BIN)
             .arg("token")
             .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
+            .arg(&self.data)
             .args(args)
             .output()
             .expect("run hendelse token");

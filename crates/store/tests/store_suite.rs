@@ -1,0 +1,551 @@
+//! The behaviour both store backends share, as one suite run against SQLite and PostgreSQL.
+//!
+//! Every case is an `async fn(Arc<dyn EventStore>)`; `both!` turns it into a test per backend. The
+//! PostgreSQL tests get a database of their own, and skip loudly when no server is reachable
+//! outside CI (with `CI=true` they fail instead).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hendelse_model::visibility::ResourceScope;
+use hendelse_model::{Grant, Pattern, Visibility};
+use hendelse_store::postgres::PgStore;
+use hendelse_store::sqlite::SqliteStore;
+use hendelse_store::testing::TestDatabase;
+use hendelse_store::{EventQuery, EventStore, Ingest, IngestConfig, NewEvent, StoredEvent};
+
+macro_rules! both {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let dir = tempfile::tempdir().expect("temp dir");
+                    let store = super::SqliteStore::open(dir.path()).await.expect("open sqlite");
+                    super::$case(std::sync::Arc::new(store)).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(db) = super::TestDatabase::create().await else { return };
+                    let store = super::PgStore::connect(&db.url).await.expect("open postgres");
+                    super::$case(std::sync::Arc::new(store)).await;
+                    db.drop_database().await;
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    stores_events_exactly_and_in_order,
+    deduplicates_by_source_and_id,
+    filters_by_subject_resource_and_alternative_subject,
+    wildcards_match_like_altinn,
+    applies_visibility_before_the_limit,
+    bounds_by_registration_time,
+    resolves_cursors_within_the_query,
+    retention_deletes_old_events_and_never_reuses_positions,
+    concurrent_group_commits_keep_every_event_once,
+);
+
+fn event(id: &str) -> NewEvent {
+    NewEvent {
+        id: id.to_owned(),
+        source: "https://example.com/s".into(),
+        event_type: "no.example.test".into(),
+        subject_key: None,
+        alternative_subject: None,
+        resource: None,
+        body: format!(r#"{{"id":"{id}","x":null}}"#),
+    }
+}
+
+fn all(limit: u32) -> EventQuery {
+    EventQuery {
+        limit,
+        ..EventQuery::default()
+    }
+}
+
+fn ids(events: &[StoredEvent]) -> Vec<&str> {
+    events.iter().map(|e| e.id.as_str()).collect()
+}
+
+async fn query(store: &Arc<dyn EventStore>, q: EventQuery) -> Vec<StoredEvent> {
+    store.query(&q).await.expect("query")
+}
+
+async fn stores_events_exactly_and_in_order(store: Arc<dyn EventStore>) {
+    assert_eq!(store.last_seq().await.expect("last_seq"), 0);
+    store.ping().await.expect("ping");
+    let mut odd = event("b");
+    odd.body = "{\"id\":\"b\",\"data\":{\"æøå\":[1,2.50,\"\\u0000\"]}}".into();
+    let receipt = store
+        .append(&[event("a"), odd.clone(), event("c")])
+        .await
+        .expect("append");
+    assert_eq!(receipt.inserted, 3);
+    store.append(&[event("d")]).await.expect("append");
+    let got = query(&store, all(10)).await;
+    assert_eq!(ids(&got), ["a", "b", "c", "d"]);
+    assert_eq!(got[1].body, odd.body, "bodies come back byte for byte");
+    assert!(got.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert!(got.windows(2).all(|w| w[0].registered <= w[1].registered));
+    assert_eq!(store.last_seq().await.expect("last_seq"), got[3].seq);
+    let page = query(
+        &store,
+        EventQuery {
+            after: got[0].seq,
+            limit: 2,
+            ..EventQuery::default()
+        },
+    )
+    .await;
+    assert_eq!(ids(&page), ["b", "c"]);
+    assert!(query(&store, all(0)).await.is_empty());
+}
+
+async fn deduplicates_by_source_and_id(store: Arc<dyn EventStore>) {
+    let first = store
+        .append(&[event("a"), event("b")])
+        .await
+        .expect("append");
+    assert_eq!(first.inserted, 2);
+    let mut other_source = event("a");
+    other_source.source = "https://example.com/other".into();
+    let again = store
+        .append(&[event("a"), other_source, event("c"), event("c")])
+        .await
+        .expect("append");
+    assert_eq!(again.inserted, 2, "only the new source's a and one c");
+    let got = query(&store, all(10)).await;
+    assert_eq!(ids(&got), ["a", "b", "a", "c"]);
+    // A batch that is wholly duplicate changes nothing.
+    let none = store.append(&[event("b")]).await.expect("append");
+    assert_eq!(none.inserted, 0);
+    assert_eq!(query(&store, all(10)).await.len(), 4);
+}
+
+async fn filters_by_subject_resource_and_alternative_subject(store: Arc<dyn EventStore>) {
+    let events: Vec<NewEvent> = (0..12)
+        .map(|i| NewEvent {
+            subject_key: Some(format!("/party/{}", i % 3)),
+            alternative_subject: (i % 2 == 0).then(|| format!("/person/{:011}", i % 4)),
+            resource: Some(if i % 4 == 0 {
+                "urn:altinn:resource:app_ttd_a".to_owned()
+            } else {
+                "urn:altinn:resource:generic".to_owned()
+            }),
+            ..event(&format!("e{i}"))
+        })
+        .collect();
+    store.append(&events).await.expect("append");
+    let by_subject = query(
+        &store,
+        EventQuery {
+            subject_key: Some("/party/1".into()),
+            ..all(50)
+        },
+    )
+    .await;
+    assert_eq!(ids(&by_subject), ["e1", "e4", "e7", "e10"]);
+    let by_alternative = query(
+        &store,
+        EventQuery {
+            alternative_subject: Some("/person/00000000002".into()),
+            ..all(50)
+        },
+    )
+    .await;
+    assert_eq!(ids(&by_alternative), ["e2", "e6", "e10"]);
+    let by_resource = query(
+        &store,
+        EventQuery {
+            resource: Some("urn:altinn:resource:app_ttd_a".into()),
+            ..all(50)
+        },
+    )
+    .await;
+    assert_eq!(ids(&by_resource), ["e0", "e4", "e8"]);
+    let by_prefix = query(
+        &store,
+        EventQuery {
+            resource_prefix: Some("urn:altinn:resource:app_".into()),
+            subject_key: Some("/party/2".into()),
+            ..all(50)
+        },
+    )
+    .await;
+    assert_eq!(ids(&by_prefix), ["e8"]);
+    // The prefix is case-sensitive and `_` in it is no wildcard.
+    for prefix in ["URN:altinn:resource:app_", "urn:altinn:resource:appX"] {
+        let none = query(
+            &store,
+            EventQuery {
+                resource_prefix: Some(prefix.into()),
+                ..all(50)
+            },
+        )
+        .await;
+        assert!(none.is_empty(), "{prefix} matched {:?}", ids(&none));
+    }
+}
+
+async fn wildcards_match_like_altinn(store: Arc<dyn EventStore>) {
+    let sources = [
+        "https://ttd.apps.altinn.no/ttd/app_1/instances/1",
+        "https://ttd.apps.altinn.no/ttd/appX1/instances/2",
+        "https://TTD.apps.altinn.no/ttd/app_1/instances/3",
+        r"urn:odd\path%literal",
+    ];
+    let events: Vec<NewEvent> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| NewEvent {
+            source: (*s).to_owned(),
+            event_type: if i % 2 == 0 {
+                "app.instance.created"
+            } else {
+                "app.instance.Process.completed"
+            }
+            .into(),
+            ..event(&format!("e{i}"))
+        })
+        .collect();
+    store.append(&events).await.expect("append");
+    let cases: &[(&[&str], &[&str], &[&str])] = &[
+        (
+            &["https://ttd.apps.altinn.no/ttd/app_1/%"],
+            &[],
+            &["e0", "e2"],
+        ),
+        (&["%/app_1/%"], &[], &["e0", "e2"]),
+        (
+            &["https://ttd.apps.altinn.no/ttd/app_1/instances/1"],
+            &[],
+            &["e0"],
+        ),
+        (&[r"urn:odd\path%"], &[], &["e3"]),
+        (&[r"urn:odd\path\%literal"], &[], &[]),
+        (&["%instances/1", "%instances/2"], &[], &["e0", "e1"]),
+        (&[], &["app.instance.process.completed"], &["e1", "e3"]),
+        (
+            &[],
+            &["app.instance.%", "nothing"],
+            &["e0", "e1", "e2", "e3"],
+        ),
+        (&["%app_1%"], &["APP.INSTANCE.CREATED"], &["e0", "e2"]),
+    ];
+    for (sources, types, expected) in cases {
+        let got = query(
+            &store,
+            EventQuery {
+                sources: sources.iter().map(|s| Pattern::new(*s)).collect(),
+                types: types.iter().map(|t| Pattern::new(*t)).collect(),
+                ..all(50)
+            },
+        )
+        .await;
+        assert_eq!(ids(&got), *expected, "sources {sources:?} types {types:?}");
+    }
+}
+
+async fn applies_visibility_before_the_limit(store: Arc<dyn EventStore>) {
+    let events: Vec<NewEvent> = (0..60)
+        .map(|i| NewEvent {
+            subject_key: Some(format!("/party/{}", i % 3)),
+            resource: Some(format!("urn:altinn:resource:r{}", i % 2)),
+            ..event(&format!("e{i:02}"))
+        })
+        .collect();
+    store.append(&events).await.expect("append");
+    let party0 = Visibility::Grants(vec![Grant {
+        subjects: Some(vec!["/party/0".into()]),
+        resources: ResourceScope::Any,
+    }]);
+    let page = query(
+        &store,
+        EventQuery {
+            visibility: party0,
+            limit: 5,
+            ..EventQuery::default()
+        },
+    )
+    .await;
+    assert_eq!(ids(&page), ["e00", "e03", "e06", "e09", "e12"]);
+
+    // A union of grants: party 1 on resource r1, or anything under the prefix of r0.
+    let union = Visibility::Grants(vec![
+        Grant {
+            subjects: Some(vec!["/party/1".into()]),
+            resources: ResourceScope::Some {
+                exact: vec!["urn:altinn:resource:r1".into()],
+                prefixes: vec![],
+            },
+        },
+        Grant {
+            subjects: None,
+            resources: ResourceScope::Some {
+                exact: vec![],
+                prefixes: vec!["urn:altinn:resource:r0".into()],
+            },
+        },
+    ]);
+    let got = query(
+        &store,
+        EventQuery {
+            visibility: union.clone(),
+            ..all(100)
+        },
+    )
+    .await;
+    assert_eq!(got.len(), 40, "30 of r0 and the 10 of party 1 on r1");
+    for e in &got {
+        let i: usize = e.id[1..].parse().expect("number");
+        assert!(
+            union.covers(
+                Some(&format!("/party/{}", i % 3)),
+                Some(&format!("urn:altinn:resource:r{}", i % 2))
+            ),
+            "{} is not visible",
+            e.id
+        );
+    }
+    let nothing = query(
+        &store,
+        EventQuery {
+            visibility: Visibility::Grants(vec![]),
+            ..all(100)
+        },
+    )
+    .await;
+    assert!(nothing.is_empty());
+}
+
+async fn bounds_by_registration_time(store: Arc<dyn EventStore>) {
+    store
+        .append(&[event("early1"), event("early2")])
+        .await
+        .expect("append");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    store.append(&[event("late1")]).await.expect("append");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    store.append(&[event("later1")]).await.expect("append");
+    let got = query(&store, all(10)).await;
+    let at = |i: usize| got[i].registered;
+    let between = |from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>| {
+        let store = store.clone();
+        async move {
+            let q = EventQuery {
+                from,
+                to,
+                ..all(10)
+            };
+            store
+                .query(&q)
+                .await
+                .expect("query")
+                .into_iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        between(Some(at(2)), None).await,
+        ["late1", "later1"],
+        "from is inclusive"
+    );
+    assert_eq!(
+        between(None, Some(at(2))).await,
+        ["early1", "early2", "late1"],
+        "to is inclusive"
+    );
+    assert_eq!(between(Some(at(2)), Some(at(2))).await, ["late1"]);
+    let after_all = at(3) + chrono::Duration::seconds(1);
+    assert!(between(Some(after_all), None).await.is_empty());
+    let before_all = at(0) - chrono::Duration::seconds(1);
+    assert!(between(None, Some(before_all)).await.is_empty());
+    assert_eq!(between(Some(before_all), Some(after_all)).await.len(), 4);
+}
+
+async fn resolves_cursors_within_the_query(store: Arc<dyn EventStore>) {
+    let mut twin = event("same");
+    twin.source = "https://example.com/twin".into();
+    twin.resource = Some("urn:altinn:resource:r2".into());
+    let mut first = event("same");
+    first.resource = Some("urn:altinn:resource:r1".into());
+    store
+        .append(&[first, event("x"), twin])
+        .await
+        .expect("append");
+    let got = query(&store, all(10)).await;
+    let anywhere = EventQuery::default();
+    assert_eq!(
+        store
+            .position_of("same", &anywhere)
+            .await
+            .expect("position"),
+        Some(got[0].seq),
+        "the first of equal ids"
+    );
+    let in_r2 = EventQuery {
+        resource: Some("urn:altinn:resource:r2".into()),
+        ..EventQuery::default()
+    };
+    assert_eq!(
+        store.position_of("same", &in_r2).await.expect("position"),
+        Some(got[2].seq),
+        "the one in the query's scope"
+    );
+    assert_eq!(
+        store
+            .position_of("missing", &anywhere)
+            .await
+            .expect("position"),
+        None
+    );
+    let hidden = EventQuery {
+        visibility: Visibility::Grants(vec![]),
+        ..EventQuery::default()
+    };
+    assert_eq!(
+        store.position_of("x", &hidden).await.expect("position"),
+        None
+    );
+}
+
+async fn retention_deletes_old_events_and_never_reuses_positions(store: Arc<dyn EventStore>) {
+    store
+        .append(&[event("old1"), event("old2")])
+        .await
+        .expect("append");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    store.append(&[event("new1")]).await.expect("append");
+    let before = query(&store, all(10)).await;
+    let tip = store.last_seq().await.expect("last_seq");
+    assert_eq!(
+        store
+            .delete_registered_before(before[0].registered)
+            .await
+            .expect("sweep"),
+        0
+    );
+    let deleted = store
+        .delete_registered_before(before[2].registered)
+        .await
+        .expect("sweep");
+    assert_eq!(deleted, 2);
+    assert_eq!(ids(&query(&store, all(10)).await), ["new1"]);
+    // Deleting the newest events must not let their positions be handed out again.
+    let everything = before[2].registered + chrono::Duration::seconds(1);
+    assert_eq!(
+        store
+            .delete_registered_before(everything)
+            .await
+            .expect("sweep"),
+        1
+    );
+    assert!(query(&store, all(10)).await.is_empty());
+    store.append(&[event("after")]).await.expect("append");
+    let after = query(&store, all(10)).await;
+    assert_eq!(ids(&after), ["after"]);
+    assert!(
+        after[0].seq > tip,
+        "seq {} reused (tip was {tip})",
+        after[0].seq
+    );
+    // A deleted event may be published again: retention forgets it.
+    assert_eq!(
+        store
+            .append(&[event("old1")])
+            .await
+            .expect("append")
+            .inserted,
+        1
+    );
+}
+
+async fn concurrent_group_commits_keep_every_event_once(store: Arc<dyn EventStore>) {
+    let (ingest, _writer) = Ingest::start(store.clone(), IngestConfig::default(), 0);
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let ingest = ingest.clone();
+            tokio::spawn(async move {
+                // Every task also re-sends its neighbour's event: duplicates across batches.
+                ingest
+                    .publish(vec![
+                        event(&format!("e{i}")),
+                        event(&format!("e{}", (i + 1) % 200)),
+                    ])
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task").expect("published");
+    }
+    let got = query(&store, all(1000)).await;
+    assert_eq!(got.len(), 200);
+    let mut seen: Vec<&str> = ids(&got);
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), 200);
+    assert!(got.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(
+        *ingest.committed().borrow(),
+        store.last_seq().await.expect("last_seq")
+    );
+}
+
+/// Opening runs the migrations again (a no-op) and the log continues where it was.
+#[tokio::test]
+async fn sqlite_reopens_where_it_left_off() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tip = {
+        let store = SqliteStore::open(dir.path()).await.expect("open");
+        store
+            .append(&[event("a"), event("b")])
+            .await
+            .expect("append");
+        store.last_seq().await.expect("last_seq")
+    };
+    SqliteStore::migrate(dir.path())
+        .await
+        .expect("migrate again");
+    let store = SqliteStore::open(dir.path()).await.expect("reopen");
+    assert_eq!(store.last_seq().await.expect("last_seq"), tip);
+    assert_eq!(
+        store.append(&[event("a")]).await.expect("append").inserted,
+        0
+    );
+    store.append(&[event("c")]).await.expect("append");
+    let got = store.query(&all(10)).await.expect("query");
+    assert_eq!(ids(&got), ["a", "b", "c"]);
+    assert!(got[2].seq > tip);
+}
+
+/// Two nodes on one database: both migrate (concurrently, idempotently) and share one log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_nodes_share_one_log() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let (a, b) = tokio::join!(PgStore::connect(&db.url), PgStore::connect(&db.url));
+    let (a, b) = (a.expect("node a"), b.expect("node b"));
+    PgStore::migrate(&db.url).await.expect("migrate again");
+    a.append(&[event("a1")]).await.expect("append");
+    b.append(&[event("b1"), event("a1")]).await.expect("append");
+    a.append(&[event("a2")]).await.expect("append");
+    for node in [&a, &b] {
+        let got = node.query(&all(10)).await.expect("query");
+        assert_eq!(ids(&got), ["a1", "b1", "a2"]);
+        assert_eq!(node.last_seq().await.expect("last_seq"), got[2].seq);
+    }
+    drop((a, b));
+    db.drop_database().await;
+}

@@ -93,8 +93,15 @@ impl DevKey {
                     &SystemRandom::new(),
                 )
                 .map_err(|_| DevKeyError::Generate)?;
-                let pkcs8 = doc.as_ref().to_vec();
-                write_private(&path, &pkcs8).map_err(io)?;
+                // Another process (a second node on the same data directory) may be creating the
+                // key at the same moment: whoever links first wins, the other loads that key.
+                let pkcs8 = match publish_private(&path, doc.as_ref()) {
+                    Ok(()) => doc.as_ref().to_vec(),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        fs::read(&path).map_err(io)?
+                    }
+                    Err(e) => return Err(io(e)),
+                };
                 Self::from_pkcs8(pkcs8).ok_or(DevKeyError::Invalid(path.clone()))
             }
             Err(e) => Err(io(e)),
@@ -146,17 +153,26 @@ impl DevKey {
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes the key to a private temporary file, then links it into place, so that the key file
+/// either does not exist or is complete; fails with `AlreadyExists` if someone else got there first.
+fn publish_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut nonce = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| std::io::Error::other("no randomness"))?;
+    let temporary = path.with_extension(format!("p8.{}.tmp", URL_SAFE_NO_PAD.encode(nonce)));
     let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+    let written = options.open(&temporary).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    let linked = written.and_then(|()| fs::hard_link(&temporary, path));
+    let _ = fs::remove_file(&temporary);
+    linked
 }
 
 #[cfg(test)]
@@ -185,5 +201,22 @@ mod tests {
         )
         .expect("verifies");
         assert_eq!(data.claims["urn:altinn:org"], "ttd");
+    }
+
+    #[test]
+    fn nodes_starting_together_agree_on_one_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kids: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| DevKey::load_or_create(dir.path()).map(|k| k.kid())))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread").expect("key"))
+                .collect()
+        });
+        assert!(kids.windows(2).all(|w| w[0] == w[1]), "{kids:?}");
+        let leftovers = std::fs::read_dir(dir.path()).expect("dir").count();
+        assert_eq!(leftovers, 1, "temporary files were left behind");
     }
 }

@@ -27,9 +27,25 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the reason, with its causes.
-            eprintln!("hendelse: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!("hendelse: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The reason and its causes on one line, leaving out a cause whose text the line already holds
+/// (many error types repeat their source in their own message).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

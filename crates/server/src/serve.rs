@@ -112,7 +112,8 @@ async fn retention_sweep(store: Arc<dyn EventStore>, days: f64, interval_seconds
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("HENDELSE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("HENDELSE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

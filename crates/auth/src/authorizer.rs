@@ -1,7 +1,9 @@
 //! Authorization decisions. Every decision goes through [`Authorizer`]; the built-in
 //! [`RegistryAuthorizer`] answers from the registry file.
 
-use hendelse_model::subject::{app_party_subject, organization_urn, person_urn};
+use hendelse_model::subject::{
+    ORGANIZATION_URN, PERSON_URN, app_party_subject, organization_urn, party_key, person_urn,
+};
 use hendelse_model::visibility::ResourceScope;
 use hendelse_model::{Grant, RESOURCE_PREFIX, Visibility};
 
@@ -15,6 +17,13 @@ pub trait Authorizer: Send + Sync + 'static {
 
     /// Whether the principal may publish events of this resource (scope checks are the caller's).
     fn may_publish(&self, principal: &Principal, resource: &str) -> bool;
+
+    /// Whether the principal owns the resource (an org's own resources and apps).
+    fn owns(&self, principal: &Principal, resource: &str) -> bool;
+
+    /// Every subject key that names the party `subject` names (its `/party/{id}` and URN forms),
+    /// and with `include_subunits` those of its subunits too.
+    fn party_subjects(&self, subject: &str, include_subunits: bool) -> Vec<String>;
 }
 
 /// The prefix of every app resource of an org: `urn:altinn:resource:app_{org}_`.
@@ -145,14 +154,45 @@ impl Authorizer for RegistryAuthorizer {
     }
 
     fn may_publish(&self, principal: &Principal, resource: &str) -> bool {
-        if principal.has_scope(SCOPE_PUBLISH_ADMIN) {
-            return true;
-        }
+        principal.has_scope(SCOPE_PUBLISH_ADMIN) || self.owns(principal, resource)
+    }
+
+    fn owns(&self, principal: &Principal, resource: &str) -> bool {
         let Some(org) = principal.org() else {
             return false;
         };
         resource.starts_with(&app_resource_prefix(org))
             || self.registry.resource_owner(resource) == Some(org)
+    }
+
+    fn party_subjects(&self, subject: &str, include_subunits: bool) -> Vec<String> {
+        let key = party_key(subject);
+        let party = if let Some(id) = key.strip_prefix("/party/") {
+            id.parse().ok().and_then(|id| self.registry.party(id))
+        } else if let Some(orgno) = key.strip_prefix(ORGANIZATION_URN) {
+            self.registry.party_of_organization(orgno)
+        } else if let Some(pid) = key.strip_prefix(PERSON_URN) {
+            self.registry.party_of_person(pid)
+        } else {
+            None
+        };
+        let mut subjects = vec![key.clone()];
+        if let Some(party) = party {
+            subjects.extend(self.subjects_of(party));
+        }
+        if include_subunits {
+            let orgno = party
+                .and_then(|p| p.organization.as_deref())
+                .or_else(|| key.strip_prefix(ORGANIZATION_URN));
+            if let Some(orgno) = orgno {
+                for unit in self.registry.subunits_of(orgno) {
+                    subjects.extend(self.subjects_of(unit));
+                }
+            }
+        }
+        subjects.sort();
+        subjects.dedup();
+        subjects
     }
 }
 
@@ -199,6 +239,30 @@ mod tests {
             Some("/party/1"),
             Some("urn:altinn:resource:super-simple-service")
         ));
+    }
+
+    #[test]
+    fn party_subjects_cover_every_form_and_optionally_subunits() {
+        let mut reg = registry();
+        reg.parties.push(crate::registry::Party {
+            party_id: 50005555,
+            person: None,
+            organization: Some("910000001".into()),
+            parent_organization: Some("991825827".into()),
+        });
+        let auth = RegistryAuthorizer::new(reg);
+        let own = auth.party_subjects("urn:altinn:organization:identifier-no::991825827", false);
+        assert_eq!(
+            own,
+            [
+                "/party/50001337",
+                "urn:altinn:organization:identifier-no:991825827"
+            ]
+        );
+        let with_units = auth.party_subjects("/party/50001337", true);
+        assert!(with_units.contains(&"/party/50005555".to_owned()));
+        assert!(with_units.contains(&"urn:altinn:organization:identifier-no:910000001".to_owned()));
+        assert_eq!(auth.party_subjects("/party/1", true), ["/party/1"]);
     }
 
     #[test]

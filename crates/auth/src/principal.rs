@@ -1,8 +1,10 @@
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The caller, as its token describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The caller, as its token describes it. Serializable so that a subscription can keep acting, and
+/// being authorized, as its creator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
 pub enum Principal {
     /// A service owner or other organisation (`urn:altinn:org` and/or `urn:altinn:orgNumber`).
     Org {

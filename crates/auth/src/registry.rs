@@ -23,6 +23,9 @@ pub struct Party {
     pub person: Option<String>,
     #[serde(default)]
     pub organization: Option<String>,
+    /// For a subunit: the organisation number of its parent unit.
+    #[serde(default)]
+    pub parent_organization: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +93,13 @@ impl Registry {
         self.parties
             .iter()
             .find(|p| p.organization.as_deref() == Some(orgno))
+    }
+
+    /// The parties whose parent unit is this organisation.
+    pub fn subunits_of<'a>(&'a self, orgno: &'a str) -> impl Iterator<Item = &'a Party> + 'a {
+        self.parties
+            .iter()
+            .filter(move |p| p.parent_organization.as_deref() == Some(orgno))
     }
 
     pub fn resource_owner(&self, resource: &str) -> Option<&str> {

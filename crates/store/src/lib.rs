@@ -4,6 +4,7 @@
 mod error;
 mod ingest;
 pub mod postgres;
+pub mod push;
 mod query;
 mod sql;
 pub mod sqlite;
@@ -15,6 +16,7 @@ use chrono::{DateTime, Utc};
 
 pub use error::StoreError;
 pub use ingest::{Ingest, IngestConfig, IngestError};
+pub use push::PushStore;
 pub use query::EventQuery;
 
 /// An event ready to be stored: its indexed attributes and its JSON text.

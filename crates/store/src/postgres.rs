@@ -17,11 +17,18 @@ use crate::{
     AppendReceipt, EventQuery, EventStore, NewEvent, StoreError, StoredEvent, micros_to_time,
 };
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "events",
-    include_str!("../migrations/postgres/0001_events.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "events",
+        include_str!("../migrations/postgres/0001_events.sql"),
+    ),
+    (
+        2,
+        "push",
+        include_str!("../migrations/postgres/0002_push.sql"),
+    ),
+];
 
 fn migrator() -> Migrator {
     Migrator::with_migrations(
@@ -86,6 +93,15 @@ fn select(prefix: &str, q: &EventQuery) -> QueryBuilder<Postgres> {
         .push_bind(i64::from(q.limit));
     qb
 }
+
+crate::push::impl_push_store!(
+    PgStore,
+    Postgres,
+    read: pool,
+    write: pool,
+    tip: "SELECT seq FROM event_tip WHERE singleton",
+    skip_locked: "FOR UPDATE OF d SKIP LOCKED"
+);
 
 #[async_trait]
 impl EventStore for PgStore {

@@ -23,11 +23,18 @@ use crate::{
 /// SQLite allows 32,766 bound parameters per statement; 8 per event row.
 const ROWS_PER_INSERT: usize = 500;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "events",
-    include_str!("../migrations/sqlite/0001_events.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "events",
+        include_str!("../migrations/sqlite/0001_events.sql"),
+    ),
+    (
+        2,
+        "push",
+        include_str!("../migrations/sqlite/0002_push.sql"),
+    ),
+];
 
 pub struct SqliteStore {
     writer: SqlitePool,
@@ -87,6 +94,10 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         migrator().run(&writer).await?;
+        // One process owns an SQLite file: leases of a previous run (one that was killed) are void.
+        sqlx::query("UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL")
+            .execute(&writer)
+            .await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
@@ -138,6 +149,15 @@ fn select(prefix: &str, q: &EventQuery) -> QueryBuilder<Sqlite> {
         .push_bind(i64::from(q.limit));
     qb
 }
+
+crate::push::impl_push_store!(
+    SqliteStore,
+    Sqlite,
+    read: readers,
+    write: writer,
+    tip: "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",
+    skip_locked: ""
+);
 
 #[async_trait]
 impl EventStore for SqliteStore {

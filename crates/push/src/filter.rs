@@ -1,0 +1,145 @@
+//! Which events a subscription gets: the same `%` wildcard semantics as the queries, and party
+//! subjects in every form the registry knows (with subunits when asked for).
+
+use hendelse_auth::Authorizer;
+use hendelse_model::Pattern;
+use hendelse_model::subject::party_key;
+use hendelse_store::push::NewSubscription;
+use serde::Deserialize;
+
+/// The attributes of a stored event that filters look at.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct EventAttributes {
+    pub source: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub alternativesubject: Option<String>,
+    #[serde(default)]
+    pub resource: Option<String>,
+}
+
+impl EventAttributes {
+    /// Reads them from the event's stored JSON; `None` for text that is no event (never stored).
+    pub fn parse(body: &str) -> Option<EventAttributes> {
+        serde_json::from_str(body).ok()
+    }
+
+    pub fn subject_key(&self) -> Option<String> {
+        self.subject.as_deref().map(party_key)
+    }
+}
+
+/// A subscription's filters, prepared for matching many events.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    resource: String,
+    source: Option<Pattern>,
+    event_type: Option<Pattern>,
+    subjects: Option<Vec<String>>,
+    alternative_subject: Option<String>,
+}
+
+impl Matcher {
+    pub fn new(subscription: &NewSubscription, authorizer: &dyn Authorizer) -> Matcher {
+        Matcher {
+            resource: subscription.resource_filter.clone(),
+            source: subscription.source_filter.as_deref().map(Pattern::new),
+            event_type: subscription.type_filter.as_deref().map(Pattern::new),
+            subjects: subscription
+                .subject_filter
+                .as_deref()
+                .map(|s| authorizer.party_subjects(s, subscription.include_subunits)),
+            alternative_subject: subscription.alternative_subject_filter.clone(),
+        }
+    }
+
+    pub fn matches(&self, event: &EventAttributes) -> bool {
+        event.resource.as_deref() == Some(self.resource.as_str())
+            && self
+                .source
+                .as_ref()
+                .is_none_or(|p| p.matches(&event.source))
+            && self
+                .event_type
+                .as_ref()
+                .is_none_or(|p| p.matches(&event.event_type))
+            && self.subjects.as_ref().is_none_or(|subjects| {
+                event
+                    .subject_key()
+                    .is_some_and(|key| subjects.iter().any(|s| *s == key))
+            })
+            && self
+                .alternative_subject
+                .as_ref()
+                .is_none_or(|a| event.alternativesubject.as_deref() == Some(a.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hendelse_auth::{Registry, RegistryAuthorizer};
+
+    fn subscription() -> NewSubscription {
+        NewSubscription {
+            end_point: "https://example.com/hook".into(),
+            resource_filter: "urn:altinn:resource:r".into(),
+            source_filter: None,
+            subject_filter: None,
+            alternative_subject_filter: None,
+            type_filter: None,
+            include_subunits: false,
+            consumer: "/org/ttd".into(),
+            created_by: "/org/ttd".into(),
+            principal: "{}".into(),
+            secret: None,
+        }
+    }
+
+    fn event(json: &str) -> EventAttributes {
+        EventAttributes::parse(json).expect("event")
+    }
+
+    #[test]
+    fn every_filter_must_hold() {
+        let registry: Registry = serde_json::from_str(
+            r#"{"parties":[{"partyId":1,"organization":"991825827"},
+                           {"partyId":2,"organization":"910000001","parentOrganization":"991825827"}]}"#,
+        )
+        .expect("registry");
+        let auth = RegistryAuthorizer::new(registry);
+        let base = r#""source":"https://a.example/x/1","type":"t.created","resource":"urn:altinn:resource:r""#;
+        let e = |extra: &str| event(&format!("{{{base}{extra}}}"));
+        let sub = |f: &dyn Fn(&mut NewSubscription)| {
+            let mut s = subscription();
+            f(&mut s);
+            Matcher::new(&s, &auth)
+        };
+        assert!(sub(&|_| {}).matches(&e("")));
+        assert!(!sub(&|s| s.resource_filter = "urn:altinn:resource:other".into()).matches(&e("")));
+        assert!(sub(&|s| s.source_filter = Some("HTTPS://a.example/%".into())).matches(&e("")));
+        assert!(!sub(&|s| s.source_filter = Some("https://b.example/%".into())).matches(&e("")));
+        assert!(sub(&|s| s.type_filter = Some("t.%".into())).matches(&e("")));
+        assert!(!sub(&|s| s.type_filter = Some("t.deleted".into())).matches(&e("")));
+        let org = |s: &mut NewSubscription| {
+            s.subject_filter = Some("urn:altinn:organization:identifier-no:991825827".into())
+        };
+        assert!(sub(&org).matches(&e(
+            r#","subject":"urn:altinn:organization:identifier-no::991825827""#
+        )));
+        assert!(sub(&org).matches(&e(r#","subject":"/party/1""#)));
+        assert!(!sub(&org).matches(&e(r#","subject":"/party/2""#)));
+        assert!(!sub(&org).matches(&e("")));
+        let units = |s: &mut NewSubscription| {
+            org(s);
+            s.include_subunits = true;
+        };
+        assert!(sub(&units).matches(&e(r#","subject":"/party/2""#)));
+        let alt = |s: &mut NewSubscription| s.alternative_subject_filter = Some("/person/1".into());
+        assert!(sub(&alt).matches(&e(r#","alternativesubject":"/person/1""#)));
+        assert!(!sub(&alt).matches(&e(r#","alternativesubject":"/person/2""#)));
+    }
+}

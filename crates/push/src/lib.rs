@@ -1,0 +1,86 @@
+//! Webhook push: which events a subscription gets ([`filter`]), the dispatcher that turns the log
+//! into durable deliveries ([`dispatcher`]), the workers that send them ([`worker`]) with retries
+//! ([`schedule`]) and Standard Webhooks signatures ([`signing`]), and the guard that keeps
+//! webhooks off private networks ([`endpoint`]).
+
+pub mod dispatcher;
+pub mod endpoint;
+pub mod filter;
+pub mod schedule;
+pub mod signing;
+pub mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hendelse_auth::Authorizer;
+use hendelse_store::{EventStore, PushStore};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+pub use endpoint::EndpointPolicy;
+pub use schedule::RetrySchedule;
+
+/// The CloudEvent type of the validation handshake.
+pub const VALIDATION_EVENT_TYPE: &str = "platform.events.validatesubscription";
+
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    pub schedule: RetrySchedule,
+    pub timeout: Duration,
+    /// Deliveries in flight at once on this node.
+    pub concurrency: usize,
+    pub policy: EndpointPolicy,
+    /// How often the dispatcher and the workers look for work nobody told them about (other
+    /// nodes' events, retries coming due).
+    pub poll_interval: Duration,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            schedule: RetrySchedule::default(),
+            timeout: Duration::from_secs(30),
+            concurrency: 32,
+            policy: EndpointPolicy::default(),
+            poll_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+/// The running dispatcher and delivery workers of one node.
+pub struct Push {
+    pub dispatcher: JoinHandle<()>,
+    pub worker: JoinHandle<()>,
+    /// Wakes the workers (new deliveries, a redrive, a new subscription).
+    pub wake: Arc<Notify>,
+}
+
+impl Push {
+    /// Starts both loops; `committed` follows this node's commits so that the dispatcher reacts
+    /// at once to local publishes.
+    pub fn start(
+        events: Arc<dyn EventStore>,
+        push: Arc<dyn PushStore>,
+        authorizer: Arc<dyn Authorizer>,
+        committed: watch::Receiver<i64>,
+        config: PushConfig,
+    ) -> Result<Push, reqwest::Error> {
+        let wake = Arc::new(Notify::new());
+        let client = worker::client(&config)?;
+        let dispatcher = tokio::spawn(dispatcher::run(
+            events,
+            push.clone(),
+            authorizer.clone(),
+            committed,
+            wake.clone(),
+            config.poll_interval,
+        ));
+        let worker = tokio::spawn(worker::run(push, authorizer, client, config, wake.clone()));
+        Ok(Push {
+            dispatcher,
+            worker,
+            wake,
+        })
+    }
+}

@@ -1,0 +1,286 @@
+//! Delivery workers: lease due deliveries from the store, POST them, and record each attempt with
+//! its verdict. A lease outlives the request timeout, so a worker that dies mid-delivery only
+//! delays the delivery until its lease expires; it is then sent again (at least once).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use hendelse_auth::{Authorizer, Principal};
+use hendelse_store::PushStore;
+use hendelse_store::push::{AttemptRecord, LeasedDelivery, Next, Subscription};
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::PushConfig;
+use crate::endpoint::{GuardedResolver, refuses_literal};
+use crate::filter::EventAttributes;
+use crate::schedule::Verdict;
+use crate::signing::Secret;
+
+const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
+
+/// The webhook client: no redirects, the configured timeout, and a resolver that refuses
+/// non-public addresses unless the policy allows them.
+pub fn client(config: &PushConfig) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(config.timeout)
+        .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+        .dns_resolver(GuardedResolver {
+            allow_private: config.policy.allow_private,
+        })
+        .no_proxy()
+        .user_agent(concat!("hendelse/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+pub async fn run(
+    push: Arc<dyn PushStore>,
+    authorizer: Arc<dyn Authorizer>,
+    client: reqwest::Client,
+    config: PushConfig,
+    wake: Arc<Notify>,
+) {
+    let owner = format!("worker-{}", uuid::Uuid::new_v4().simple());
+    let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let lease_for = config.timeout + Duration::from_secs(30);
+    let context = Arc::new(Context {
+        push,
+        authorizer,
+        client,
+        config,
+        owner,
+    });
+    loop {
+        // Wait for a free slot before leasing, so nothing leased sits waiting for one.
+        if let Ok(permit) = slots.acquire().await {
+            drop(permit);
+        }
+        let now = Utc::now();
+        let until = now + chrono::Duration::from_std(lease_for).unwrap_or(chrono::Duration::MAX);
+        let free = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
+        let leased = match context.push.lease(&context.owner, now, until, free).await {
+            Ok(leased) => leased,
+            Err(e) => {
+                tracing::warn!(error = %e, "delivery worker: cannot lease; will try again");
+                Vec::new()
+            }
+        };
+        if leased.is_empty() {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(context.config.poll_interval) => {}
+            }
+            continue;
+        }
+        let subscriptions = context.subscriptions_of(&leased).await;
+        for delivery in leased {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let subscription = subscriptions.get(&delivery.subscription_id).cloned();
+            let context = context.clone();
+            tokio::spawn(async move {
+                context.deliver(delivery, subscription).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+struct Context {
+    push: Arc<dyn PushStore>,
+    authorizer: Arc<dyn Authorizer>,
+    client: reqwest::Client,
+    config: PushConfig,
+    owner: String,
+}
+
+/// What one attempt came to.
+struct Outcome {
+    status: Option<u16>,
+    retry_after: Option<Duration>,
+    error: Option<String>,
+    /// Refused before sending: no retry can help.
+    refused: bool,
+}
+
+impl Outcome {
+    fn refused(error: impl Into<String>) -> Outcome {
+        Outcome {
+            status: None,
+            retry_after: None,
+            error: Some(error.into()),
+            refused: true,
+        }
+    }
+}
+
+impl Context {
+    async fn subscriptions_of(&self, leased: &[LeasedDelivery]) -> HashMap<i64, Subscription> {
+        let mut found = HashMap::new();
+        for d in leased {
+            if found.contains_key(&d.subscription_id) {
+                continue;
+            }
+            match self.push.subscription(d.subscription_id).await {
+                Ok(Some(s)) => {
+                    found.insert(d.subscription_id, s);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "delivery worker: cannot read a subscription"),
+            }
+        }
+        found
+    }
+
+    async fn deliver(&self, delivery: LeasedDelivery, subscription: Option<Subscription>) {
+        let attempt = usize::try_from(delivery.attempts).unwrap_or(usize::MAX - 1) + 1;
+        let outcome = match &subscription {
+            None => Outcome::refused("the subscription was deleted"),
+            Some(s) => self.attempt(&delivery, s).await,
+        };
+        let now = Utc::now();
+        let verdict = if outcome.refused {
+            Verdict::GiveUp { gone: false }
+        } else {
+            self.config.schedule.verdict(
+                attempt,
+                outcome.status,
+                outcome.retry_after,
+                now,
+                jitter(),
+            )
+        };
+        let (next, gone) = match verdict {
+            Verdict::Delivered => (Next::Delivered, false),
+            Verdict::Retry(at) => (Next::RetryAt(at), false),
+            Verdict::GiveUp { gone } => (Next::Dead, gone),
+        };
+        tracing::info!(
+            subscription = delivery.subscription_id,
+            delivery = delivery.id,
+            event = %delivery.event_id,
+            attempt,
+            status = outcome.status,
+            error = outcome.error.as_deref(),
+            outcome = ?next,
+            "webhook attempt"
+        );
+        let record = AttemptRecord {
+            delivery_id: delivery.id,
+            subscription_id: delivery.subscription_id,
+            lease_owner: self.owner.clone(),
+            at: now,
+            status: outcome.status,
+            error: outcome.error,
+            next,
+            validates: delivery.event_seq.is_none() && next == Next::Delivered,
+            disable: gone.then(|| "the endpoint answered 410 Gone".to_owned()),
+        };
+        if let Err(e) = self.push.record_attempt(&record).await {
+            // The lease runs out and the delivery is tried again: at least once.
+            tracing::warn!(delivery = delivery.id, error = %e, "cannot record a webhook attempt");
+        }
+    }
+
+    async fn attempt(&self, delivery: &LeasedDelivery, subscription: &Subscription) -> Outcome {
+        if delivery.event_seq.is_some() && !self.may_read(delivery, subscription) {
+            return Outcome::refused("the subscriber may no longer read this event");
+        }
+        let Ok(url) = reqwest::Url::parse(&subscription.spec.end_point) else {
+            return Outcome::refused("the endpoint is not a URL");
+        };
+        if refuses_literal(&url, self.config.policy) {
+            return Outcome::refused("the endpoint is a non-public address");
+        }
+        let timestamp = Utc::now().timestamp();
+        let mut request = self
+            .client
+            .post(url)
+            .header(CONTENT_TYPE, CLOUDEVENTS_JSON)
+            .header("webhook-id", &delivery.webhook_id)
+            .header("webhook-timestamp", timestamp.to_string());
+        if let Some(secret) = subscription.spec.secret.as_deref() {
+            match Secret::parse(secret) {
+                Ok(secret) => {
+                    request = request.header(
+                        "webhook-signature",
+                        secret.sign(&delivery.webhook_id, timestamp, &delivery.body),
+                    );
+                }
+                Err(_) => return Outcome::refused("the subscription's secret is unusable"),
+            }
+        }
+        match request.body(delivery.body.clone()).send().await {
+            Ok(response) => {
+                let status = response.status();
+                let retry_after = response
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                Outcome {
+                    status: Some(status.as_u16()),
+                    retry_after,
+                    error: (!status.is_success())
+                        .then(|| format!("the endpoint answered {status}")),
+                    refused: false,
+                }
+            }
+            // Without the URL: it may carry a token in its query.
+            Err(e) => Outcome {
+                status: None,
+                retry_after: None,
+                error: Some(describe(&e.without_url())),
+                refused: false,
+            },
+        }
+    }
+
+    fn may_read(&self, delivery: &LeasedDelivery, subscription: &Subscription) -> bool {
+        let Ok(principal) = serde_json::from_str::<Principal>(&subscription.spec.principal) else {
+            return false;
+        };
+        let Some(attributes) = EventAttributes::parse(&delivery.body) else {
+            return false;
+        };
+        self.authorizer.visibility(&principal).covers(
+            attributes.subject_key().as_deref(),
+            attributes.resource.as_deref(),
+        )
+    }
+}
+
+/// A failed request in a few words, with its innermost cause.
+fn describe(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else {
+        "the request failed"
+    };
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
+    let mut innermost = None;
+    while let Some(s) = source {
+        innermost = Some(s.to_string());
+        source = s.source();
+    }
+    match innermost {
+        Some(cause) => format!("{kind}: {cause}"),
+        None => kind.to_owned(),
+    }
+}
+
+/// A number in `0.0..1.0` that spreads retries of many deliveries apart.
+fn jitter() -> f64 {
+    let mut byte = [0u8; 2];
+    if aws_lc_rs::rand::fill(&mut byte).is_err() {
+        return 0.5;
+    }
+    f64::from(u16::from_le_bytes(byte)) / f64::from(u16::MAX)
+}

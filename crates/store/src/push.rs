@@ -1,0 +1,602 @@
+//! Storage of webhook subscriptions and of their durable delivery queue, with the same behaviour
+//! on both backends. The SQL is written once (`$n` placeholders work on SQLite too) and
+//! instantiated per backend by [`impl_push_store`]; the few spellings that differ come in as
+//! arguments.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::StoreError;
+
+/// A subscription as its creator asked for it, already validated and authorized.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSubscription {
+    pub end_point: String,
+    pub resource_filter: String,
+    pub source_filter: Option<String>,
+    pub subject_filter: Option<String>,
+    pub alternative_subject_filter: Option<String>,
+    pub type_filter: Option<String>,
+    pub include_subunits: bool,
+    pub consumer: String,
+    pub created_by: String,
+    /// Whom deliveries are authorized as (JSON of the creator's principal).
+    pub principal: String,
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscription {
+    pub id: i64,
+    pub spec: NewSubscription,
+    pub created: DateTime<Utc>,
+    /// Events after this position are delivered.
+    pub start_seq: i64,
+    pub validated: bool,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+}
+
+/// One message to send to one subscription.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDelivery {
+    pub subscription_id: i64,
+    /// The event's position; `None` for the validation handshake.
+    pub event_seq: Option<i64>,
+    pub event_id: String,
+    pub webhook_id: String,
+    pub body: String,
+}
+
+/// A delivery a worker holds a lease on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeasedDelivery {
+    pub id: i64,
+    pub subscription_id: i64,
+    pub event_seq: Option<i64>,
+    pub event_id: String,
+    pub webhook_id: String,
+    pub body: String,
+    /// Attempts made before this one (since the last redrive).
+    pub attempts: i64,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Delivered,
+    RetryAt(DateTime<Utc>),
+    Dead,
+}
+
+/// The outcome of one attempt, recorded with its consequences in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub delivery_id: i64,
+    pub subscription_id: i64,
+    pub lease_owner: String,
+    pub at: DateTime<Utc>,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub next: Next,
+    /// A delivered validation handshake validates the subscription.
+    pub validates: bool,
+    /// Disable the subscription, with this reason (410 Gone).
+    pub disable: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DeliveryState> {
+        match text {
+            "pending" => Some(DeliveryState::Pending),
+            "delivered" => Some(DeliveryState::Delivered),
+            "dead" => Some(DeliveryState::Dead),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptView {
+    pub at: DateTime<Utc>,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryView {
+    pub id: i64,
+    pub event_id: String,
+    pub webhook_id: String,
+    pub state: DeliveryState,
+    pub attempts: i64,
+    pub next_attempt: Option<DateTime<Utc>>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub history: Vec<AttemptView>,
+}
+
+/// Subscriptions and deliveries; both backends implement it with identical behaviour.
+#[async_trait]
+pub trait PushStore: Send + Sync + 'static {
+    /// Stores the subscription, starting at the current end of the log, together with its
+    /// validation handshake (built by `handshake` from the new id) in one transaction.
+    async fn create_subscription(
+        &self,
+        subscription: &NewSubscription,
+        handshake: &(dyn Fn(i64) -> NewDelivery + Send + Sync),
+    ) -> Result<Subscription, StoreError>;
+
+    async fn subscription(&self, id: i64) -> Result<Option<Subscription>, StoreError>;
+
+    /// The live subscriptions of one consumer, oldest first.
+    async fn subscriptions_of(&self, consumer: &str) -> Result<Vec<Subscription>, StoreError>;
+
+    /// Every subscription that is neither deleted nor disabled.
+    async fn live_subscriptions(&self) -> Result<Vec<Subscription>, StoreError>;
+
+    /// Deletes the subscription and drops its pending deliveries; false when there was none.
+    async fn delete_subscription(&self, id: i64) -> Result<bool, StoreError>;
+
+    /// How far the dispatcher has matched the log.
+    async fn dispatch_position(&self) -> Result<i64, StoreError>;
+
+    /// Moves the dispatch position from `from` to `to` and enqueues the deliveries, atomically;
+    /// false (and nothing stored) when another dispatcher moved the position first. A delivery of
+    /// an event already queued for the subscription is skipped.
+    async fn enqueue(
+        &self,
+        from: i64,
+        to: i64,
+        deliveries: &[NewDelivery],
+    ) -> Result<bool, StoreError>;
+
+    /// Leases up to `limit` due deliveries of live, validated subscriptions (handshakes need no
+    /// validation) until `until`; nobody else gets them before the lease expires.
+    async fn lease(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<LeasedDelivery>, StoreError>;
+
+    /// Records an attempt and its consequences. Ignored (returns false) when `lease_owner` no
+    /// longer holds the delivery.
+    async fn record_attempt(&self, record: &AttemptRecord) -> Result<bool, StoreError>;
+
+    /// The subscription's deliveries, newest first, with their attempts.
+    async fn deliveries(
+        &self,
+        subscription_id: i64,
+        state: Option<DeliveryState>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryView>, StoreError>;
+
+    /// Puts the subscription's dead letters back in the queue; returns how many.
+    async fn redrive(&self, subscription_id: i64, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Pending deliveries and the age of the oldest, for metrics and back-pressure.
+    async fn queue_depth(&self) -> Result<(u64, Option<DateTime<Utc>>), StoreError>;
+}
+
+const SUBSCRIPTION_COLUMNS: &str = "id, end_point, resource_filter, source_filter, subject_filter, \
+     alternative_subject_filter, type_filter, include_subunits, consumer, created_by, principal, \
+     secret, created, start_seq, validated, enabled, disabled_reason";
+
+/// SQLite allows 32,766 bound parameters per statement; 5 per delivery row.
+pub(crate) const DELIVERIES_PER_INSERT: usize = 1000;
+
+pub(crate) fn subscription_select(filter: &str) -> String {
+    format!(
+        "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE NOT deleted {filter} ORDER BY id"
+    )
+}
+
+pub(crate) fn status_of(value: Option<i64>) -> Option<u16> {
+    value.and_then(|v| u16::try_from(v).ok())
+}
+
+/// Implements [`PushStore`] for a backend: `$store` with pools `$read`/`$write` of database `$db`,
+/// `$tip` the SQL of the current end of the log, `$skip_locked` the locking clause of the lease.
+macro_rules! impl_push_store {
+    ($store:ty, $db:ty, read: $read:ident, write: $write:ident, tip: $tip:expr, skip_locked: $skip_locked:expr) => {
+        impl $store {
+            fn subscription_from(
+                row: &<$db as sqlx::Database>::Row,
+            ) -> Result<$crate::push::Subscription, $crate::StoreError> {
+                use sqlx::Row;
+                Ok($crate::push::Subscription {
+                    id: row.try_get("id")?,
+                    spec: $crate::push::NewSubscription {
+                        end_point: row.try_get("end_point")?,
+                        resource_filter: row.try_get("resource_filter")?,
+                        source_filter: row.try_get("source_filter")?,
+                        subject_filter: row.try_get("subject_filter")?,
+                        alternative_subject_filter: row.try_get("alternative_subject_filter")?,
+                        type_filter: row.try_get("type_filter")?,
+                        include_subunits: row.try_get("include_subunits")?,
+                        consumer: row.try_get("consumer")?,
+                        created_by: row.try_get("created_by")?,
+                        principal: row.try_get("principal")?,
+                        secret: row.try_get("secret")?,
+                    },
+                    created: $crate::micros_to_time(row.try_get("created")?),
+                    start_seq: row.try_get("start_seq")?,
+                    validated: row.try_get("validated")?,
+                    enabled: row.try_get("enabled")?,
+                    disabled_reason: row.try_get("disabled_reason")?,
+                })
+            }
+
+            async fn subscriptions_where(
+                &self,
+                filter: &str,
+                bind: Option<&str>,
+            ) -> Result<Vec<$crate::push::Subscription>, $crate::StoreError> {
+                let sql = $crate::push::subscription_select(filter);
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                if let Some(value) = bind {
+                    query = query.bind(value.to_owned());
+                }
+                query
+                    .fetch_all(&self.$read)
+                    .await?
+                    .iter()
+                    .map(Self::subscription_from)
+                    .collect()
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::push::PushStore for $store {
+            async fn create_subscription(
+                &self,
+                s: &$crate::push::NewSubscription,
+                handshake: &(dyn Fn(i64) -> $crate::push::NewDelivery + Send + Sync),
+            ) -> Result<$crate::push::Subscription, $crate::StoreError> {
+                let now = chrono::Utc::now().timestamp_micros();
+                let mut tx = self.$write.begin().await?;
+                let sql = format!(
+                    "INSERT INTO subscriptions (end_point, resource_filter, source_filter, \
+                     subject_filter, alternative_subject_filter, type_filter, include_subunits, \
+                     consumer, created_by, principal, secret, created, start_seq) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, ({})) RETURNING id",
+                    $tip
+                );
+                let id: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(&s.end_point)
+                    .bind(&s.resource_filter)
+                    .bind(&s.source_filter)
+                    .bind(&s.subject_filter)
+                    .bind(&s.alternative_subject_filter)
+                    .bind(&s.type_filter)
+                    .bind(s.include_subunits)
+                    .bind(&s.consumer)
+                    .bind(&s.created_by)
+                    .bind(&s.principal)
+                    .bind(&s.secret)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let d = handshake(id);
+                sqlx::query(
+                    "INSERT INTO deliveries (subscription_id, event_seq, event_id, webhook_id, body, \
+                     next_attempt, created) VALUES ($1, NULL, $2, $3, $4, $5, $5)",
+                )
+                .bind(id)
+                .bind(&d.event_id)
+                .bind(&d.webhook_id)
+                .bind(&d.body)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let sql = $crate::push::subscription_select("AND id = $1");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let created = Self::subscription_from(&row)?;
+                tx.commit().await?;
+                Ok(created)
+            }
+
+            async fn subscription(
+                &self,
+                id: i64,
+            ) -> Result<Option<$crate::push::Subscription>, $crate::StoreError> {
+                let sql = $crate::push::subscription_select("AND id = $1");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .fetch_optional(&self.$read)
+                    .await?;
+                row.as_ref().map(Self::subscription_from).transpose()
+            }
+
+            async fn subscriptions_of(
+                &self,
+                consumer: &str,
+            ) -> Result<Vec<$crate::push::Subscription>, $crate::StoreError> {
+                self.subscriptions_where("AND consumer = $1", Some(consumer)).await
+            }
+
+            async fn live_subscriptions(
+                &self,
+            ) -> Result<Vec<$crate::push::Subscription>, $crate::StoreError> {
+                self.subscriptions_where("AND enabled", None).await
+            }
+
+            async fn delete_subscription(&self, id: i64) -> Result<bool, $crate::StoreError> {
+                let mut tx = self.$write.begin().await?;
+                let deleted = sqlx::query(
+                    "UPDATE subscriptions SET deleted = TRUE WHERE id = $1 AND NOT deleted",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                sqlx::query("DELETE FROM deliveries WHERE subscription_id = $1 AND state = 'pending'")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(deleted > 0)
+            }
+
+            async fn dispatch_position(&self) -> Result<i64, $crate::StoreError> {
+                Ok(sqlx::query_scalar("SELECT seq FROM dispatch_position WHERE singleton")
+                    .fetch_one(&self.$read)
+                    .await?)
+            }
+
+            async fn enqueue(
+                &self,
+                from: i64,
+                to: i64,
+                deliveries: &[$crate::push::NewDelivery],
+            ) -> Result<bool, $crate::StoreError> {
+                let now = chrono::Utc::now().timestamp_micros();
+                let mut tx = self.$write.begin().await?;
+                // Taking the row first makes concurrent dispatchers (other nodes) take turns.
+                let moved = sqlx::query(
+                    "UPDATE dispatch_position SET seq = $2 WHERE singleton AND seq = $1",
+                )
+                .bind(from)
+                .bind(to)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if moved == 0 {
+                    return Ok(false);
+                }
+                for chunk in deliveries.chunks($crate::push::DELIVERIES_PER_INSERT) {
+                    let mut qb: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                        "INSERT INTO deliveries (subscription_id, event_seq, event_id, webhook_id, \
+                         body, next_attempt, created) ",
+                    );
+                    qb.push_values(chunk, |mut row, d| {
+                        row.push_bind(d.subscription_id)
+                            .push_bind(d.event_seq)
+                            .push_bind(d.event_id.clone())
+                            .push_bind(d.webhook_id.clone())
+                            .push_bind(d.body.clone())
+                            .push_bind(now)
+                            .push_bind(now);
+                    });
+                    qb.push(" ON CONFLICT (subscription_id, event_seq) DO NOTHING");
+                    qb.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn lease(
+                &self,
+                owner: &str,
+                now: chrono::DateTime<chrono::Utc>,
+                until: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+            ) -> Result<Vec<$crate::push::LeasedDelivery>, $crate::StoreError> {
+                use sqlx::Row;
+                let sql = format!(
+                    "UPDATE deliveries SET lease_owner = $1, lease_until = $2 WHERE id IN (\
+                       SELECT d.id FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id \
+                       WHERE d.state = 'pending' AND d.next_attempt <= $3 \
+                         AND (d.lease_until IS NULL OR d.lease_until < $3) \
+                         AND s.enabled AND NOT s.deleted AND (s.validated OR d.event_seq IS NULL) \
+                       ORDER BY d.next_attempt, d.id LIMIT $4 {}) \
+                     RETURNING id, subscription_id, event_seq, event_id, webhook_id, body, attempts",
+                    $skip_locked
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(owner.to_owned())
+                    .bind(until.timestamp_micros())
+                    .bind(now.timestamp_micros())
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.$write)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok($crate::push::LeasedDelivery {
+                            id: r.try_get("id")?,
+                            subscription_id: r.try_get("subscription_id")?,
+                            event_seq: r.try_get("event_seq")?,
+                            event_id: r.try_get("event_id")?,
+                            webhook_id: r.try_get("webhook_id")?,
+                            body: r.try_get("body")?,
+                            attempts: r.try_get("attempts")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn record_attempt(
+                &self,
+                r: &$crate::push::AttemptRecord,
+            ) -> Result<bool, $crate::StoreError> {
+                use $crate::push::Next;
+                let (state, next_attempt) = match r.next {
+                    Next::Delivered => ("delivered", r.at),
+                    Next::RetryAt(at) => ("pending", at),
+                    Next::Dead => ("dead", r.at),
+                };
+                let status = r.status.map(i64::from);
+                let mut tx = self.$write.begin().await?;
+                let updated = sqlx::query(
+                    "UPDATE deliveries SET state = $1, attempts = attempts + 1, next_attempt = $2, \
+                     last_status = $3, last_error = $4, lease_owner = NULL, lease_until = NULL \
+                     WHERE id = $5 AND lease_owner = $6",
+                )
+                .bind(state)
+                .bind(next_attempt.timestamp_micros())
+                .bind(status)
+                .bind(&r.error)
+                .bind(r.delivery_id)
+                .bind(&r.lease_owner)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if updated == 0 {
+                    // Someone else holds the delivery now (our lease ran out), or it was dropped
+                    // with its subscription: their record is the one that counts.
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "INSERT INTO delivery_attempts (delivery_id, at, status, error) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(r.delivery_id)
+                .bind(r.at.timestamp_micros())
+                .bind(status)
+                .bind(&r.error)
+                .execute(&mut *tx)
+                .await?;
+                if r.validates {
+                    sqlx::query("UPDATE subscriptions SET validated = TRUE WHERE id = $1")
+                        .bind(r.subscription_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(reason) = &r.disable {
+                    sqlx::query(
+                        "UPDATE subscriptions SET enabled = FALSE, disabled_reason = $2 WHERE id = $1",
+                    )
+                    .bind(r.subscription_id)
+                    .bind(reason)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn deliveries(
+                &self,
+                subscription_id: i64,
+                state: Option<$crate::push::DeliveryState>,
+                limit: u32,
+            ) -> Result<Vec<$crate::push::DeliveryView>, $crate::StoreError> {
+                use sqlx::Row;
+                let mut qb: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                    "SELECT id, event_id, webhook_id, state, attempts, next_attempt, last_status, \
+                     last_error FROM deliveries WHERE subscription_id = ",
+                );
+                qb.push_bind(subscription_id);
+                if let Some(state) = state {
+                    qb.push(" AND state = ").push_bind(state.as_str());
+                }
+                qb.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
+                let rows = qb.build().fetch_all(&self.$read).await?;
+                let mut views = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    let state: String = r.try_get("state")?;
+                    let state = $crate::push::DeliveryState::parse(&state)
+                        .unwrap_or($crate::push::DeliveryState::Pending);
+                    let next: i64 = r.try_get("next_attempt")?;
+                    views.push($crate::push::DeliveryView {
+                        id: r.try_get("id")?,
+                        event_id: r.try_get("event_id")?,
+                        webhook_id: r.try_get("webhook_id")?,
+                        state,
+                        attempts: r.try_get("attempts")?,
+                        next_attempt: (state == $crate::push::DeliveryState::Pending)
+                            .then(|| $crate::micros_to_time(next)),
+                        last_status: $crate::push::status_of(r.try_get("last_status")?),
+                        last_error: r.try_get("last_error")?,
+                        history: Vec::new(),
+                    });
+                }
+                if views.is_empty() {
+                    return Ok(views);
+                }
+                let mut qb: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                    "SELECT delivery_id, at, status, error FROM delivery_attempts WHERE delivery_id IN (",
+                );
+                let mut ids = qb.separated(", ");
+                for v in &views {
+                    ids.push_bind(v.id);
+                }
+                qb.push(") ORDER BY id");
+                for r in qb.build().fetch_all(&self.$read).await? {
+                    let delivery_id: i64 = r.try_get("delivery_id")?;
+                    if let Some(view) = views.iter_mut().find(|v| v.id == delivery_id) {
+                        view.history.push($crate::push::AttemptView {
+                            at: $crate::micros_to_time(r.try_get("at")?),
+                            status: $crate::push::status_of(r.try_get("status")?),
+                            error: r.try_get("error")?,
+                        });
+                    }
+                }
+                Ok(views)
+            }
+
+            async fn redrive(
+                &self,
+                subscription_id: i64,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<u64, $crate::StoreError> {
+                Ok(sqlx::query(
+                    "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt = $2, \
+                     lease_owner = NULL, lease_until = NULL \
+                     WHERE subscription_id = $1 AND state = 'dead'",
+                )
+                .bind(subscription_id)
+                .bind(now.timestamp_micros())
+                .execute(&self.$write)
+                .await?
+                .rows_affected())
+            }
+
+            async fn queue_depth(
+                &self,
+            ) -> Result<(u64, Option<chrono::DateTime<chrono::Utc>>), $crate::StoreError> {
+                use sqlx::Row;
+                let row = sqlx::query(
+                    "SELECT count(*) AS n, min(created) AS oldest FROM deliveries WHERE state = 'pending'",
+                )
+                .fetch_one(&self.$read)
+                .await?;
+                let n: i64 = row.try_get("n")?;
+                let oldest: Option<i64> = row.try_get("oldest")?;
+                Ok((u64::try_from(n).unwrap_or(0), oldest.map($crate::micros_to_time)))
+            }
+        }
+    };
+}
+
+pub(crate) use impl_push_store;

@@ -3,10 +3,14 @@
 
 use axum::http::HeaderMap;
 use axum::http::header::HOST;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use hendelse_model::Pattern;
 
 use crate::problem::ApiError;
+
+/// Beside `after` in a `next` link when the last event's id is shared with an earlier event of the
+/// query (ids are unique per source only): the source of the event `after` means.
+pub const AFTER_SOURCE: &str = "afterSource";
 
 /// The decoded query string, keys compared case-insensitively as ASP.NET (and so Altinn) does.
 pub struct Params {
@@ -46,14 +50,24 @@ impl Params {
             .collect()
     }
 
-    /// The same query with `after` set to `after`, every value percent-encoded.
-    pub fn with_after(&self, after: &str) -> String {
+    /// The same query with `after` set to `after` (and [`AFTER_SOURCE`] to `after_source`, or
+    /// removed), every value percent-encoded.
+    pub fn with_after(&self, after: &str, after_source: Option<&str>) -> String {
         let mut out = form_urlencoded::Serializer::new(String::new());
+        let cursor = |out: &mut form_urlencoded::Serializer<String>, key: &str| {
+            out.append_pair(key, after);
+            if let Some(source) = after_source {
+                out.append_pair(AFTER_SOURCE, source);
+            }
+        };
         let mut replaced = false;
         for (k, v) in &self.pairs {
+            if k.eq_ignore_ascii_case(AFTER_SOURCE) {
+                continue;
+            }
             if k.eq_ignore_ascii_case("after") {
                 if !replaced {
-                    out.append_pair(k, after);
+                    cursor(&mut out, k);
                     replaced = true;
                 }
             } else {
@@ -61,7 +75,7 @@ impl Params {
             }
         }
         if !replaced {
-            out.append_pair("after", after);
+            cursor(&mut out, "after");
         }
         out.finish()
     }
@@ -88,22 +102,45 @@ pub fn instant(
     let Some(raw) = params.one(name)? else {
         return Ok(None);
     };
-    parse_instant(raw).map(Some).ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "The '{label}' parameter must be a date and time with a time zone, e.g. 2023-02-16T18:00Z (got '{raw}')."
-        ))
-    })
+    if let Some(t) = parse_instant(raw) {
+        return Ok(Some(t));
+    }
+    Err(ApiError::BadRequest(if lacks_time_zone(raw) {
+        format!(
+            "The '{label}' parameter must specify timezone. E.g. 2022-07-07T11:00:53.3917Z for UTC"
+        )
+    } else {
+        format!("The value '{raw}' is not valid for {label}.")
+    }))
 }
 
 pub fn parse_instant(raw: &str) -> Option<DateTime<Utc>> {
-    // An unencoded `+01:00` arrives as ` 01:00` after form decoding; put the plus back.
-    let mut text = raw.trim().replace(' ', "+");
+    // An unencoded `+01:00` arrives as ` 01:00` after form decoding; put the plus back (a space
+    // between date and time, as in `2022-02-14 07:22:19Z`, stays).
+    let mut text: String = raw
+        .trim()
+        .char_indices()
+        .map(|(i, c)| if c == ' ' && i > 10 { '+' } else { c })
+        .collect();
     if text.len() >= 17 && text.as_bytes()[13] == b':' && text.as_bytes()[16] != b':' {
         text.insert_str(16, ":00");
     }
     DateTime::parse_from_rfc3339(&text)
         .ok()
         .map(|t| t.with_timezone(&Utc))
+}
+
+/// A date and time that would be valid with a time zone.
+fn lacks_time_zone(raw: &str) -> bool {
+    let text = raw.trim();
+    [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ]
+    .iter()
+    .any(|format| NaiveDateTime::parse_from_str(text, format).is_ok())
 }
 
 /// The absolute URL of this route, from `--public-url` or the request's `Host`.
@@ -132,21 +169,35 @@ mod tests {
         let t = parse_instant("2023-02-16T18:00Z").expect("short form");
         assert_eq!(t.to_rfc3339(), "2023-02-16T18:00:00+00:00");
         assert_eq!(parse_instant("2023-02-16T19:00 01:00"), Some(t));
+        assert_eq!(
+            parse_instant("2023-02-16 18:00:00Z"),
+            Some(t),
+            "Altinn's own examples put a space between date and time"
+        );
         assert!(parse_instant("2023-02-16T18:00:00").is_none());
         assert!(parse_instant("yesterday").is_none());
+        assert!(lacks_time_zone("2023-02-16T18:00:00"));
+        assert!(lacks_time_zone("2023-02-16T18:00"));
+        assert!(!lacks_time_zone("yesterday"));
     }
 
     #[test]
     fn next_keeps_other_parameters_and_encodes_them() {
         let p = Params::parse(Some("source=https%3A%2F%2Fx%2F%25&after=1&type=a&type=b"));
         assert_eq!(
-            p.with_after("x y&z"),
+            p.with_after("x y&z", None),
             "source=https%3A%2F%2Fx%2F%25&after=x+y%26z&type=a&type=b"
         );
         assert_eq!(
-            Params::parse(Some("from=2023-01-01T00:00Z")).with_after("7"),
+            Params::parse(Some("from=2023-01-01T00:00Z")).with_after("7", None),
             "from=2023-01-01T00%3A00Z&after=7"
         );
+        let pinned = Params::parse(Some("after=1&afterSource=old&size=2"));
+        assert_eq!(
+            pinned.with_after("1", Some("https://x/a")),
+            "after=1&afterSource=https%3A%2F%2Fx%2Fa&size=2"
+        );
+        assert_eq!(pinned.with_after("2", None), "after=2&size=2");
         assert!(Params::parse(Some("size=1&Size=2")).one("size").is_err());
     }
 }

@@ -7,8 +7,9 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use hendelse_auth::SCOPE_SUBSCRIBE;
 use hendelse_model::subject::{is_digits, party_key};
-use hendelse_model::{RESOURCE_PREFIX, Visibility};
-use hendelse_store::EventQuery;
+use hendelse_model::{Pattern, RESOURCE_PREFIX, Visibility};
+use hendelse_store::{EventQuery, StoredEvent};
+use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::caller::Caller;
@@ -93,6 +94,9 @@ pub async fn generic_events(
         resource: Some(resource.to_owned()),
         subject_key: params.one("subject")?.map(party_key),
         alternative_subject,
+        from: params::instant(&params, "from", "From")?,
+        to: params::instant(&params, "to", "To")?,
+        sources: params.all("source"),
         types: params.all("type"),
         limit: clamp_size(params::size(&params)?.unwrap_or(DEFAULT_PAGE)),
         visibility: state.authorizer.visibility(&caller),
@@ -134,7 +138,7 @@ fn app_query(
     let size = params::size(params)?.unwrap_or(DEFAULT_PAGE);
     if size < 1 {
         return Err(ApiError::BadRequest(
-            "Size must be a number larger that 0.".into(),
+            "The 'Size' parameter must be a number larger that 0.".into(),
         ));
     }
     let party = params.one("party")?;
@@ -208,21 +212,24 @@ async fn respond(
     if let Some(subject) = query.subject_key.clone() {
         query.visibility = query.visibility.restricted_to_subject(&subject);
     }
-    query.after = match after {
-        None | Some("0") => 0,
-        Some(id) => resolve_after(state, id, &query).await?,
+    let after_source = params.one(params::AFTER_SOURCE)?;
+    query.after = match (after, after_source) {
+        (None, _) | (Some("0"), None) => 0,
+        (Some(id), source) => resolve_after(state, id, source, &query).await?,
     };
     let events = state.store.query(&query).await?;
-    let next_after = events
-        .last()
-        .map(|e| e.id.as_str())
-        .or(after)
-        .unwrap_or("0");
+    let (next_after, next_source) = match events.last() {
+        Some(last) => (
+            last.id.as_str(),
+            source_for_next(state, last, &query).await?,
+        ),
+        None => (after.unwrap_or("0"), after_source.map(str::to_owned)),
+    };
     let next = format!(
         "{}{}?{}",
         params::base_url(state.public_url.as_deref(), headers),
         path,
-        params.with_after(next_after)
+        params.with_after(next_after, next_source.as_deref())
     );
     let mut body =
         String::with_capacity(2 + events.iter().map(|e| e.body.len() + 1).sum::<usize>());
@@ -248,10 +255,26 @@ async fn respond(
     Ok(response)
 }
 
-/// The position of the event `after` names. The event is looked up among those the query selects
-/// first (ids are unique per source, not globally), then anywhere; an id that is not (or no longer,
-/// after retention) in the store reads from the start, as Altinn does.
-async fn resolve_after(state: &AppState, id: &str, query: &EventQuery) -> Result<i64, ApiError> {
+/// The position of the event `after` names. Ids are unique per source, not globally: with the
+/// source that `next` adds when the id is shared (`afterSource`) the event is found exactly;
+/// otherwise it is looked up among those the query selects first, then anywhere. An id that is not
+/// (or no longer, after retention) in the store reads from the start, as Altinn does.
+async fn resolve_after(
+    state: &AppState,
+    id: &str,
+    source: Option<&str>,
+    query: &EventQuery,
+) -> Result<i64, ApiError> {
+    if let Some(source) = source {
+        // A `%` in the source widens the match; the earliest candidate means at worst a repeat.
+        let pinned = EventQuery {
+            sources: vec![Pattern::new(source)],
+            ..query.clone()
+        };
+        if let Some(seq) = state.store.position_of(id, &pinned).await? {
+            return Ok(seq);
+        }
+    }
     if let Some(seq) = state.store.position_of(id, query).await? {
         return Ok(seq);
     }
@@ -260,4 +283,25 @@ async fn resolve_after(state: &AppState, id: &str, query: &EventQuery) -> Result
         ..EventQuery::default()
     };
     Ok(state.store.position_of(id, &anywhere).await?.unwrap_or(0))
+}
+
+/// The source of the page's last event, for `next` to name beside `after` when the id alone would
+/// not resume right after that event: when an earlier event in the query's scope has the same id
+/// (ids are unique per source only), or when the id is `0` (which alone means the start of the
+/// log). Without it a client following `next` would get the same events again and again.
+async fn source_for_next(
+    state: &AppState,
+    last: &StoredEvent,
+    query: &EventQuery,
+) -> Result<Option<String>, ApiError> {
+    if last.id != "0" && state.store.position_of(&last.id, query).await? == Some(last.seq) {
+        return Ok(None);
+    }
+    #[derive(Deserialize)]
+    struct Source {
+        source: String,
+    }
+    let event: Source = serde_json::from_str(&last.body)
+        .map_err(|e| ApiError::Internal(format!("stored event {} has no source: {e}", last.seq)))?;
+    Ok(Some(event.source))
 }

@@ -69,7 +69,7 @@ impl Matcher {
             && self.subjects.as_ref().is_none_or(|subjects| {
                 event
                     .subject_key()
-                    .is_some_and(|key| subjects.iter().any(|s| *s == key))
+                    .is_some_and(|key| subjects.contains(&key))
             })
             && self
                 .alternative_subject

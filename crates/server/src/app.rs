@@ -7,7 +7,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use hendelse_auth::{Authorizer, TokenVerifier};
 use hendelse_model::MAX_EVENT_BYTES;
-use hendelse_store::{EventStore, Ingest};
+use hendelse_push::EndpointPolicy;
+use hendelse_store::{EventStore, Ingest, PushStore};
+use tokio::sync::Notify;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::routes;
@@ -21,6 +23,19 @@ pub struct AppState {
     /// The externally visible base URL (`https://events.example`), when configured; otherwise
     /// links are built from the request's `Host`.
     pub public_url: Option<Arc<str>>,
+    pub push: Arc<dyn PushStore>,
+    pub endpoint_policy: EndpointPolicy,
+    /// Wakes this node's delivery workers, when it runs them.
+    pub push_wake: Option<Arc<Notify>>,
+}
+
+impl AppState {
+    /// Tells this node's delivery workers that there is work now rather than at their next poll.
+    pub fn wake_workers(&self) {
+        if let Some(wake) = &self.push_wake {
+            wake.notify_one();
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -34,6 +49,22 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/events/api/v1/app/{org}/{app}",
             get(routes::query::app_events),
+        )
+        .route(
+            "/events/api/v1/subscriptions",
+            post(routes::subscriptions::create).get(routes::subscriptions::list),
+        )
+        .route(
+            "/events/api/v1/subscriptions/{id}",
+            get(routes::subscriptions::get).delete(routes::subscriptions::delete),
+        )
+        .route(
+            "/events/api/v1/subscriptions/{id}/deliveries",
+            get(routes::subscriptions::deliveries),
+        )
+        .route(
+            "/events/api/v1/subscriptions/{id}/redrive",
+            post(routes::subscriptions::redrive),
         )
         .route("/health", get(routes::health::ready))
         .route("/health/live", get(routes::health::live))

@@ -54,7 +54,7 @@ impl StoreArgs {
         }
     }
 
-    pub async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn hendelse_store::EventStore>> {
+    pub async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn hendelse_store::Store>> {
         hendelse_store::open(self.database_url.as_deref(), &self.data.data_dir)
             .await
             .with_context(|| format!("opening the store {}", self.describe()))
@@ -109,6 +109,35 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "HENDELSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub push: PushArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct PushArgs {
+    /// Run this node without the dispatcher and the delivery workers (the API still manages
+    /// subscriptions; other nodes deliver).
+    #[arg(long, env = "HENDELSE_NO_PUSH")]
+    pub no_push: bool,
+    /// Accept webhook endpoints with plain http (default: https only).
+    #[arg(long, env = "HENDELSE_ALLOW_HTTP_WEBHOOKS")]
+    pub allow_http_webhooks: bool,
+    /// Accept webhook endpoints on loopback, private and link-local addresses.
+    #[arg(long, env = "HENDELSE_ALLOW_PRIVATE_WEBHOOKS")]
+    pub allow_private_webhooks: bool,
+    /// Waits between delivery attempts; after the last, a delivery is dead-lettered.
+    #[arg(
+        long,
+        env = "HENDELSE_RETRY_SCHEDULE",
+        default_value = "10s,30s,1m,5m,10m,30m,1h,3h,6h,12h,12h"
+    )]
+    pub retry_schedule: hendelse_push::RetrySchedule,
+    /// Seconds a webhook may take to answer.
+    #[arg(long, env = "HENDELSE_WEBHOOK_TIMEOUT", default_value_t = 30)]
+    pub webhook_timeout: u64,
+    /// Webhook requests in flight at once on this node.
+    #[arg(long, env = "HENDELSE_PUSH_CONCURRENCY", default_value_t = 32)]
+    pub push_concurrency: usize,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

@@ -5,8 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hendelse_auth::{DevKey, Registry, RegistryAuthorizer, TokenVerifier, TrustedIssuer};
-use hendelse_store::{EventStore, Ingest, IngestConfig};
+use hendelse_auth::{
+    Authorizer, DevKey, Registry, RegistryAuthorizer, TokenVerifier, TrustedIssuer,
+};
+use hendelse_push::{EndpointPolicy, Push, PushConfig};
+use hendelse_store::{EventStore, Ingest, IngestConfig, PushStore};
 use tracing_subscriber::EnvFilter;
 
 use crate::app::{AppState, router};
@@ -37,7 +40,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
 
-    let store: Arc<dyn EventStore> = args.store.open().await?;
+    let backend = args.store.open().await?;
+    let store: Arc<dyn EventStore> = backend.clone();
+    let push_store: Arc<dyn PushStore> = backend;
     let last_seq = store.last_seq().await?;
     let (ingest, writer) = Ingest::start(
         store.clone(),
@@ -53,12 +58,43 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.retention_interval,
     ));
 
+    let authorizer: Arc<dyn Authorizer> = Arc::new(RegistryAuthorizer::new(registry));
+    let endpoint_policy = EndpointPolicy {
+        allow_http: args.push.allow_http_webhooks,
+        allow_private: args.push.allow_private_webhooks,
+    };
+    let push = if args.push.no_push {
+        tracing::info!("--no-push: this node neither dispatches nor delivers webhooks");
+        None
+    } else {
+        let config = PushConfig {
+            schedule: args.push.retry_schedule.clone(),
+            timeout: Duration::from_secs(args.push.webhook_timeout.max(1)),
+            concurrency: args.push.push_concurrency.max(1),
+            policy: endpoint_policy,
+            ..PushConfig::default()
+        };
+        Some(
+            Push::start(
+                store.clone(),
+                push_store.clone(),
+                authorizer.clone(),
+                ingest.committed(),
+                config,
+            )
+            .context("starting the webhook workers")?,
+        )
+    };
+
     let state = AppState {
         store,
         ingest,
         verifier: Arc::new(TokenVerifier::new(issuers)),
-        authorizer: Arc::new(RegistryAuthorizer::new(registry)),
+        authorizer,
         public_url: args.public_url.as_deref().map(Arc::from),
+        push: push_store,
+        endpoint_policy,
+        push_wake: push.as_ref().map(|p| p.wake.clone()),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -72,6 +108,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     retention.abort();
+    if let Some(push) = push {
+        // Deliveries in flight are abandoned with their leases, which expire: they are sent again.
+        push.dispatcher.abort();
+        push.worker.abort();
+    }
     // Every Ingest clone is gone with the router, so the writer drains its queue and stops.
     writer.await.context("the writer task failed")?;
     tracing::info!("stopped");

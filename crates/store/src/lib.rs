@@ -88,12 +88,17 @@ pub trait EventStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
+/// Everything a backend stores: the event log and the push queue.
+pub trait Store: EventStore + PushStore {}
+
+impl<T: EventStore + PushStore> Store for T {}
+
 /// Opens the store a deployment names: PostgreSQL when `database_url` is given, otherwise the
 /// SQLite file in `data_dir`.
 pub async fn open(
     database_url: Option<&str>,
     data_dir: &std::path::Path,
-) -> Result<std::sync::Arc<dyn EventStore>, StoreError> {
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     Ok(match database_url {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             std::sync::Arc::new(postgres::PgStore::connect(url).await?)

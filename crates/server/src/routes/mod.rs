@@ -1,3 +1,4 @@
 pub mod health;
 pub mod publish;
 pub mod query;
+pub mod subscriptions;

@@ -189,12 +189,18 @@ impl TokenVerifier {
         }
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[issuer.issuer.as_str()]);
-        validation.set_required_spec_claims(&["exp", "iss"]);
         validation.validate_nbf = true;
         validation.leeway = 0;
         match &issuer.audience {
-            Some(aud) => validation.set_audience(&[aud.as_str()]),
-            None => validation.validate_aud = false,
+            Some(aud) => {
+                // jsonwebtoken checks `aud` only when the token has one unless it is required.
+                validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+                validation.set_audience(&[aud.as_str()]);
+            }
+            None => {
+                validation.set_required_spec_claims(&["exp", "iss"]);
+                validation.validate_aud = false;
+            }
         }
         let candidates = issuer
             .keys
@@ -220,6 +226,9 @@ impl TokenVerifier {
                         K::ExpiredSignature => return Err(AuthError::Expired),
                         K::ImmatureSignature => return Err(AuthError::NotYetValid),
                         K::InvalidAudience => return Err(AuthError::Audience),
+                        K::MissingRequiredClaim(c) if c == "aud" => {
+                            return Err(AuthError::Audience);
+                        }
                         K::InvalidIssuer => return Err(AuthError::UntrustedIssuer),
                         K::MissingRequiredClaim(c) => {
                             return Err(AuthError::Claims(format!("{c} is required")));
@@ -263,6 +272,30 @@ mod tests {
         let p = verifier.verify(&token).expect("valid");
         assert_eq!(p.org(), Some("ttd"));
         assert!(p.has_scope("altinn:events.publish"));
+    }
+
+    #[test]
+    fn a_configured_audience_is_required() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = DevKey::load_or_create(dir.path()).expect("key");
+        let verifier = TokenVerifier::new(vec![
+            TrustedIssuer::development(&key, Some("events".into())).expect("issuer"),
+        ]);
+        let token = |audience: Option<&str>| {
+            key.mint(&TokenRequest {
+                org: Some("ttd".into()),
+                ttl_seconds: 60,
+                audience: audience.map(str::to_owned),
+                ..Default::default()
+            })
+            .expect("mint")
+        };
+        assert!(verifier.verify(&token(Some("events"))).is_ok());
+        assert_eq!(verifier.verify(&token(None)), Err(AuthError::Audience));
+        assert_eq!(
+            verifier.verify(&token(Some("elsewhere"))),
+            Err(AuthError::Audience)
+        );
     }
 
     #[test]

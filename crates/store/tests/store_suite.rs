@@ -11,9 +11,10 @@ use chrono::{DateTime, Utc};
 use hendelse_model::visibility::ResourceScope;
 use hendelse_model::{Grant, Pattern, Visibility};
 use hendelse_store::postgres::PgStore;
+use hendelse_store::push::{AttemptRecord, DeliveryState, NewDelivery, NewSubscription, Next};
 use hendelse_store::sqlite::SqliteStore;
 use hendelse_store::testing::TestDatabase;
-use hendelse_store::{EventQuery, EventStore, Ingest, IngestConfig, NewEvent, StoredEvent};
+use hendelse_store::{EventQuery, EventStore, Ingest, IngestConfig, NewEvent, Store, StoredEvent};
 
 macro_rules! both {
     ($($case:ident),* $(,)?) => {
@@ -23,7 +24,7 @@ macro_rules! both {
                 async fn $case() {
                     let dir = tempfile::tempdir().expect("temp dir");
                     let store = super::SqliteStore::open(dir.path()).await.expect("open sqlite");
-                    super::$case(std::sync::Arc::new(store)).await;
+                    super::$case(std::sync::Arc::new(store) as std::sync::Arc<dyn super::Store>).await;
                 }
             )*
         }
@@ -33,7 +34,7 @@ macro_rules! both {
                 async fn $case() {
                     let Some(db) = super::TestDatabase::create().await else { return };
                     let store = super::PgStore::connect(&db.url).await.expect("open postgres");
-                    super::$case(std::sync::Arc::new(store)).await;
+                    super::$case(std::sync::Arc::new(store) as std::sync::Arc<dyn super::Store>).await;
                     db.drop_database().await;
                 }
             )*
@@ -51,6 +52,10 @@ both!(
     resolves_cursors_within_the_query,
     retention_deletes_old_events_and_never_reuses_positions,
     concurrent_group_commits_keep_every_event_once,
+    subscriptions_start_at_the_end_of_the_log_and_validate,
+    the_dispatch_position_moves_only_from_where_it_was,
+    leases_are_exclusive_until_they_expire,
+    retries_dead_letters_and_redrive,
 );
 
 fn event(id: &str) -> NewEvent {
@@ -76,11 +81,11 @@ fn ids(events: &[StoredEvent]) -> Vec<&str> {
     events.iter().map(|e| e.id.as_str()).collect()
 }
 
-async fn query(store: &Arc<dyn EventStore>, q: EventQuery) -> Vec<StoredEvent> {
+async fn query(store: &Arc<dyn Store>, q: EventQuery) -> Vec<StoredEvent> {
     store.query(&q).await.expect("query")
 }
 
-async fn stores_events_exactly_and_in_order(store: Arc<dyn EventStore>) {
+async fn stores_events_exactly_and_in_order(store: Arc<dyn Store>) {
     assert_eq!(store.last_seq().await.expect("last_seq"), 0);
     store.ping().await.expect("ping");
     let mut odd = event("b");
@@ -110,7 +115,7 @@ async fn stores_events_exactly_and_in_order(store: Arc<dyn EventStore>) {
     assert!(query(&store, all(0)).await.is_empty());
 }
 
-async fn deduplicates_by_source_and_id(store: Arc<dyn EventStore>) {
+async fn deduplicates_by_source_and_id(store: Arc<dyn Store>) {
     let first = store
         .append(&[event("a"), event("b")])
         .await
@@ -131,7 +136,7 @@ async fn deduplicates_by_source_and_id(store: Arc<dyn EventStore>) {
     assert_eq!(query(&store, all(10)).await.len(), 4);
 }
 
-async fn filters_by_subject_resource_and_alternative_subject(store: Arc<dyn EventStore>) {
+async fn filters_by_subject_resource_and_alternative_subject(store: Arc<dyn Store>) {
     let events: Vec<NewEvent> = (0..12)
         .map(|i| NewEvent {
             subject_key: Some(format!("/party/{}", i % 3)),
@@ -196,7 +201,7 @@ async fn filters_by_subject_resource_and_alternative_subject(store: Arc<dyn Even
     }
 }
 
-async fn wildcards_match_like_altinn(store: Arc<dyn EventStore>) {
+async fn wildcards_match_like_altinn(store: Arc<dyn Store>) {
     let sources = [
         "https://ttd.apps.altinn.no/ttd/app_1/instances/1",
         "https://ttd.apps.altinn.no/ttd/appX1/instances/2",
@@ -255,7 +260,7 @@ async fn wildcards_match_like_altinn(store: Arc<dyn EventStore>) {
     }
 }
 
-async fn applies_visibility_before_the_limit(store: Arc<dyn EventStore>) {
+async fn applies_visibility_before_the_limit(store: Arc<dyn Store>) {
     let events: Vec<NewEvent> = (0..60)
         .map(|i| NewEvent {
             subject_key: Some(format!("/party/{}", i % 3)),
@@ -327,7 +332,7 @@ async fn applies_visibility_before_the_limit(store: Arc<dyn EventStore>) {
     assert!(nothing.is_empty());
 }
 
-async fn bounds_by_registration_time(store: Arc<dyn EventStore>) {
+async fn bounds_by_registration_time(store: Arc<dyn Store>) {
     store
         .append(&[event("early1"), event("early2")])
         .await
@@ -373,7 +378,7 @@ async fn bounds_by_registration_time(store: Arc<dyn EventStore>) {
     assert_eq!(between(Some(before_all), Some(after_all)).await.len(), 4);
 }
 
-async fn resolves_cursors_within_the_query(store: Arc<dyn EventStore>) {
+async fn resolves_cursors_within_the_query(store: Arc<dyn Store>) {
     let mut twin = event("same");
     twin.source = "https://example.com/twin".into();
     twin.resource = Some("urn:altinn:resource:r2".into());
@@ -419,7 +424,7 @@ async fn resolves_cursors_within_the_query(store: Arc<dyn EventStore>) {
     );
 }
 
-async fn retention_deletes_old_events_and_never_reuses_positions(store: Arc<dyn EventStore>) {
+async fn retention_deletes_old_events_and_never_reuses_positions(store: Arc<dyn Store>) {
     store
         .append(&[event("old1"), event("old2")])
         .await
@@ -470,8 +475,9 @@ async fn retention_deletes_old_events_and_never_reuses_positions(store: Arc<dyn 
     );
 }
 
-async fn concurrent_group_commits_keep_every_event_once(store: Arc<dyn EventStore>) {
-    let (ingest, _writer) = Ingest::start(store.clone(), IngestConfig::default(), 0);
+async fn concurrent_group_commits_keep_every_event_once(store: Arc<dyn Store>) {
+    let events: Arc<dyn EventStore> = store.clone();
+    let (ingest, _writer) = Ingest::start(events, IngestConfig::default(), 0);
     let tasks: Vec<_> = (0..200)
         .map(|i| {
             let ingest = ingest.clone();
@@ -548,4 +554,321 @@ async fn postgres_nodes_share_one_log() {
     }
     drop((a, b));
     db.drop_database().await;
+}
+
+fn subscription(end_point: &str) -> NewSubscription {
+    NewSubscription {
+        end_point: end_point.to_owned(),
+        resource_filter: "urn:altinn:resource:r".into(),
+        source_filter: Some("https://example.com/%".into()),
+        subject_filter: None,
+        alternative_subject_filter: None,
+        type_filter: None,
+        include_subunits: false,
+        consumer: "/org/ttd".into(),
+        created_by: "/org/ttd".into(),
+        principal: r#"{"kind":"org","org":"ttd","orgNumber":null,"scopes":[]}"#.into(),
+        secret: Some("whsec_x".into()),
+    }
+}
+
+fn handshake(id: i64) -> NewDelivery {
+    NewDelivery {
+        subscription_id: id,
+        event_seq: None,
+        event_id: format!("validate-{id}"),
+        webhook_id: format!("msg_validate_{id}"),
+        body: "{}".into(),
+    }
+}
+
+fn delivery(subscription_id: i64, seq: i64) -> NewDelivery {
+    NewDelivery {
+        subscription_id,
+        event_seq: Some(seq),
+        event_id: format!("e{seq}"),
+        webhook_id: format!("msg_{subscription_id}_{seq}"),
+        body: format!(r#"{{"id":"e{seq}"}}"#),
+    }
+}
+
+fn attempt(id: i64, subscription_id: i64, owner: &str, next: Next) -> AttemptRecord {
+    AttemptRecord {
+        delivery_id: id,
+        subscription_id,
+        lease_owner: owner.to_owned(),
+        at: Utc::now(),
+        status: Some(500),
+        error: Some("the endpoint answered 500".into()),
+        next,
+        validates: false,
+        disable: None,
+    }
+}
+
+fn soon(ms: i64) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::milliseconds(ms)
+}
+
+async fn subscriptions_start_at_the_end_of_the_log_and_validate(store: Arc<dyn Store>) {
+    store.append(&[event("before")]).await.expect("append");
+    let tip = store.last_seq().await.expect("last_seq");
+    let created = store
+        .create_subscription(&subscription("https://a.example/hook"), &handshake)
+        .await
+        .expect("create");
+    assert_eq!(created.start_seq, tip);
+    assert!(!created.validated && created.enabled);
+    assert_eq!(created.spec, subscription("https://a.example/hook"));
+    let other = NewSubscription {
+        consumer: "/org/skd".into(),
+        ..subscription("https://b.example/hook")
+    };
+    store
+        .create_subscription(&other, &handshake)
+        .await
+        .expect("create");
+    let mine = store.subscriptions_of("/org/ttd").await.expect("list");
+    assert_eq!(mine.iter().map(|s| s.id).collect::<Vec<_>>(), [created.id]);
+    assert_eq!(store.live_subscriptions().await.expect("live").len(), 2);
+
+    // Before validation only the handshake goes out.
+    assert!(
+        store
+            .enqueue(
+                store.dispatch_position().await.expect("position"),
+                tip + 1,
+                &[delivery(created.id, tip + 1)]
+            )
+            .await
+            .expect("enqueue")
+    );
+    let leased = store
+        .lease("w", Utc::now(), soon(60_000), 10)
+        .await
+        .expect("lease");
+    assert_eq!(leased.len(), 2, "the two handshakes");
+    assert!(leased.iter().all(|d| d.event_seq.is_none()));
+    let own = leased
+        .iter()
+        .find(|d| d.subscription_id == created.id)
+        .expect("own handshake");
+    let mut done = attempt(own.id, created.id, "w", Next::Delivered);
+    done.validates = true;
+    done.status = Some(200);
+    assert!(store.record_attempt(&done).await.expect("record"));
+    assert!(
+        store
+            .subscription(created.id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .validated
+    );
+    let now_due = store
+        .lease("w", Utc::now(), soon(60_000), 10)
+        .await
+        .expect("lease");
+    assert_eq!(now_due.len(), 1);
+    assert_eq!(now_due[0].event_seq, Some(tip + 1));
+
+    // Deleting drops what is pending and hides the subscription.
+    assert!(store.delete_subscription(created.id).await.expect("delete"));
+    assert!(
+        !store
+            .delete_subscription(created.id)
+            .await
+            .expect("delete again")
+    );
+    assert!(store.subscription(created.id).await.expect("get").is_none());
+    assert!(
+        store
+            .deliveries(created.id, Some(DeliveryState::Pending), 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    let stale = attempt(now_due[0].id, created.id, "w", Next::Delivered);
+    assert!(
+        !store.record_attempt(&stale).await.expect("record"),
+        "the delivery is gone"
+    );
+}
+
+async fn the_dispatch_position_moves_only_from_where_it_was(store: Arc<dyn Store>) {
+    store
+        .append(&[event("a"), event("b")])
+        .await
+        .expect("append");
+    let start = store.dispatch_position().await.expect("position");
+    assert_eq!(start, 0, "a new store dispatches from the start");
+    let s = store
+        .create_subscription(&subscription("https://a.example/hook"), &handshake)
+        .await
+        .expect("create");
+    assert!(
+        !store
+            .enqueue(start + 5, 9, &[delivery(s.id, 1)])
+            .await
+            .expect("enqueue")
+    );
+    assert_eq!(store.dispatch_position().await.expect("position"), start);
+    assert!(
+        store
+            .enqueue(start, 2, &[delivery(s.id, 1), delivery(s.id, 2)])
+            .await
+            .expect("enqueue")
+    );
+    // The same event for the same subscription again is skipped, not an error.
+    assert!(
+        store
+            .enqueue(2, 3, &[delivery(s.id, 2)])
+            .await
+            .expect("enqueue")
+    );
+    assert_eq!(store.dispatch_position().await.expect("position"), 3);
+    let all = store.deliveries(s.id, None, 10).await.expect("deliveries");
+    assert_eq!(all.len(), 3, "handshake and two events");
+    assert_eq!(store.queue_depth().await.expect("depth").0, 3);
+}
+
+async fn leases_are_exclusive_until_they_expire(store: Arc<dyn Store>) {
+    let s = store
+        .create_subscription(&subscription("https://a.example/hook"), &handshake)
+        .await
+        .expect("create");
+    let handshakes = store
+        .lease("a", Utc::now(), soon(60_000), 10)
+        .await
+        .expect("lease");
+    let mut ok = attempt(handshakes[0].id, s.id, "a", Next::Delivered);
+    ok.validates = true;
+    store.record_attempt(&ok).await.expect("validate");
+    let deliveries: Vec<NewDelivery> = (1..=200).map(|seq| delivery(s.id, seq)).collect();
+    store.enqueue(0, 200, &deliveries).await.expect("enqueue");
+
+    // Two workers leasing at once get disjoint halves.
+    let until = soon(60_000);
+    let (a, b) = tokio::join!(
+        store.lease("a", Utc::now(), until, 100),
+        store.lease("b", Utc::now(), until, 150)
+    );
+    let (a, b) = (a.expect("lease a"), b.expect("lease b"));
+    let mut ids: Vec<i64> = a.iter().chain(&b).map(|d| d.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), a.len() + b.len(), "a delivery was leased twice");
+    assert_eq!(ids.len(), 200);
+    assert!(
+        store
+            .lease("c", Utc::now(), until, 10)
+            .await
+            .expect("lease")
+            .is_empty()
+    );
+
+    // Expired leases are taken over; the old holder's record no longer counts.
+    let c = store
+        .lease(
+            "c",
+            until + chrono::Duration::seconds(1),
+            soon(120_000),
+            500,
+        )
+        .await
+        .expect("lease");
+    assert_eq!(c.len(), 200);
+    assert!(
+        !store
+            .record_attempt(&attempt(a[0].id, s.id, "a", Next::Delivered))
+            .await
+            .expect("record")
+    );
+    assert!(
+        store
+            .record_attempt(&attempt(a[0].id, s.id, "c", Next::Delivered))
+            .await
+            .expect("record")
+    );
+}
+
+async fn retries_dead_letters_and_redrive(store: Arc<dyn Store>) {
+    let s = store
+        .create_subscription(&subscription("https://a.example/hook"), &handshake)
+        .await
+        .expect("create");
+    let h = store
+        .lease("w", Utc::now(), soon(60_000), 10)
+        .await
+        .expect("lease");
+    let mut ok = attempt(h[0].id, s.id, "w", Next::Delivered);
+    ok.validates = true;
+    store.record_attempt(&ok).await.expect("validate");
+    store
+        .enqueue(0, 2, &[delivery(s.id, 1), delivery(s.id, 2)])
+        .await
+        .expect("enqueue");
+    let leased = store
+        .lease("w", Utc::now(), soon(60_000), 10)
+        .await
+        .expect("lease");
+    assert_eq!(leased.len(), 2);
+    let later = soon(60_000);
+    assert!(
+        store
+            .record_attempt(&attempt(leased[0].id, s.id, "w", Next::RetryAt(later)))
+            .await
+            .expect("retry")
+    );
+    let mut gone = attempt(leased[1].id, s.id, "w", Next::Dead);
+    gone.status = Some(410);
+    gone.disable = Some("gone".into());
+    assert!(store.record_attempt(&gone).await.expect("dead"));
+    assert!(
+        store
+            .lease("w", Utc::now(), soon(60_000), 10)
+            .await
+            .expect("lease")
+            .is_empty()
+    );
+    let disabled = store
+        .subscription(s.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert!(!disabled.enabled);
+    assert_eq!(disabled.disabled_reason.as_deref(), Some("gone"));
+    assert!(store.live_subscriptions().await.expect("live").is_empty());
+
+    let dead = store
+        .deliveries(s.id, Some(DeliveryState::Dead), 10)
+        .await
+        .expect("dead");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].last_status, Some(410));
+    assert_eq!(dead[0].history.len(), 1);
+    let pending = store
+        .deliveries(s.id, Some(DeliveryState::Pending), 10)
+        .await
+        .expect("pending");
+    assert_eq!(pending[0].attempts, 1);
+    assert_eq!(pending[0].history[0].status, Some(500));
+    assert!(
+        pending[0]
+            .next_attempt
+            .is_some_and(|t| t >= later - chrono::Duration::milliseconds(1))
+    );
+    assert_eq!(store.redrive(s.id, Utc::now()).await.expect("redrive"), 1);
+    let redriven = store
+        .deliveries(s.id, Some(DeliveryState::Pending), 10)
+        .await
+        .expect("pending");
+    assert_eq!(redriven.len(), 2);
+    assert_eq!(store.redrive(s.id, Utc::now()).await.expect("redrive"), 0);
+    // Even once due, a disabled subscription's deliveries are not sent.
+    let due = store
+        .lease("w", later + chrono::Duration::seconds(1), soon(120_000), 10)
+        .await
+        .expect("lease");
+    assert!(due.is_empty(), "a disabled subscription's deliveries wait");
 }

@@ -178,7 +178,7 @@ impl Context {
             error: outcome.error,
             next,
             validates: delivery.event_seq.is_none() && next == Next::Delivered,
-            disable: gone.then(|| "the endpoint answered 410 Gone".to_owned()),
+            disable: disable_reason(&delivery, next, gone),
         };
         if let Err(e) = self.push.record_attempt(&record).await {
             // The lease runs out and the delivery is tried again: at least once.
@@ -252,6 +252,18 @@ impl Context {
             attributes.subject_key().as_deref(),
             attributes.resource.as_deref(),
         )
+    }
+}
+
+/// Why the subscription stops taking deliveries after this attempt, if it does: its endpoint is
+/// gone, or it never confirmed the subscription (then nothing would ever be sent).
+fn disable_reason(delivery: &LeasedDelivery, next: Next, gone: bool) -> Option<String> {
+    if gone {
+        Some("the endpoint answered 410 Gone".to_owned())
+    } else if delivery.event_seq.is_none() && next == Next::Dead {
+        Some("the endpoint never confirmed the subscription".to_owned())
+    } else {
+        None
     }
 }
 

@@ -188,7 +188,8 @@ pub trait PushStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<DeliveryView>, StoreError>;
 
-    /// Puts the subscription's dead letters back in the queue; returns how many.
+    /// Puts the subscription's dead letters back in the queue and enables the subscription again
+    /// if its failures had disabled it; returns how many were requeued.
     async fn redrive(&self, subscription_id: i64, now: DateTime<Utc>) -> Result<u64, StoreError>;
 
     /// Pending deliveries and the age of the oldest, for metrics and back-pressure.
@@ -570,16 +571,27 @@ macro_rules! impl_push_store {
                 subscription_id: i64,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<u64, $crate::StoreError> {
-                Ok(sqlx::query(
+                let mut tx = self.$write.begin().await?;
+                let requeued = sqlx::query(
                     "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt = $2, \
                      lease_owner = NULL, lease_until = NULL \
                      WHERE subscription_id = $1 AND state = 'dead'",
                 )
                 .bind(subscription_id)
                 .bind(now.timestamp_micros())
-                .execute(&self.$write)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected())
+                .rows_affected();
+                // Asking for a redrive says the endpoint is fixed: a subscription disabled by its
+                // failures takes deliveries again.
+                sqlx::query(
+                    "UPDATE subscriptions SET enabled = TRUE, disabled_reason = NULL WHERE id = $1",
+                )
+                .bind(subscription_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(requeued)
             }
 
             async fn queue_depth(

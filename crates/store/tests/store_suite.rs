@@ -858,17 +858,47 @@ async fn retries_dead_letters_and_redrive(store: Arc<dyn Store>) {
             .next_attempt
             .is_some_and(|t| t >= later - chrono::Duration::milliseconds(1))
     );
+    let due_time = later + chrono::Duration::seconds(1);
+    assert!(
+        store
+            .lease("w", due_time, soon(120_000), 10)
+            .await
+            .expect("lease")
+            .is_empty(),
+        "a disabled subscription's deliveries wait, even when due"
+    );
     assert_eq!(store.redrive(s.id, Utc::now()).await.expect("redrive"), 1);
     let redriven = store
         .deliveries(s.id, Some(DeliveryState::Pending), 10)
         .await
         .expect("pending");
     assert_eq!(redriven.len(), 2);
+    assert!(
+        store
+            .subscription(s.id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .enabled,
+        "redrive enables"
+    );
     assert_eq!(store.redrive(s.id, Utc::now()).await.expect("redrive"), 0);
-    // Even once due, a disabled subscription's deliveries are not sent.
-    let due = store
-        .lease("w", later + chrono::Duration::seconds(1), soon(120_000), 10)
-        .await
-        .expect("lease");
-    assert!(due.is_empty(), "a disabled subscription's deliveries wait");
+    assert_eq!(
+        store
+            .lease("w", Utc::now(), soon(120_000), 10)
+            .await
+            .expect("lease")
+            .len(),
+        1,
+        "the redriven one is due now"
+    );
+    assert_eq!(
+        store
+            .lease("w", due_time, soon(120_000), 10)
+            .await
+            .expect("lease")
+            .len(),
+        1,
+        "the retry when due"
+    );
 }

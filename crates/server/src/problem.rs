@@ -235,7 +235,9 @@ pub async fn problem_details(request: Request, next: Next) -> Response {
     }
     .unwrap_or_else(|| {
         let text = String::from_utf8_lossy(&bytes).trim().to_owned();
-        let detail = if text.is_empty() {
+        // axum's own texts for these name its internals rather than the client's mistake.
+        let ours = matches!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        let detail = if text.is_empty() || ours {
             default_detail(status)
         } else {
             text

@@ -110,5 +110,8 @@ pub async fn step(
     }
     let queued = deliveries.len();
     let moved = push.enqueue(from, last, &deliveries).await?;
+    if moved {
+        metrics::counter!("hendelse_deliveries_queued_total").increment(queued as u64);
+    }
     Ok(Some(if moved { queued } else { 0 }))
 }

@@ -169,6 +169,13 @@ impl Context {
             outcome = ?next,
             "webhook attempt"
         );
+        let outcome_label = match next {
+            Next::Delivered => "delivered",
+            Next::RetryAt(_) => "retry",
+            Next::Dead => "dead",
+        };
+        metrics::counter!("hendelse_webhook_attempts_total", "outcome" => outcome_label)
+            .increment(1);
         let record = AttemptRecord {
             delivery_id: delivery.id,
             subscription_id: delivery.subscription_id,

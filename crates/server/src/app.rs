@@ -9,7 +9,9 @@ use hendelse_auth::{Authorizer, TokenVerifier};
 use hendelse_model::MAX_EVENT_BYTES;
 use hendelse_push::EndpointPolicy;
 use hendelse_store::{EventStore, Ingest, PushStore};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
+
+use crate::metrics::Metrics;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::routes;
@@ -27,6 +29,9 @@ pub struct AppState {
     pub endpoint_policy: EndpointPolicy,
     /// Wakes this node's delivery workers, when it runs them.
     pub push_wake: Option<Arc<Notify>>,
+    /// The highest committed position of the log, on this node or any other.
+    pub tip: watch::Receiver<i64>,
+    pub metrics: Metrics,
 }
 
 impl AppState {
@@ -46,6 +51,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/events/api/v1/app", post(routes::publish::publish_app))
         .route("/events/api/v1/app/party", get(routes::query::app_party))
+        .route(
+            "/events/api/v1/app/party/stream",
+            get(routes::stream::app_party),
+        )
+        .route("/events/api/v1/events/stream", get(routes::stream::generic))
         .route(
             "/events/api/v1/app/{org}/{app}",
             get(routes::query::app_events),
@@ -68,7 +78,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/health", get(routes::health::ready))
         .route("/health/live", get(routes::health::live))
-        .route("/health/ready", get(routes::health::ready));
+        .route("/health/ready", get(routes::health::ready))
+        .route("/metrics", get(crate::metrics::render))
+        .route_layer(axum::middleware::from_fn(crate::metrics::track));
     api.layer(DefaultBodyLimit::max(MAX_EVENT_BYTES))
         .layer(CatchPanicLayer::new())
         .layer(axum::middleware::from_fn(crate::problem::problem_details))

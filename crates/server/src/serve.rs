@@ -10,10 +10,12 @@ use hendelse_auth::{
 };
 use hendelse_push::{EndpointPolicy, Push, PushConfig};
 use hendelse_store::{EventStore, Ingest, IngestConfig, PushStore};
+use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 use crate::app::{AppState, router};
 use crate::cli::{LogFormat, ServeArgs};
+use crate::metrics::Metrics;
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
@@ -40,6 +42,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
 
+    let metrics = Metrics::install().context("installing the metrics recorder")?;
     let backend = args.store.open().await?;
     let store: Arc<dyn EventStore> = backend.clone();
     let push_store: Arc<dyn PushStore> = backend;
@@ -52,6 +55,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         last_seq,
     );
+    let (tip_tx, tip) = watch::channel(last_seq);
+    let tip_follower = tokio::spawn(follow_tip(store.clone(), ingest.committed(), tip_tx));
     let retention = tokio::spawn(retention_sweep(
         store.clone(),
         args.retention_days,
@@ -79,7 +84,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 store.clone(),
                 push_store.clone(),
                 authorizer.clone(),
-                ingest.committed(),
+                tip.clone(),
                 config,
             )
             .context("starting the webhook workers")?,
@@ -95,6 +100,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         push: push_store,
         endpoint_policy,
         push_wake: push.as_ref().map(|p| p.wake.clone()),
+        tip,
+        metrics,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -108,6 +115,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     retention.abort();
+    tip_follower.abort();
     if let Some(push) = push {
         // Deliveries in flight are abandoned with their leases, which expire: they are sent again.
         push.dispatcher.abort();
@@ -136,6 +144,42 @@ async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// How often the tip is read from the store, to learn of other nodes' commits.
+const TIP_POLL: Duration = Duration::from_millis(100);
+
+/// Keeps `tip` at the highest committed position: at once for this node's commits, and within
+/// [`TIP_POLL`] for other nodes' (one cheap read per node, however many streams follow it).
+async fn follow_tip(
+    store: Arc<dyn EventStore>,
+    mut local: watch::Receiver<i64>,
+    tip: watch::Sender<i64>,
+) {
+    let raise = |seq: i64| {
+        tip.send_if_modified(|current| {
+            let higher = seq > *current;
+            if higher {
+                *current = seq;
+            }
+            higher
+        });
+    };
+    loop {
+        tokio::select! {
+            changed = local.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let seq = *local.borrow_and_update();
+                raise(seq);
+            }
+            _ = tokio::time::sleep(TIP_POLL) => match store.last_seq().await {
+                Ok(seq) => raise(seq),
+                Err(e) => tracing::debug!(error = %e, "cannot read the tip"),
+            },
+        }
+    }
 }
 
 async fn retention_sweep(store: Arc<dyn EventStore>, days: f64, interval_seconds: u64) {

@@ -118,8 +118,11 @@ async fn writer(
             }
         }
         let events: Vec<NewEvent> = jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
+        let started = std::time::Instant::now();
         let result = store.append(&events).await;
-        metrics_batch(events.len());
+        metrics::histogram!("hendelse_ingest_batch_events").record(events.len() as f64);
+        metrics::histogram!("hendelse_ingest_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
         match result {
             Ok(receipt) => {
                 committed.send_if_modified(|seq| {
@@ -133,6 +136,7 @@ async fn writer(
                 }
             }
             Err(e) => {
+                metrics::counter!("hendelse_ingest_failed_commits_total").increment(1);
                 tracing::error!(error = %e, events = events.len(), "group commit failed");
                 let shared = Arc::new(e);
                 for job in jobs {
@@ -141,8 +145,4 @@ async fn writer(
             }
         }
     }
-}
-
-fn metrics_batch(events: usize) {
-    tracing::trace!(events, "group commit");
 }

@@ -1,4 +1,5 @@
 pub mod health;
 pub mod publish;
 pub mod query;
+pub mod stream;
 pub mod subscriptions;

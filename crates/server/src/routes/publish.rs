@@ -57,6 +57,8 @@ pub async fn publish(
             .ingest
             .publish(events.into_iter().map(NewEvent::from).collect())
             .await?;
+        metrics::counter!("hendelse_events_published_total", "endpoint" => "events")
+            .increment(count as u64);
     }
     Ok(if batch {
         Json(serde_json::json!({ "accepted": count })).into_response()
@@ -284,6 +286,7 @@ pub async fn publish_app(
     let json = serde_json::to_string(&map).map_err(|e| ApiError::Internal(e.to_string()))?;
     let event = validate_map(&map, json)?;
     state.ingest.publish(vec![NewEvent::from(event)]).await?;
+    metrics::counter!("hendelse_events_published_total", "endpoint" => "app").increment(1);
     let location = HeaderValue::from_str(&format!("/events/api/v1/app/{id}"))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((

@@ -5,7 +5,7 @@
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use hendelse_auth::SCOPE_SUBSCRIBE;
+use hendelse_auth::{Principal, SCOPE_SUBSCRIBE};
 use hendelse_model::subject::{is_digits, party_key};
 use hendelse_model::{Pattern, RESOURCE_PREFIX, Visibility};
 use hendelse_store::{EventQuery, StoredEvent};
@@ -20,6 +20,14 @@ pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json; charset=utf-8"
 const MAX_PAGE: i64 = 1000;
 const DEFAULT_PAGE: i64 = 50;
 
+/// Whether a route insists on a starting point (`after`, or `from` on the app routes): the paged
+/// queries do, as in Altinn; a live stream starts at the end of the log by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    Required,
+    Optional,
+}
+
 /// `GET /events/api/v1/app/party`: app events of one party.
 pub async fn app_party(
     State(state): State<AppState>,
@@ -28,9 +36,7 @@ pub async fn app_party(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(uri.query());
-    let mut query = app_query(&params, &headers, true)?;
-    query.resource_prefix = Some(format!("{RESOURCE_PREFIX}app_"));
-    query.visibility = state.authorizer.visibility(&caller);
+    let query = app_party_query(&state, &caller, &params, &headers, Start::Required)?;
     respond(
         &state,
         &params,
@@ -42,6 +48,20 @@ pub async fn app_party(
     .await
 }
 
+/// The query of `/app/party` (and its stream).
+pub fn app_party_query(
+    state: &AppState,
+    caller: &Principal,
+    params: &Params,
+    headers: &HeaderMap,
+    start: Start,
+) -> Result<EventQuery, ApiError> {
+    let mut query = app_query(params, headers, true, start)?;
+    query.resource_prefix = Some(format!("{RESOURCE_PREFIX}app_"));
+    query.visibility = state.authorizer.visibility(caller);
+    Ok(query)
+}
+
 /// `GET /events/api/v1/app/{org}/{app}`: app events of one app.
 pub async fn app_events(
     State(state): State<AppState>,
@@ -51,7 +71,7 @@ pub async fn app_events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(uri.query());
-    let mut query = app_query(&params, &headers, false)?;
+    let mut query = app_query(&params, &headers, false, Start::Required)?;
     query.resource = Some(format!("{RESOURCE_PREFIX}app_{org}_{app}"));
     query.visibility = state.authorizer.visibility(&caller);
     respond(
@@ -72,12 +92,32 @@ pub async fn generic_events(
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let params = Params::parse(uri.query());
+    let query = generic_query(&state, &caller, &params, &headers, Start::Required)?;
+    respond(
+        &state,
+        &params,
+        &headers,
+        uri.path(),
+        query,
+        params.one("after")?,
+    )
+    .await
+}
+
+/// The query of `/events` (and its stream).
+pub fn generic_query(
+    state: &AppState,
+    caller: &Principal,
+    params: &Params,
+    headers: &HeaderMap,
+    start: Start,
+) -> Result<EventQuery, ApiError> {
     if !caller.has_scope(SCOPE_SUBSCRIBE) {
         return Err(ApiError::Forbidden(format!(
             "the token lacks the scope {SCOPE_SUBSCRIBE}"
         )));
     }
-    let params = Params::parse(uri.query());
     let resource = params
         .one("resource")?
         .ok_or_else(|| ApiError::BadRequest("The 'resource' parameter must be defined.".into()))?;
@@ -86,23 +126,24 @@ pub async fn generic_events(
             "The 'resource' parameter must start with '{RESOURCE_PREFIX}'."
         )));
     }
-    let after = params
-        .one("after")?
-        .ok_or_else(|| ApiError::BadRequest("The 'after' parameter must be defined.".into()))?;
-    let alternative_subject = header_text(&headers, "altinn-alternativesubject")?;
-    let query = EventQuery {
+    if start == Start::Required && params.one("after")?.is_none() {
+        return Err(ApiError::BadRequest(
+            "The 'after' parameter must be defined.".into(),
+        ));
+    }
+    let alternative_subject = header_text(headers, "altinn-alternativesubject")?;
+    Ok(EventQuery {
         resource: Some(resource.to_owned()),
         subject_key: params.one("subject")?.map(party_key),
         alternative_subject,
-        from: params::instant(&params, "from", "From")?,
-        to: params::instant(&params, "to", "To")?,
+        from: params::instant(params, "from", "From")?,
+        to: params::instant(params, "to", "To")?,
         sources: params.all("source"),
         types: params.all("type"),
-        limit: clamp_size(params::size(&params)?.unwrap_or(DEFAULT_PAGE)),
-        visibility: state.authorizer.visibility(&caller),
+        limit: clamp_size(params::size(params)?.unwrap_or(DEFAULT_PAGE)),
+        visibility: state.authorizer.visibility(caller),
         ..EventQuery::default()
-    };
-    respond(&state, &params, &headers, uri.path(), query, Some(after)).await
+    })
 }
 
 fn clamp_size(size: i64) -> u32 {
@@ -126,11 +167,12 @@ fn app_query(
     params: &Params,
     headers: &HeaderMap,
     subject_required: bool,
+    start: Start,
 ) -> Result<EventQuery, ApiError> {
     let after = params.one("after")?;
     let from = params::instant(params, "from", "From")?;
     let to = params::instant(params, "to", "To")?;
-    if after.is_none() && from.is_none() {
+    if start == Start::Required && after.is_none() && from.is_none() {
         return Err(ApiError::BadRequest(
             "The 'From' or 'After' parameter must be defined.".into(),
         ));
@@ -209,14 +251,9 @@ async fn respond(
     mut query: EventQuery,
     after: Option<&str>,
 ) -> Result<Response, ApiError> {
-    if let Some(subject) = query.subject_key.clone() {
-        query.visibility = query.visibility.restricted_to_subject(&subject);
-    }
+    narrow_visibility(&mut query);
     let after_source = params.one(params::AFTER_SOURCE)?;
-    query.after = match (after, after_source) {
-        (None, _) | (Some("0"), None) => 0,
-        (Some(id), source) => resolve_after(state, id, source, &query).await?,
-    };
+    query.after = position(state, after, after_source, &query).await?;
     let events = state.store.query(&query).await?;
     let (next_after, next_source) = match events.last() {
         Some(last) => (
@@ -253,6 +290,27 @@ async fn respond(
         HeaderValue::from_str(&next).map_err(|e| ApiError::Internal(format!("next link: {e}")))?;
     response.headers_mut().insert("next", next);
     Ok(response)
+}
+
+/// Only the grants that can matter for the query's subject, so that a party the reader may not
+/// read costs nothing.
+pub fn narrow_visibility(query: &mut EventQuery) {
+    if let Some(subject) = query.subject_key.clone() {
+        query.visibility = query.visibility.restricted_to_subject(&subject);
+    }
+}
+
+/// Where reading starts: after the event `after` (with `afterSource`) names, or the start.
+pub async fn position(
+    state: &AppState,
+    after: Option<&str>,
+    after_source: Option<&str>,
+    query: &EventQuery,
+) -> Result<i64, ApiError> {
+    match (after, after_source) {
+        (None, _) | (Some("0"), None) => Ok(0),
+        (Some(id), source) => resolve_after(state, id, source, query).await,
+    }
 }
 
 /// The position of the event `after` names. Ids are unique per source, not globally: with the

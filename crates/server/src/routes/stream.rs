@@ -1,0 +1,161 @@
+//! Live streams of the query routes as `text/event-stream`: the same filters and authorization as
+//! the queries, each event as one message whose `id` is the event id. A client that reconnects
+//! with `Last-Event-ID` resumes right after that event; without a starting point a stream begins
+//! at the end of the log. New events go out as soon as they are committed on this node (and within
+//! the tip poll interval when another node committed them).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{OriginalUri, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use hendelse_store::{EventQuery, EventStore, StoredEvent};
+use tokio::sync::watch;
+
+use crate::app::AppState;
+use crate::caller::Caller;
+use crate::params::{self, Params};
+use crate::problem::ApiError;
+use crate::routes::query::{self, Start};
+
+/// Events read per store query while catching up.
+const CHUNK: u32 = 500;
+/// How long a quiet stream waits before it looks again on its own.
+const IDLE_RECHECK: Duration = Duration::from_secs(5);
+
+/// `GET /events/api/v1/events/stream`
+pub async fn generic(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(uri.query());
+    let query = query::generic_query(&state, &caller, &params, &headers, Start::Optional)?;
+    open(state, &params, &headers, query).await
+}
+
+/// `GET /events/api/v1/app/party/stream`
+pub async fn app_party(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(uri.query());
+    let query = query::app_party_query(&state, &caller, &params, &headers, Start::Optional)?;
+    open(state, &params, &headers, query).await
+}
+
+async fn open(
+    state: AppState,
+    params: &Params,
+    headers: &HeaderMap,
+    mut query: EventQuery,
+) -> Result<Response, ApiError> {
+    query::narrow_visibility(&mut query);
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let cursor = match (last_event_id, params.one("after")?) {
+        (Some(id), _) => query::position(&state, Some(id), None, &query).await?,
+        (None, Some(after)) => {
+            query::position(
+                &state,
+                Some(after),
+                params.one(params::AFTER_SOURCE)?,
+                &query,
+            )
+            .await?
+        }
+        // `from` alone replays from that time; nothing at all means "from now on".
+        (None, None) if query.from.is_some() => 0,
+        (None, None) => *state.tip.borrow(),
+    };
+    query.limit = CHUNK;
+    let follower = Follower {
+        store: state.store.clone(),
+        query,
+        cursor,
+        tip: state.tip.clone(),
+        buffer: VecDeque::new(),
+        _client: state.metrics.stream_client(),
+    };
+    let stream = futures_util::stream::unfold(follower, |mut f| async move {
+        let event = f.next().await?;
+        Some((Ok::<_, Infallible>(message(&event)), f))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+struct Follower {
+    store: Arc<dyn EventStore>,
+    query: EventQuery,
+    cursor: i64,
+    tip: watch::Receiver<i64>,
+    buffer: VecDeque<StoredEvent>,
+    _client: crate::metrics::StreamClient,
+}
+
+impl Follower {
+    /// The next event, waiting for one to be committed; `None` ends the stream (the store failed:
+    /// the client reconnects with `Last-Event-ID` and loses nothing).
+    async fn next(&mut self) -> Option<StoredEvent> {
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                return Some(event);
+            }
+            let page = EventQuery {
+                after: self.cursor,
+                ..self.query.clone()
+            };
+            // Mark the tip as seen before reading, so a commit during the read wakes us again.
+            self.tip.borrow_and_update();
+            match self.store.query(&page).await {
+                Ok(events) => {
+                    if let Some(last) = events.last() {
+                        self.cursor = last.seq;
+                        self.buffer.extend(events);
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a live stream ends: the store failed");
+                    return None;
+                }
+            }
+            tokio::select! {
+                changed = self.tip.changed() => {
+                    if changed.is_err() {
+                        tokio::time::sleep(IDLE_RECHECK).await;
+                    }
+                }
+                _ = tokio::time::sleep(IDLE_RECHECK) => {}
+            }
+        }
+    }
+}
+
+/// One SSE message. Line breaks in the stored JSON can only be whitespace between tokens (inside
+/// strings they are escaped), so they become spaces: one `data:` line, the same JSON.
+fn message(event: &StoredEvent) -> Event {
+    let data = if event.body.contains(['\n', '\r']) {
+        event.body.replace(['\n', '\r'], " ")
+    } else {
+        event.body.clone()
+    };
+    let message = Event::default().data(data);
+    if event.id.contains(['\n', '\r', '\0']) {
+        message
+    } else {
+        message.id(event.id.clone())
+    }
+}

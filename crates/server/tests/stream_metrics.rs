@@ -1,0 +1,226 @@
+//! The live stream (`text/event-stream`, resumable with `Last-Event-ID`) and `/metrics`, through
+//! HTTP against the real binary.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{RESOURCE, Server, client, generic_event, publish};
+
+/// An open event stream, read message by message.
+struct Stream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+/// One SSE message: its `id` and its `data` (lines joined).
+#[derive(Debug)]
+struct Message {
+    id: Option<String>,
+    data: String,
+}
+
+impl Stream {
+    async fn open(url: &str, token: &str, last_event_id: Option<&str>) -> Stream {
+        let mut request = client().get(url).bearer_auth(token);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.expect("stream");
+        assert_eq!(response.status(), 200);
+        let content_type = response.headers()["content-type"].to_str().expect("ascii");
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "{content_type}"
+        );
+        Stream {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next message, skipping keep-alive comments; panics after 20 s without one.
+    async fn next(&mut self) -> Message {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut message = Message {
+                    id: None,
+                    data: String::new(),
+                };
+                let mut saw_data = false;
+                for line in block.lines() {
+                    if let Some(id) = line.strip_prefix("id:") {
+                        message.id = Some(id.trim_start().to_owned());
+                    } else if let Some(data) = line.strip_prefix("data:") {
+                        if saw_data {
+                            message.data.push('\n');
+                        }
+                        message
+                            .data
+                            .push_str(data.strip_prefix(' ').unwrap_or(data));
+                        saw_data = true;
+                    }
+                }
+                if saw_data {
+                    return message;
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(20), self.response.chunk())
+                .await
+                .expect("a message within 20 s")
+                .expect("stream read")
+                .expect("the stream ended");
+            self.buffer
+                .push_str(std::str::from_utf8(&chunk).expect("utf8"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_delivers_new_events_and_resumes_without_gaps() {
+    let server = Server::start();
+    let token = server.ttd();
+    assert_eq!(
+        publish(&server, &token, &generic_event("before"))
+            .await
+            .status(),
+        200
+    );
+    let url = server.at(&format!("/events/api/v1/events/stream?resource={RESOURCE}"));
+
+    // Without a starting point the stream begins at the end of the log.
+    let mut live = Stream::open(&url, &token, None).await;
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        let mut event = generic_event(&format!("live-{i}"));
+        // Published text with line breaks still arrives as the same JSON.
+        event["data"] = serde_json::json!({"n": i, "text": "two\nlines"});
+        assert_eq!(publish(&server, &token, &event).await.status(), 200);
+        sent.push(event);
+    }
+    for event in &sent {
+        let message = live.next().await;
+        assert_eq!(message.id.as_deref(), event["id"].as_str());
+        let got: serde_json::Value = serde_json::from_str(&message.data).expect("JSON data");
+        assert_eq!(&got, event);
+    }
+    drop(live);
+
+    // Reconnecting after live-1 resumes with live-2: no gap, no repeat.
+    let mut resumed = Stream::open(&url, &token, Some("live-1")).await;
+    for i in 2..5 {
+        assert_eq!(resumed.next().await.id, Some(format!("live-{i}")));
+    }
+    assert_eq!(
+        publish(&server, &token, &generic_event("after-resume"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(resumed.next().await.id.as_deref(), Some("after-resume"));
+
+    // `after=0` replays the whole log first.
+    let mut replay = Stream::open(&format!("{url}&after=0"), &token, None).await;
+    assert_eq!(replay.next().await.id.as_deref(), Some("before"));
+    assert_eq!(replay.next().await.id.as_deref(), Some("live-0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_are_authorized_like_the_queries() {
+    let server = Server::start();
+    let token = server.ttd();
+    let stranger = server.token(&["--org", "skd", "--scope", common::SUBSCRIBE]);
+    let url = server.at(&format!(
+        "/events/api/v1/events/stream?resource={RESOURCE}&after=0"
+    ));
+    let unauthorized = client().get(&url).send().await.expect("request");
+    assert_eq!(unauthorized.status(), 401);
+    let bad = client()
+        .get(server.at("/events/api/v1/app/party/stream?party=1&unit=123456789"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(bad.status(), 400, "the queries' parameter rules apply");
+
+    assert_eq!(
+        publish(&server, &token, &generic_event("secret-1"))
+            .await
+            .status(),
+        200
+    );
+    let mut theirs = Stream::open(&url, &stranger, None).await;
+    let mut ours = Stream::open(&url, &token, None).await;
+    assert_eq!(
+        publish(&server, &token, &generic_event("secret-2"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(ours.next().await.id.as_deref(), Some("secret-1"));
+    assert_eq!(ours.next().await.id.as_deref(), Some("secret-2"));
+    // The stranger's stream stays silent: within 2 s nothing but keep-alives arrive.
+    let silent = tokio::time::timeout(Duration::from_secs(2), theirs.next()).await;
+    assert!(
+        silent.is_err(),
+        "another org read {:?}",
+        silent.map(|m| m.id)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_public_and_count_the_traffic() {
+    let server = Server::start();
+    let token = server.ttd();
+    for i in 0..3 {
+        assert_eq!(
+            publish(&server, &token, &generic_event(&format!("m{i}")))
+                .await
+                .status(),
+            200
+        );
+    }
+    let query = server.at(&format!(
+        "/events/api/v1/events?resource={RESOURCE}&after=0"
+    ));
+    assert_eq!(
+        client()
+            .get(&query)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("query")
+            .status(),
+        200
+    );
+    let _stream = Stream::open(
+        &server.at(&format!("/events/api/v1/events/stream?resource={RESOURCE}")),
+        &token,
+        None,
+    )
+    .await;
+
+    let response = client()
+        .get(server.at("/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(response.status(), 200, "no token needed");
+    let text = response.text().await.expect("text");
+    for needle in [
+        r#"hendelse_events_published_total{endpoint="events"} 3"#,
+        r#"hendelse_http_requests_total{route="/events/api/v1/events",method="POST",status="200"} 3"#,
+        r#"hendelse_http_requests_total{route="/events/api/v1/events",method="GET",status="200"} 1"#,
+        "hendelse_http_request_seconds_bucket",
+        "hendelse_ingest_batch_events_bucket",
+        "hendelse_ingest_commit_seconds_count",
+        "hendelse_stream_clients 1",
+        "hendelse_delivery_queue_depth 0",
+        "hendelse_subscriptions 0",
+        "hendelse_store_last_seq 3",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}

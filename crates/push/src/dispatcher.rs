@@ -37,7 +37,12 @@ pub async fn run(
             Err(e) => tracing::warn!(error = %e, "dispatcher: the store failed; will try again"),
         }
         tokio::select! {
-            _ = committed.changed() => {}
+            changed = committed.changed() => {
+                if changed.is_err() {
+                    // Nobody reports commits any more (shutting down): poll only.
+                    tokio::time::sleep(poll).await;
+                }
+            }
             _ = tokio::time::sleep(poll) => {}
         }
     }

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `token` and `migrate`.
+//! The command line: `serve`, `token` and `migrate`; the client verbs live in `crate::client`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +26,14 @@ pub enum Command {
     Token(TokenArgs),
     /// Create or upgrade the store's schema, then exit.
     Migrate(StoreArgs),
+    /// Publish events given as JSON, from a file, or as JSON lines on standard input.
+    Publish(crate::client::publish::PublishArgs),
+    /// Read events of a query, following `next` to the end (or on, with --follow).
+    Query(crate::client::query::QueryArgs),
+    /// Print events as they are published (the live stream); reconnects where it left off.
+    Tail(crate::client::tail::TailArgs),
+    /// List, create, delete and inspect webhook subscriptions.
+    Subscriptions(crate::client::subscriptions::SubscriptionsArgs),
 }
 
 #[derive(Args, Clone)]
@@ -186,6 +194,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("the store {} is up to date", args.describe());
             Ok(())
         }
+        Command::Publish(args) => crate::client::publish::run(args).await,
+        Command::Query(args) => crate::client::query::run(args).await,
+        Command::Tail(args) => crate::client::tail::run(args).await,
+        Command::Subscriptions(args) => crate::client::subscriptions::run(args).await,
     }
 }
 

@@ -7,6 +7,7 @@ use clap::Parser;
 mod app;
 mod caller;
 mod cli;
+mod client;
 mod metrics;
 mod params;
 mod problem;

@@ -1,0 +1,157 @@
+//! `hendelse subscriptions`: manage webhook subscriptions; prints the API's JSON.
+
+use clap::{Args, Subcommand, ValueEnum};
+use reqwest::Method;
+use serde_json::{Map, Value};
+
+use super::{Api, Connection, json_body, print_line};
+
+const BASE: &str = "/events/api/v1/subscriptions";
+
+#[derive(Args, Debug)]
+pub struct SubscriptionsArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Action {
+    /// The caller's subscriptions.
+    List,
+    /// One subscription.
+    Get { id: i64 },
+    /// Create a subscription; the server then validates the endpoint with a handshake event.
+    Create(CreateArgs),
+    /// Delete a subscription.
+    Delete { id: i64 },
+    /// Recent deliveries of a subscription with every attempt.
+    Deliveries {
+        id: i64,
+        /// Only deliveries in this state.
+        #[arg(long, value_enum)]
+        state: Option<DeliveryState>,
+    },
+    /// Queue a subscription's dead letters again.
+    Redrive { id: i64 },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Where to POST the events (https, unless the server allows http).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: String,
+    /// The resource (`urn:altinn:resource:…`); may be left out when --source names an app.
+    #[arg(long, value_name = "URN")]
+    pub resource: Option<String>,
+    /// Only events with this source (`%` wildcards).
+    #[arg(long, value_name = "PATTERN")]
+    pub source: Option<String>,
+    /// Only events about this party (`/party/N`, an organisation or person URN).
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Only events with this alternative subject (exact).
+    #[arg(long, value_name = "SUBJECT")]
+    pub alternative_subject: Option<String>,
+    /// Only events of this type (`%` wildcards).
+    #[arg(long = "type", value_name = "PATTERN")]
+    pub kind: Option<String>,
+    /// With an organisation --subject: also its subunits.
+    #[arg(long)]
+    pub include_subunits: bool,
+    /// Standard Webhooks signing secret (`whsec_` + base64).
+    #[arg(long, env = "HENDELSE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+}
+
+impl CreateArgs {
+    fn body(&self) -> Value {
+        let mut body = Map::new();
+        body.insert("endPoint".into(), Value::from(self.endpoint.clone()));
+        let optional = [
+            ("resourceFilter", &self.resource),
+            ("sourceFilter", &self.source),
+            ("subjectFilter", &self.subject),
+            ("alternativeSubjectFilter", &self.alternative_subject),
+            ("typeFilter", &self.kind),
+            ("secret", &self.secret),
+        ];
+        for (name, value) in optional {
+            if let Some(value) = value {
+                body.insert(name.into(), Value::from(value.clone()));
+            }
+        }
+        if self.include_subunits {
+            body.insert("includeSubunits".into(), Value::Bool(true));
+        }
+        Value::Object(body)
+    }
+}
+
+pub async fn run(args: SubscriptionsArgs) -> anyhow::Result<()> {
+    let api = Api::new(&args.connection)?;
+    let one = |id: i64, rest: &str| api.endpoint(&format!("{BASE}/{id}{rest}"));
+    let request = match &args.action {
+        Action::List => api.request(Method::GET, api.endpoint(BASE)),
+        Action::Get { id } => api.request(Method::GET, one(*id, "")),
+        Action::Create(create) => api
+            .request(Method::POST, api.endpoint(BASE))
+            .json(&create.body()),
+        Action::Delete { id } => api.request(Method::DELETE, one(*id, "")),
+        Action::Deliveries { id, state } => {
+            let mut url = one(*id, "/deliveries");
+            if let Some(state) = state {
+                let state = match state {
+                    DeliveryState::Pending => "pending",
+                    DeliveryState::Delivered => "delivered",
+                    DeliveryState::Dead => "dead",
+                };
+                url.query_pairs_mut().append_pair("state", state);
+            }
+            api.request(Method::GET, url)
+        }
+        Action::Redrive { id } => api.request(Method::POST, one(*id, "/redrive")),
+    };
+    let response = api.send(request).await?;
+    let text = if response.content_length() == Some(0) {
+        String::new()
+    } else {
+        let body = json_body(response).await?;
+        serde_json::to_string_pretty(&body)?
+    };
+    if !text.is_empty() {
+        print_line(&mut std::io::stdout().lock(), &text)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_sends_only_what_was_given() {
+        let args = CreateArgs {
+            endpoint: "https://hooks.example.com/x".into(),
+            resource: Some("urn:altinn:resource:r".into()),
+            source: None,
+            subject: Some("/party/1".into()),
+            alternative_subject: None,
+            kind: Some("a.%".into()),
+            include_subunits: true,
+            secret: None,
+        };
+        assert_eq!(
+            args.body().to_string(),
+            r#"{"endPoint":"https://hooks.example.com/x","resourceFilter":"urn:altinn:resource:r","subjectFilter":"/party/1","typeFilter":"a.%","includeSubunits":true}"#
+        );
+    }
+}

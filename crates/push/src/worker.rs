@@ -185,7 +185,7 @@ impl Context {
             error: outcome.error,
             next,
             validates: delivery.event_seq.is_none() && next == Next::Delivered,
-            disable: disable_reason(&delivery, next, gone),
+            disable: disable_reason(gone),
         };
         if let Err(e) = self.push.record_attempt(&record).await {
             // The lease runs out and the delivery is tried again: at least once.
@@ -262,16 +262,11 @@ impl Context {
     }
 }
 
-/// Why the subscription stops taking deliveries after this attempt, if it does: its endpoint is
-/// gone, or it never confirmed the subscription (then nothing would ever be sent).
-fn disable_reason(delivery: &LeasedDelivery, next: Next, gone: bool) -> Option<String> {
-    if gone {
-        Some("the endpoint answered 410 Gone".to_owned())
-    } else if delivery.event_seq.is_none() && next == Next::Dead {
-        Some("the endpoint never confirmed the subscription".to_owned())
-    } else {
-        None
-    }
+/// Why the subscription stops taking deliveries after this attempt, if it does: its endpoint said
+/// it is gone. (A handshake that is never confirmed disables nothing: events keep being queued and
+/// go out once a redrive of the handshake succeeds, so nothing published meanwhile is lost.)
+fn disable_reason(gone: bool) -> Option<String> {
+    gone.then(|| "the endpoint answered 410 Gone".to_owned())
 }
 
 /// A failed request in a few words, with its innermost cause.

@@ -2278,12 +2278,10 @@ async fn the_validation_handshake_is_retried_and_gates_delivery() {
     wait_accepted(&receiver, "/never", &gate_1, PATIENCE).await;
 }
 
-/// The spec: "events published after creation and before validation are delivered after it".
-/// An event published while the handshake is dead-lettered (the subscription then shows
-/// `enabled: false`, "the endpoint never confirmed the subscription") is published after creation
-/// and before validation, so once a redrive validates the subscription it must arrive too.
+/// Events published after creation and before validation are delivered after it, also when the
+/// handshake was dead-lettered in between and only a redrive validates the subscription: nothing
+/// published meanwhile is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "known bug: events published while the handshake is dead are never queued, so a redrive that validates the subscription does not deliver them"]
 async fn events_published_while_the_handshake_is_dead_are_delivered_after_a_redrive() {
     let server = push_server(&[]);
     let receiver = Receiver::start().await;

@@ -11,9 +11,13 @@ use hendelse_auth::{DevKey, TokenRequest};
 #[command(
     name = "hendelse",
     version,
-    about = "CloudEvents platform compatible with Altinn Events"
+    about = "CloudEvents platform compatible with Altinn Events",
+    args_override_self = true
 )]
 pub struct Cli {
+    /// Settings from a TOML file (keys are the long flags); flags and environment variables win.
+    #[arg(long, env = "HENDELSE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

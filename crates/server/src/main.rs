@@ -8,6 +8,7 @@ mod app;
 mod caller;
 mod cli;
 mod client;
+mod config;
 mod metrics;
 mod params;
 mod problem;
@@ -15,7 +16,14 @@ mod routes;
 mod serve;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let args = match config::apply(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("hendelse: {}", one_line(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = cli::Cli::parse_from(args);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,0 +1,67 @@
+//! `--config FILE` through the binary: settings from TOML, flags win, bad files fail clearly.
+
+mod common;
+
+use std::process::Command;
+
+use common::{BIN, RESOURCE, Server, generic_event, get, publish};
+
+#[tokio::test]
+async fn a_config_file_sets_what_flags_do_not() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("hendelse.toml");
+    std::fs::write(
+        &file,
+        "# Settings for tests\npublic_url = \"https://events.example\"\nretention-days = 30\n\
+         listen = \"127.0.0.1:1\"\n",
+    )
+    .expect("write");
+    let path = file.to_string_lossy().into_owned();
+    // `--listen 127.0.0.1:0` from the harness comes after the file's and wins.
+    let server = Server::start_with(&["--config", &path]);
+    let token = server.ttd();
+    assert_eq!(
+        publish(&server, &token, &generic_event("c1"))
+            .await
+            .status(),
+        200
+    );
+    let (status, next, _) = get(
+        &server.at(&format!(
+            "/events/api/v1/events?resource={RESOURCE}&after=0"
+        )),
+        &token,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let next = next.expect("next");
+    assert!(
+        next.starts_with("https://events.example/events/api/v1/events?"),
+        "{next}"
+    );
+}
+
+#[test]
+fn a_bad_config_file_is_a_one_line_error() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("bad.toml");
+    for (content, says) in [
+        (
+            "lisen = \"127.0.0.1:0\"\n",
+            "'lisen' is not a setting of `serve`",
+        ),
+        ("listen = [1, 2]\n", "must be a string, number or boolean"),
+        ("listen = \n", "is not valid TOML"),
+    ] {
+        std::fs::write(&file, content).expect("write");
+        let out = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&file)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{content}");
+        assert!(stderr.contains(says), "{content}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+}

@@ -1,0 +1,106 @@
+//! `publish` and `ceiling`: the same stream of single CloudEvents (`application/cloudevents+json`,
+//! `data` of the chosen size) from C kept-alive connections, against `hendelse serve` and against
+//! the bare endpoint.
+
+use hyper::Method;
+
+use crate::events;
+use crate::http::{self, Target};
+use crate::report::LoadFigures;
+use crate::server::{self, Instance, Setup};
+use crate::stats::{percentiles, round1, round3};
+
+#[derive(Clone)]
+pub struct LoadParams {
+    pub events: usize,
+    pub concurrency: usize,
+    pub size: usize,
+    /// Requests sent (and not measured) before the measured run.
+    pub warmup: usize,
+    pub run: String,
+}
+
+const PATH: &str = "/events/api/v1/events";
+
+/// A token-sized `Authorization` header for the ceiling, so that both endpoints read the same
+/// bytes (the ceiling does not check it).
+fn dummy_token() -> String {
+    "x".repeat(420)
+}
+
+pub async fn ceiling(params: &LoadParams, dir: &std::path::Path) -> anyhow::Result<LoadFigures> {
+    let process = server::spawn_ceiling(dir)?;
+    let target = Target::new(&process.url, Some(&dummy_token()))?;
+    eprintln!(
+        "ceiling: {} events over {} connections to the bare endpoint at {}",
+        params.events, params.concurrency, process.url
+    );
+    let outcome = load(&target, params).await;
+    let rss = process.peak_rss();
+    process.stop()?;
+    figures(params, outcome?, rss.map(|b| b as f64 / 1048576.0))
+}
+
+pub async fn publish(setup: &Setup, params: &LoadParams) -> anyhow::Result<LoadFigures> {
+    let instance = Instance::start(setup).await?;
+    eprintln!(
+        "publish: {} events over {} connections to {}",
+        params.events, params.concurrency, instance.target.base_url
+    );
+    let outcome = load(&instance.target, params).await;
+    let rss = instance.peak_rss_mib();
+    instance.stop().await?;
+    figures(params, outcome?, rss)
+}
+
+async fn load(target: &Target, params: &LoadParams) -> anyhow::Result<http::Outcome> {
+    let size = params.size;
+    if params.warmup > 0 {
+        let (t, run) = (target.clone(), format!("{}w", params.run));
+        http::run(
+            target,
+            params.concurrency,
+            params.warmup,
+            move |i| request(&t, &run, i, size),
+            http::success,
+        )
+        .await?;
+    }
+    let (t, run) = (target.clone(), params.run.clone());
+    http::run(
+        target,
+        params.concurrency,
+        params.events,
+        move |i| request(&t, &run, i, size),
+        http::success,
+    )
+    .await
+}
+
+fn request(target: &Target, run: &str, i: usize, size: usize) -> hyper::Request<http::Body> {
+    target.request(
+        Method::POST,
+        PATH,
+        Some(events::STRUCTURED),
+        events::generic(run, i as u64, None, size),
+    )
+}
+
+fn figures(
+    params: &LoadParams,
+    outcome: http::Outcome,
+    rss_mib: Option<f64>,
+) -> anyhow::Result<LoadFigures> {
+    let per_second = outcome.per_second();
+    Ok(LoadFigures {
+        requests: params.events,
+        concurrency: params.concurrency,
+        request_bytes: events::generic(&params.run, 0, None, params.size).len(),
+        duration_s: round3(outcome.elapsed.as_secs_f64()),
+        per_second: round1(per_second),
+        errors: outcome.errors,
+        first_error: outcome.first_error.clone(),
+        latency: percentiles(outcome.latencies_us),
+        server_peak_rss_mib: rss_mib.map(round1),
+    })
+}

@@ -1,0 +1,294 @@
+//! `push`: S webhook subscriptions to a receiver in this process (axum on 127.0.0.1), then
+//! (1) N events published at once: deliveries per second until the last one arrives, and
+//! (2) M single events at a steady rate: publish-to-webhook latency, from the send time each
+//! event carries in its `data` to its arrival at the receiver.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use hyper::Method;
+use serde::Deserialize;
+
+use crate::events::{self, now_us};
+use crate::http::{self, Conn};
+use crate::report::PushFigures;
+use crate::server::{Instance, Setup};
+use crate::stats::{percentiles, round1, round3};
+
+#[derive(Clone)]
+pub struct PushParams {
+    pub subscriptions: usize,
+    pub events: usize,
+    pub paced_events: usize,
+    pub paced_rate: f64,
+    pub size: usize,
+    pub run: String,
+}
+
+const VALIDATION: &str = "platform.events.validatesubscription";
+
+#[derive(Default)]
+struct Received {
+    validations: usize,
+    deliveries: usize,
+    duplicates: usize,
+    latencies_us: Vec<u32>,
+    seen: HashSet<(u32, u64)>,
+    last: Option<Instant>,
+    unreadable: usize,
+}
+
+#[derive(Deserialize)]
+struct Delivered {
+    #[serde(rename = "type")]
+    event_type: String,
+    data: Option<Data>,
+}
+
+#[derive(Deserialize)]
+struct Data {
+    n: u64,
+    sent_us: Option<u64>,
+}
+
+type Shared = Arc<Mutex<Received>>;
+
+async fn hook(State(state): State<Shared>, Path(k): Path<u32>, body: Bytes) -> StatusCode {
+    let arrived = now_us();
+    let Ok(event) = serde_json::from_slice::<Delivered>(&body) else {
+        state.lock().expect("receiver state").unreadable += 1;
+        return StatusCode::OK;
+    };
+    let mut r = state.lock().expect("receiver state");
+    if event.event_type == VALIDATION {
+        r.validations += 1;
+    } else if let Some(data) = event.data {
+        if r.seen.insert((k, data.n)) {
+            r.deliveries += 1;
+            if let Some(sent) = data.sent_us {
+                let us = arrived.saturating_sub(sent);
+                r.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+            }
+        } else {
+            r.duplicates += 1;
+        }
+        r.last = Some(Instant::now());
+    } else {
+        r.unreadable += 1;
+    }
+    StatusCode::OK
+}
+
+/// Waits until `done` holds of what was received, or `timeout` passes; says which.
+async fn wait_for(state: &Shared, timeout: Duration, done: impl Fn(&Received) -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done(&state.lock().expect("receiver state")) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+pub async fn run(setup: &Setup, params: &PushParams) -> anyhow::Result<PushFigures> {
+    let instance = Instance::start(setup).await?;
+    let result = scenario(&instance, params).await;
+    let rss = instance.peak_rss_mib();
+    instance.stop().await?;
+    let mut figures = result?;
+    figures.server_peak_rss_mib = rss;
+    Ok(figures)
+}
+
+async fn scenario(instance: &Instance, params: &PushParams) -> anyhow::Result<PushFigures> {
+    let state: Shared = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let app = Router::new()
+        .route("/hook/{k}", post(hook))
+        .with_state(state.clone());
+    let receiver = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let target = &instance.target;
+    for k in 0..params.subscriptions {
+        let body = serde_json::json!({
+            "endPoint": format!("http://127.0.0.1:{port}/hook/{k}"),
+            "resourceFilter": events::RESOURCE,
+        })
+        .to_string();
+        let reply = http::send_once(
+            target,
+            target.request(
+                Method::POST,
+                "/events/api/v1/subscriptions",
+                Some("application/json"),
+                body,
+            ),
+        )
+        .await?;
+        if reply.status.as_u16() != 201 {
+            bail!(
+                "creating subscription {k}: {} {}",
+                reply.status,
+                String::from_utf8_lossy(&reply.body)
+            );
+        }
+    }
+    let subscriptions = params.subscriptions;
+    if !wait_for(&state, Duration::from_secs(60), |r| {
+        r.validations >= subscriptions
+    })
+    .await
+    {
+        bail!(
+            "the validation handshakes of {subscriptions} subscriptions did not all arrive within 60 s"
+        );
+    }
+    eprintln!(
+        "push: {subscriptions} subscriptions validated; publishing {} events",
+        params.events
+    );
+
+    // Throughput: everything at once, in batches.
+    let expected = params.events * subscriptions;
+    let event_bytes = events::generic(&params.run, 0, Some(now_us()), params.size).len();
+    let batch = events::batch_events(event_bytes).min(100);
+    let batches = params.events.div_ceil(batch);
+    let began = Instant::now();
+    let (t, run, size, total) = (
+        target.clone(),
+        params.run.clone(),
+        params.size,
+        params.events,
+    );
+    let published = http::run(
+        target,
+        2,
+        batches,
+        move |b| {
+            let first = b * batch;
+            let last = (first + batch).min(total);
+            let sent = now_us();
+            let body = events::batch(
+                (first..last).map(|n| events::generic(&run, n as u64, Some(sent), size)),
+            );
+            t.request(
+                Method::POST,
+                "/events/api/v1/events",
+                Some(events::BATCH),
+                body,
+            )
+        },
+        http::success,
+    )
+    .await?;
+    if published.errors > 0 {
+        bail!(
+            "publishing for push: {} batches failed (first: {})",
+            published.errors,
+            published.first_error.unwrap_or_default()
+        );
+    }
+    let timeout = Duration::from_secs((120 + expected / 200) as u64);
+    let complete = wait_for(&state, timeout, |r| r.deliveries >= expected).await;
+    let (deliveries, duplicates, duration, latency_under_load) = {
+        let mut r = state.lock().expect("receiver state");
+        let end = if complete {
+            r.last.unwrap_or_else(Instant::now)
+        } else {
+            Instant::now()
+        };
+        let latencies = std::mem::take(&mut r.latencies_us);
+        let out = (
+            r.deliveries,
+            r.duplicates,
+            end.duration_since(began),
+            percentiles(latencies),
+        );
+        r.deliveries = 0;
+        r.seen.clear();
+        out
+    };
+    if !complete {
+        eprintln!(
+            "push: only {deliveries} of {expected} deliveries arrived within {} s",
+            timeout.as_secs()
+        );
+    }
+    let rate = deliveries as f64 / duration.as_secs_f64().max(1e-9);
+    eprintln!(
+        "push: {deliveries} deliveries in {:.2} s ({rate:.0}/s); now {} single events at {}/s",
+        duration.as_secs_f64(),
+        params.paced_events,
+        params.paced_rate
+    );
+
+    // Latency: one event at a time at a steady rate, well below the throughput.
+    let interval = Duration::from_secs_f64(1.0 / params.paced_rate.max(0.001));
+    let mut conn = Conn::open(target).await?;
+    let start = tokio::time::Instant::now();
+    for j in 0..params.paced_events {
+        tokio::time::sleep_until(start + interval * j as u32).await;
+        let n = (params.events + j) as u64;
+        let body = events::generic(&params.run, n, Some(now_us()), params.size);
+        let reply = conn
+            .send(target.request(
+                Method::POST,
+                "/events/api/v1/events",
+                Some(events::STRUCTURED),
+                body,
+            ))
+            .await
+            .context("publishing a paced event")?;
+        if !reply.status.is_success() {
+            bail!(
+                "publishing a paced event: {} {}",
+                reply.status,
+                String::from_utf8_lossy(&reply.body)
+            );
+        }
+    }
+    let paced_expected = params.paced_events * subscriptions;
+    if !wait_for(&state, Duration::from_secs(120), |r| {
+        r.deliveries >= paced_expected
+    })
+    .await
+    {
+        eprintln!("push: not every paced delivery arrived within 120 s");
+    }
+    let (paced_deliveries, more_duplicates, latency) = {
+        let mut r = state.lock().expect("receiver state");
+        let latencies = std::mem::take(&mut r.latencies_us);
+        (
+            r.deliveries,
+            r.duplicates - duplicates,
+            percentiles(latencies),
+        )
+    };
+    receiver.abort();
+    Ok(PushFigures {
+        subscriptions,
+        events: params.events,
+        deliveries_expected: expected,
+        deliveries,
+        duplicates: duplicates + more_duplicates,
+        duration_s: round3(duration.as_secs_f64()),
+        deliveries_per_s: round1(rate),
+        latency_under_load,
+        paced_events: params.paced_events,
+        paced_rate_per_s: params.paced_rate,
+        paced_deliveries,
+        latency,
+        server_peak_rss_mib: None,
+    })
+}

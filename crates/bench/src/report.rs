@@ -1,0 +1,390 @@
+//! The report: every figure with the conditions it was measured under, as one table or as JSON.
+
+use serde::Serialize;
+
+use crate::server::Backend;
+use crate::stats::Percentiles;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub conditions: Conditions,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ceiling: Option<LoadFigures>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish: Option<PublishFigures>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<QueryFigures>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushFigures>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Conditions {
+    pub backend: Backend,
+    /// Bytes of each event's `data`.
+    pub payload_bytes: usize,
+    /// Connections of the publish and ceiling load.
+    pub concurrency: usize,
+    pub cores: usize,
+    pub cpu_model: String,
+    /// Profile the bench binary was built with.
+    pub build_profile: &'static str,
+    /// The server under test: the binary started, or the URL targeted.
+    pub server: String,
+    pub started_at: String,
+}
+
+/// One load run against an HTTP endpoint.
+#[derive(Debug, Serialize)]
+pub struct LoadFigures {
+    pub requests: usize,
+    pub concurrency: usize,
+    pub request_bytes: usize,
+    pub duration_s: f64,
+    pub per_second: f64,
+    pub latency: Percentiles,
+    pub errors: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
+    pub server_peak_rss_mib: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PublishFigures {
+    #[serde(flatten)]
+    pub load: LoadFigures,
+    /// Events per second as a fraction of the ceiling measured in the same run.
+    pub fraction_of_ceiling: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct QueryFigures {
+    pub page_size: u32,
+    pub queries_per_shape: usize,
+    pub concurrency: usize,
+    pub parties: u64,
+    pub types: u64,
+    pub sources: u64,
+    pub stages: Vec<QueryStage>,
+    pub server_peak_rss_mib: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct QueryStage {
+    /// Events in the store while the shapes were measured.
+    pub events: u64,
+    /// Prefill rate of the events added for this stage.
+    pub prefill_events_per_s: f64,
+    pub prefill_batch_events: usize,
+    /// SQLite file sizes (database and WAL), when known.
+    pub store_bytes: Option<u64>,
+    pub shapes: Vec<ShapeFigures>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShapeFigures {
+    pub shape: &'static str,
+    /// One of the requests, as an example.
+    pub example: String,
+    pub rows_per_page: f64,
+    pub latency: Percentiles,
+    pub errors: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PushFigures {
+    pub subscriptions: usize,
+    /// Throughput phase: events published at once (in batches), each delivered to every
+    /// subscription.
+    pub events: usize,
+    pub deliveries_expected: usize,
+    pub deliveries: usize,
+    pub duplicates: usize,
+    /// From the first publish to the last delivery.
+    pub duration_s: f64,
+    pub deliveries_per_s: f64,
+    /// Publish-to-webhook latency of the throughput phase (includes the time in the backlog).
+    pub latency_under_load: Percentiles,
+    /// Latency phase: single events published one at a time at a steady rate.
+    pub paced_events: usize,
+    pub paced_rate_per_s: f64,
+    pub paced_deliveries: usize,
+    pub latency: Percentiles,
+    pub server_peak_rss_mib: Option<f64>,
+}
+
+/// The targets of issue #6, checked where they apply.
+struct Row {
+    scenario: &'static str,
+    figure: String,
+    value: String,
+    target: String,
+}
+
+fn verdict(met: bool, target: &str) -> String {
+    format!("{target} {}", if met { "(met)" } else { "(MISSED)" })
+}
+
+fn ms(p: &Percentiles) -> String {
+    format!("{:.2} / {:.2} / {:.2} ms", p.p50_ms, p.p99_ms, p.p99_9_ms)
+}
+
+fn thousands(x: f64) -> String {
+    let n = x.round() as i64;
+    let digits = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+fn mib(x: Option<f64>) -> String {
+    x.map(|m| format!("{m:.1} MiB"))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+impl Report {
+    fn rows(&self) -> Vec<Row> {
+        let mut rows = Vec::new();
+        let mut row = |scenario, figure: &str, value: String, target: String| {
+            rows.push(Row {
+                scenario,
+                figure: figure.to_owned(),
+                value,
+                target,
+            })
+        };
+        let sqlite = self.conditions.backend == Backend::Sqlite;
+        for (name, load) in [
+            ("ceiling", self.ceiling.as_ref()),
+            ("publish", self.publish.as_ref().map(|p| &p.load)),
+        ] {
+            let Some(load) = load else { continue };
+            row(
+                name,
+                "requests, connections",
+                format!(
+                    "{} over {}",
+                    thousands(load.requests as f64),
+                    load.concurrency
+                ),
+                String::new(),
+            );
+            row(
+                name,
+                "duration",
+                format!("{:.2} s", load.duration_s),
+                String::new(),
+            );
+            row(name, "events/s", thousands(load.per_second), String::new());
+            let p99_target = if name == "publish" && sqlite {
+                verdict(load.latency.p99_ms < 20.0, "p99 < 20 ms")
+            } else {
+                String::new()
+            };
+            row(
+                name,
+                "latency p50 / p99 / p99.9",
+                ms(&load.latency),
+                p99_target,
+            );
+            let errors = match &load.first_error {
+                Some(e) => format!("{} (first: {e})", load.errors),
+                None => load.errors.to_string(),
+            };
+            row(name, "errors", errors, String::new());
+            let rss_target = match (name, load.server_peak_rss_mib) {
+                ("publish", Some(m)) if sqlite => verdict(m < 150.0, "< 150 MiB"),
+                _ => String::new(),
+            };
+            row(
+                name,
+                "server peak RSS",
+                mib(load.server_peak_rss_mib),
+                rss_target,
+            );
+        }
+        if let Some(p) = &self.publish
+            && let Some(f) = p.fraction_of_ceiling
+        {
+            let (goal, label) = if sqlite {
+                (0.5, ">= 50 %")
+            } else {
+                (0.25, ">= 25 %")
+            };
+            row(
+                "publish",
+                "fraction of ceiling",
+                format!("{:.1} %", f * 100.0),
+                verdict(f >= goal, label),
+            );
+        }
+        if let Some(q) = &self.query {
+            let first = q.stages.first();
+            let last = q.stages.last();
+            for stage in &q.stages {
+                row(
+                    "query",
+                    &format!("prefill to {}", thousands(stage.events as f64)),
+                    format!(
+                        "{} events/s (batches of {}){}",
+                        thousands(stage.prefill_events_per_s),
+                        stage.prefill_batch_events,
+                        stage
+                            .store_bytes
+                            .map(|b| format!(", store {:.0} MiB", b as f64 / 1048576.0))
+                            .unwrap_or_default()
+                    ),
+                    String::new(),
+                );
+            }
+            for stage in &q.stages {
+                let is_last = q.stages.len() > 1 && std::ptr::eq(stage, last.expect("stages"));
+                for shape in &stage.shapes {
+                    let mut target = String::new();
+                    if is_last {
+                        let small =
+                            first.and_then(|f| f.shapes.iter().find(|s| s.shape == shape.shape));
+                        let within = small
+                            .map(|s| shape.latency.p99_ms <= s.latency.p99_ms * 1.2)
+                            .unwrap_or(true);
+                        target = verdict(
+                            shape.latency.p99_ms < 5.0 && within,
+                            "p99 < 5 ms, <= 1.2x smaller store",
+                        );
+                    }
+                    let errors = if shape.errors > 0 {
+                        format!(", {} errors", shape.errors)
+                    } else {
+                        String::new()
+                    };
+                    row(
+                        "query",
+                        &format!(
+                            "{} @ {} ({:.1} rows)",
+                            shape.shape,
+                            thousands(stage.events as f64),
+                            shape.rows_per_page
+                        ),
+                        format!(
+                            "{:.2} / {:.2} ms{errors}",
+                            shape.latency.p50_ms, shape.latency.p99_ms
+                        ),
+                        target,
+                    );
+                }
+            }
+            row(
+                "query",
+                "server peak RSS",
+                mib(q.server_peak_rss_mib),
+                String::new(),
+            );
+        }
+        if let Some(p) = &self.push {
+            row(
+                "push",
+                "subscriptions x events",
+                format!(
+                    "{} x {} = {} deliveries expected",
+                    p.subscriptions,
+                    thousands(p.events as f64),
+                    thousands(p.deliveries_expected as f64)
+                ),
+                String::new(),
+            );
+            row(
+                "push",
+                "delivered (duplicates)",
+                format!("{} ({})", thousands(p.deliveries as f64), p.duplicates),
+                String::new(),
+            );
+            row(
+                "push",
+                "deliveries/s",
+                thousands(p.deliveries_per_s),
+                verdict(p.deliveries_per_s >= 5000.0, ">= 5,000"),
+            );
+            row(
+                "push",
+                "latency under load p50 / p99",
+                format!(
+                    "{:.1} / {:.1} ms",
+                    p.latency_under_load.p50_ms, p.latency_under_load.p99_ms
+                ),
+                String::new(),
+            );
+            row(
+                "push",
+                &format!(
+                    "publish-to-webhook p50 / p99 ({} events at {}/s)",
+                    p.paced_events, p.paced_rate_per_s
+                ),
+                format!("{:.2} / {:.2} ms", p.latency.p50_ms, p.latency.p99_ms),
+                verdict(p.latency.p50_ms < 20.0, "p50 < 20 ms"),
+            );
+            row(
+                "push",
+                "server peak RSS",
+                mib(p.server_peak_rss_mib),
+                String::new(),
+            );
+        }
+        rows
+    }
+
+    /// The conditions, then one table of every figure.
+    pub fn table(&self) -> String {
+        let c = &self.conditions;
+        let mut out = format!(
+            "hendelse-bench {}: backend {}, payload {} B of data, concurrency {}, {} cores ({}), {} build\nserver: {}\n\n",
+            c.started_at,
+            c.backend.name(),
+            c.payload_bytes,
+            c.concurrency,
+            c.cores,
+            c.cpu_model,
+            c.build_profile,
+            c.server,
+        );
+        let rows = self.rows();
+        let header = Row {
+            scenario: "scenario",
+            figure: "figure".into(),
+            value: "value".into(),
+            target: "target".into(),
+        };
+        let width = |f: fn(&Row) -> usize| rows.iter().chain([&header]).map(f).max().unwrap_or(0);
+        let w1 = width(|r| r.scenario.len());
+        let w2 = width(|r| r.figure.chars().count());
+        let w3 = width(|r| r.value.chars().count());
+        for r in [&header].into_iter().chain(rows.iter()) {
+            let line = format!(
+                "{:<w1$}  {:<w2$}  {:<w3$}  {}",
+                r.scenario, r.figure, r.value, r.target
+            );
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1000.0), "1,000");
+        assert_eq!(thousands(1_234_567.0), "1,234,567");
+    }
+}

@@ -1,6 +1,7 @@
 //! The event store: one [`EventStore`] interface with a SQLite and a PostgreSQL backend, and the
 //! group-committing [`Ingest`] writer in front of it.
 
+pub mod dialog;
 mod error;
 mod ingest;
 pub mod postgres;
@@ -14,6 +15,7 @@ pub mod testing;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use dialog::DialogStore;
 pub use error::StoreError;
 pub use ingest::{Ingest, IngestConfig, IngestError};
 pub use push::PushStore;
@@ -88,10 +90,10 @@ pub trait EventStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
-/// Everything a backend stores: the event log and the push queue.
-pub trait Store: EventStore + PushStore {}
+/// Everything a backend stores: the event log, the push queue and the dialogs.
+pub trait Store: EventStore + PushStore + DialogStore {}
 
-impl<T: EventStore + PushStore> Store for T {}
+impl<T: EventStore + PushStore + DialogStore> Store for T {}
 
 /// Opens the store a deployment names: PostgreSQL when `database_url` is given, otherwise the
 /// SQLite file in `data_dir`.

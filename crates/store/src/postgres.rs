@@ -28,6 +28,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "push",
         include_str!("../migrations/postgres/0002_push.sql"),
     ),
+    (
+        3,
+        "dialogs",
+        include_str!("../migrations/postgres/0003_dialogs.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -101,6 +106,14 @@ crate::push::impl_push_store!(
     write: pool,
     tip: "SELECT seq FROM event_tip WHERE singleton",
     skip_locked: "FOR UPDATE OF d SKIP LOCKED"
+);
+
+crate::dialog::impl_dialog_store!(
+    PgStore,
+    Postgres,
+    read: pool,
+    write: pool,
+    dialect: crate::sql::Dialect::Postgres
 );
 
 #[async_trait]

@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "push",
         include_str!("../migrations/sqlite/0002_push.sql"),
     ),
+    (
+        3,
+        "dialogs",
+        include_str!("../migrations/sqlite/0003_dialogs.sql"),
+    ),
 ];
 
 pub struct SqliteStore {
@@ -157,6 +162,14 @@ crate::push::impl_push_store!(
     write: writer,
     tip: "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",
     skip_locked: ""
+);
+
+crate::dialog::impl_dialog_store!(
+    SqliteStore,
+    Sqlite,
+    read: readers,
+    write: writer,
+    dialect: crate::sql::Dialect::Sqlite
 );
 
 #[async_trait]

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use hendelse_auth::{Authorizer, TokenVerifier};
 use hendelse_model::MAX_EVENT_BYTES;
 use hendelse_push::EndpointPolicy;
@@ -12,9 +12,11 @@ use hendelse_store::{EventStore, Ingest, PushStore};
 use tokio::sync::{Notify, watch};
 
 use crate::metrics::Metrics;
+use crate::openapi::{ApiDoc, Document};
 use tower_http::catch_panic::CatchPanicLayer;
-
-use crate::routes;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -43,45 +45,37 @@ impl AppState {
     }
 }
 
+/// Every route, registered together with its OpenAPI description, so that the document and the
+/// router cannot disagree.
+pub fn documented_routes() -> OpenApiRouter<AppState> {
+    use crate::routes::{health, publish, query, stream, subscriptions};
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(publish::publish, query::generic_events))
+        .routes(routes!(publish::publish_app))
+        .routes(routes!(query::app_party))
+        .routes(routes!(query::app_events))
+        .routes(routes!(stream::generic))
+        .routes(routes!(stream::app_party))
+        .routes(routes!(subscriptions::create, subscriptions::list))
+        .routes(routes!(subscriptions::get, subscriptions::delete))
+        .routes(routes!(subscriptions::deliveries))
+        .routes(routes!(subscriptions::redrive))
+        .routes(routes!(health::health))
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(crate::metrics::render))
+        .routes(routes!(crate::openapi::document))
+}
+
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route(
-            "/events/api/v1/events",
-            post(routes::publish::publish).get(routes::query::generic_events),
-        )
-        .route("/events/api/v1/app", post(routes::publish::publish_app))
-        .route("/events/api/v1/app/party", get(routes::query::app_party))
-        .route(
-            "/events/api/v1/app/party/stream",
-            get(routes::stream::app_party),
-        )
-        .route("/events/api/v1/events/stream", get(routes::stream::generic))
-        .route(
-            "/events/api/v1/app/{org}/{app}",
-            get(routes::query::app_events),
-        )
-        .route(
-            "/events/api/v1/subscriptions",
-            post(routes::subscriptions::create).get(routes::subscriptions::list),
-        )
-        .route(
-            "/events/api/v1/subscriptions/{id}",
-            get(routes::subscriptions::get).delete(routes::subscriptions::delete),
-        )
-        .route(
-            "/events/api/v1/subscriptions/{id}/deliveries",
-            get(routes::subscriptions::deliveries),
-        )
-        .route(
-            "/events/api/v1/subscriptions/{id}/redrive",
-            post(routes::subscriptions::redrive),
-        )
-        .route("/health", get(routes::health::ready))
-        .route("/health/live", get(routes::health::live))
-        .route("/health/ready", get(routes::health::ready))
-        .route("/metrics", get(crate::metrics::render))
-        .route_layer(axum::middleware::from_fn(crate::metrics::track));
-    api.layer(DefaultBodyLimit::max(MAX_EVENT_BYTES))
+    let (api, openapi) = documented_routes().split_for_parts();
+    let document = serde_json::to_string(&openapi).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot render the OpenAPI document");
+        "{}".to_owned()
+    });
+    api.route_layer(axum::middleware::from_fn(crate::metrics::track))
+        .layer(Extension(Document(Arc::from(document))))
+        .layer(DefaultBodyLimit::max(MAX_EVENT_BYTES))
         .layer(CatchPanicLayer::new())
         .layer(axum::middleware::from_fn(crate::problem::problem_details))
         .with_state(state)

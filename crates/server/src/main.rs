@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod config;
 mod metrics;
+mod openapi;
 mod params;
 mod problem;
 mod routes;

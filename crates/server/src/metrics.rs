@@ -69,6 +69,12 @@ pub async fn track(matched: Option<MatchedPath>, request: Request, next: Next) -
 }
 
 /// `GET /metrics`
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = crate::openapi::OPERATIONS,
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4"))
+)]
 pub async fn render(State(state): State<AppState>) -> Response {
     match state.push.queue_depth().await {
         Ok((depth, oldest)) => {

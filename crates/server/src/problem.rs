@@ -17,8 +17,8 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// Error bodies larger than this are not read back when wrapping them.
 const MAX_WRAPPED_BODY: usize = 64 * 1024;
 
-/// A problem-details body.
-#[derive(Debug, Clone, Serialize)]
+/// A problem-details body (RFC 9457).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,

@@ -6,11 +6,40 @@ use crate::app::AppState;
 use crate::problem::ApiError;
 
 /// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = crate::openapi::OPERATIONS,
+    responses((status = 200, description = "The process answers", body = serde_json::Value))
+)]
 pub async fn live() -> Json<Value> {
     Json(json!({"status": "live"}))
 }
 
+/// `/health`: readiness under its short name.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = crate::openapi::OPERATIONS,
+    responses(
+        (status = 200, description = "The store answers", body = serde_json::Value),
+        (status = 503, description = "The store does not answer", body = crate::problem::Problem, content_type = "application/problem+json")
+    )
+)]
+pub async fn health(state: State<AppState>) -> Result<Json<Value>, ApiError> {
+    ready(state).await
+}
+
 /// Readiness: the store answers too.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = crate::openapi::OPERATIONS,
+    responses(
+        (status = 200, description = "The store answers", body = serde_json::Value),
+        (status = 503, description = "The store does not answer", body = crate::problem::Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");

@@ -23,6 +23,27 @@ const STRUCTURED: &str = "application/cloudevents+json";
 const BATCH: &str = "application/cloudevents-batch+json";
 
 /// `POST /events/api/v1/events`
+#[utoipa::path(
+    post,
+    path = "/events/api/v1/events",
+    tag = crate::openapi::EVENTS,
+    description = "Publish one event (structured or binary content mode) or a batch (all or nothing). Acknowledged only once committed.",
+    request_body(content(
+        (crate::openapi::CloudEvent = "application/cloudevents+json"),
+        (Vec<crate::openapi::CloudEvent> = "application/cloudevents-batch+json"),
+        ("application/octet-stream")
+    )),
+    responses(
+        (status = 200, description = "Stored (or already stored): the event id, or {\"accepted\": n} for a batch", body = serde_json::Value),
+        (status = 400, description = "Invalid parameters or event (see detail and errors)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope or right", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Unsupported content type", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the store is unreachable; nothing was stored (see Retry-After)", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn publish(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -207,6 +228,22 @@ fn looks_like_json(body: &[u8]) -> bool {
 
 /// `POST /events/api/v1/app`: an app event. The server assigns `id` and `time`, and derives
 /// `resource` and `resourceinstance` from `source`.
+#[utoipa::path(
+    post,
+    path = "/events/api/v1/app",
+    tag = crate::openapi::EVENTS,
+    description = "Publish an app event; the server sets id, time, resource and resourceinstance from source.",
+    request_body(content = crate::openapi::CloudEvent, content_type = "application/cloudevents+json"),
+    responses(
+        (status = 201, description = "The new event id", body = String, headers(("Location" = String))),
+        (status = 400, description = "Invalid parameters or event (see detail and errors)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope or right", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Unsupported content type", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the store is unreachable; nothing was stored (see Retry-After)", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn publish_app(
     State(state): State<AppState>,
     Caller(caller): Caller,

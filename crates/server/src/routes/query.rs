@@ -29,6 +29,32 @@ pub enum Start {
 }
 
 /// `GET /events/api/v1/app/party`: app events of one party.
+#[utoipa::path(
+    get,
+    path = "/events/api/v1/app/party",
+    tag = crate::openapi::EVENTS,
+    description = "App events of one party (party, unit or header person); after or from required.",
+    params(
+        ("after" = Option<String>, Query, description = "Id of the last event read; results are events registered after it"),
+        ("afterSource" = Option<String>, Query, description = "Source of the `after` event, added by `next` when its id is shared"),
+        ("from" = Option<String>, Query, description = "Registered at or after (RFC 3339 with time zone; seconds optional)"),
+        ("to" = Option<String>, Query, description = "Registered at or before"),
+        ("source" = Option<Vec<String>>, Query, explode, description = "Event sources, `%` matches any run of characters"),
+        ("type" = Option<Vec<String>>, Query, explode, description = "Event types, `%` wildcards"),
+        ("size" = Option<i64>, Query, description = "Page size: default 50, at most 1000"),
+        ("party" = Option<i64>, Query, description = "Party id of the subject"),
+        ("unit" = Option<String>, Query, description = "Organisation number (9 digits) of the alternative subject"),
+        ("person" = Option<String>, Header, description = "National identity number (11 digits) of the alternative subject")
+    ),
+    responses(
+        (status = 200, description = "Events in registration order", body = Vec<crate::openapi::CloudEvent>, content_type = "application/cloudevents+json", headers(("next" = String, description = "Absolute URL of the next page (always present)"))),
+        (status = 400, description = "Invalid parameters or event (see detail and errors)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope or right", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the store is unreachable; nothing was stored (see Retry-After)", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn app_party(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -63,6 +89,31 @@ pub fn app_party_query(
 }
 
 /// `GET /events/api/v1/app/{org}/{app}`: app events of one app.
+#[utoipa::path(
+    get,
+    path = "/events/api/v1/app/{org}/{app}",
+    tag = crate::openapi::EVENTS,
+    description = "App events of one app, filtered to what the caller may read.",
+    params(
+        ("org" = String, Path, description = "Org code"),
+        ("app" = String, Path, description = "App name"),
+        ("after" = Option<String>, Query, description = "Id of the last event read; results are events registered after it"),
+        ("afterSource" = Option<String>, Query, description = "Source of the `after` event, added by `next` when its id is shared"),
+        ("from" = Option<String>, Query, description = "Registered at or after (RFC 3339 with time zone; seconds optional)"),
+        ("to" = Option<String>, Query, description = "Registered at or before"),
+        ("source" = Option<Vec<String>>, Query, explode, description = "Event sources, `%` matches any run of characters"),
+        ("type" = Option<Vec<String>>, Query, explode, description = "Event types, `%` wildcards"),
+        ("size" = Option<i64>, Query, description = "Page size: default 50, at most 1000")
+    ),
+    responses(
+        (status = 200, description = "Events in registration order", body = Vec<crate::openapi::CloudEvent>, content_type = "application/cloudevents+json", headers(("next" = String, description = "Absolute URL of the next page (always present)"))),
+        (status = 400, description = "Invalid parameters or event (see detail and errors)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope or right", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the store is unreachable; nothing was stored (see Retry-After)", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn app_events(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -86,6 +137,32 @@ pub async fn app_events(
 }
 
 /// `GET /events/api/v1/events`: generic events of one resource.
+#[utoipa::path(
+    get,
+    path = "/events/api/v1/events",
+    tag = crate::openapi::EVENTS,
+    description = "Generic events of one resource.",
+    params(
+        ("resource" = String, Query, description = "The resource, `urn:altinn:resource:…`"),
+        ("after" = String, Query, description = "Id of the last event read; `0` for the start"),
+        ("afterSource" = Option<String>, Query, description = "Source of the `after` event, added by `next` when its id is shared"),
+        ("subject" = Option<String>, Query, description = "Party subject (URN or /party/N)"),
+        ("Altinn-AlternativeSubject" = Option<String>, Header, description = "Alternative subject"),
+        ("from" = Option<String>, Query, description = "Registered at or after"),
+        ("to" = Option<String>, Query, description = "Registered at or before"),
+        ("source" = Option<Vec<String>>, Query, explode, description = "Event sources, `%` wildcards"),
+        ("type" = Option<Vec<String>>, Query, explode, description = "Event types, `%` wildcards"),
+        ("size" = Option<i64>, Query, description = "Page size: default 50, clamped to 1..1000")
+    ),
+    responses(
+        (status = 200, description = "Events in registration order", body = Vec<crate::openapi::CloudEvent>, content_type = "application/cloudevents+json", headers(("next" = String, description = "Absolute URL of the next page (always present)"))),
+        (status = 400, description = "Invalid parameters or event (see detail and errors)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope or right", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the store is unreachable; nothing was stored (see Retry-After)", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn generic_events(
     State(state): State<AppState>,
     Caller(caller): Caller,

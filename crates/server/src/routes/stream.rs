@@ -28,6 +28,33 @@ const CHUNK: u32 = 500;
 const IDLE_RECHECK: Duration = Duration::from_secs(5);
 
 /// `GET /events/api/v1/events/stream`
+#[utoipa::path(
+    get,
+    path = "/events/api/v1/events/stream",
+    tag = crate::openapi::EVENTS,
+    description = "Live stream of the /events query; starts at the end of the log unless after, from or Last-Event-ID say otherwise.",
+    params(
+        ("resource" = String, Query, description = "The resource, `urn:altinn:resource:…`"),
+        ("after" = Option<String>, Query, description = "Replay from after this event id"),
+        ("afterSource" = Option<String>, Query, description = "Source of the `after` event, added by `next` when its id is shared"),
+        ("subject" = Option<String>, Query, description = "Party subject (URN or /party/N)"),
+        ("Altinn-AlternativeSubject" = Option<String>, Header, description = "Alternative subject"),
+        ("from" = Option<String>, Query, description = "Registered at or after"),
+        ("to" = Option<String>, Query, description = "Registered at or before"),
+        ("source" = Option<Vec<String>>, Query, explode, description = "Event sources, `%` wildcards"),
+        ("type" = Option<Vec<String>>, Query, explode, description = "Event types, `%` wildcards"),
+        ("size" = Option<i64>, Query, description = "Page size: default 50, clamped to 1..1000"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")
+    ),
+    responses(
+        (status = 200, description = "One message per event: `id` the event id, `data` its JSON; resume with `Last-Event-ID`", content_type = "text/event-stream"),
+        (status = 400, description = "Invalid parameters or event (see detail and errors)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope or right", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the store is unreachable; nothing was stored (see Retry-After)", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn generic(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -40,6 +67,33 @@ pub async fn generic(
 }
 
 /// `GET /events/api/v1/app/party/stream`
+#[utoipa::path(
+    get,
+    path = "/events/api/v1/app/party/stream",
+    tag = crate::openapi::EVENTS,
+    description = "Live stream of the /app/party query.",
+    params(
+        ("after" = Option<String>, Query, description = "Id of the last event read; results are events registered after it"),
+        ("afterSource" = Option<String>, Query, description = "Source of the `after` event, added by `next` when its id is shared"),
+        ("from" = Option<String>, Query, description = "Registered at or after (RFC 3339 with time zone; seconds optional)"),
+        ("to" = Option<String>, Query, description = "Registered at or before"),
+        ("source" = Option<Vec<String>>, Query, explode, description = "Event sources, `%` matches any run of characters"),
+        ("type" = Option<Vec<String>>, Query, explode, description = "Event types, `%` wildcards"),
+        ("size" = Option<i64>, Query, description = "Page size: default 50, at most 1000"),
+        ("party" = Option<i64>, Query, description = "Party id of the subject"),
+        ("unit" = Option<String>, Query, description = "Organisation number (9 digits) of the alternative subject"),
+        ("person" = Option<String>, Header, description = "National identity number (11 digits) of the alternative subject"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")
+    ),
+    responses(
+        (status = 200, description = "One message per event: `id` the event id, `data` its JSON; resume with `Last-Event-ID`", content_type = "text/event-stream"),
+        (status = 400, description = "Invalid parameters or event (see detail and errors)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope or right", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the store is unreachable; nothing was stored (see Retry-After)", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn app_party(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -17,6 +17,7 @@ use hendelse_store::push::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::caller::Caller;
@@ -26,9 +27,10 @@ use crate::problem::ApiError;
 const BASE: &str = "/events/api/v1/subscriptions";
 const MAX_DELIVERIES: u32 = 1000;
 
-#[derive(Debug, Deserialize)]
+/// A new subscription; see the README's "Webhooks" for the rules.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct CreateRequest {
+pub struct CreateRequest {
     end_point: Option<String>,
     resource_filter: Option<String>,
     source_filter: Option<String>,
@@ -41,7 +43,7 @@ struct CreateRequest {
 }
 
 /// A subscription as the API shows it; the secret never leaves the store.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionBody {
     id: i64,
@@ -134,6 +136,21 @@ fn app_resource_of(source_filter: &str) -> Option<String> {
 }
 
 /// `POST /events/api/v1/subscriptions`
+#[utoipa::path(
+    post,
+    path = "/events/api/v1/subscriptions",
+    tag = crate::openapi::SUBSCRIPTIONS,
+    description = "Create a webhook subscription; a validation event is posted to the endpoint first.",
+    request_body = CreateRequest,
+    responses(
+        (status = 201, description = "Created", body = SubscriptionBody, headers(("Location" = String))),
+        (status = 400, description = "Invalid parameters or event (see detail and errors)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope or right", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the store is unreachable; nothing was stored (see Retry-After)", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -237,10 +254,22 @@ pub async fn create(
 }
 
 /// `GET /events/api/v1/subscriptions`
+#[utoipa::path(
+    get,
+    path = "/events/api/v1/subscriptions",
+    tag = crate::openapi::SUBSCRIPTIONS,
+    responses(
+        (status = 200, description = "The caller's subscriptions", body = SubscriptionList),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope or right", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the store is unreachable; nothing was stored (see Retry-After)", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SubscriptionList>, ApiError> {
     require_subscribe_scope(&caller)?;
     let subscriptions: Vec<SubscriptionBody> = state
         .push
@@ -249,10 +278,10 @@ pub async fn list(
         .into_iter()
         .map(SubscriptionBody::from)
         .collect();
-    Ok(Json(json!({
-        "count": subscriptions.len(),
-        "subscriptions": subscriptions,
-    })))
+    Ok(Json(SubscriptionList {
+        count: subscriptions.len(),
+        subscriptions,
+    }))
 }
 
 /// The caller's own subscription `id`; someone else's is as absent as a missing one.
@@ -265,6 +294,22 @@ async fn own(state: &AppState, caller: &Principal, id: i64) -> Result<Subscripti
 }
 
 /// `GET /events/api/v1/subscriptions/{id}`
+#[utoipa::path(
+    get,
+    path = "/events/api/v1/subscriptions/{id}",
+    tag = crate::openapi::SUBSCRIPTIONS,
+    params(
+        ("id" = i64, Path, description = "Subscription id")
+    ),
+    responses(
+        (status = 200, description = "The subscription", body = SubscriptionBody),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope or right", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such subscription of the caller", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the store is unreachable; nothing was stored (see Retry-After)", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn get(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -274,6 +319,22 @@ pub async fn get(
 }
 
 /// `DELETE /events/api/v1/subscriptions/{id}`
+#[utoipa::path(
+    delete,
+    path = "/events/api/v1/subscriptions/{id}",
+    tag = crate::openapi::SUBSCRIPTIONS,
+    params(
+        ("id" = i64, Path, description = "Subscription id")
+    ),
+    responses(
+        (status = 200, description = "Deleted; pending deliveries are dropped", body = SubscriptionBody),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope or right", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such subscription of the caller", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the store is unreachable; nothing was stored (see Retry-After)", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -292,18 +353,33 @@ pub struct DeliveriesQuery {
     state: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct DeliveryBody {
+pub struct DeliveryBody {
     id: i64,
     event_id: String,
     webhook_id: String,
+    /// pending, delivered or dead
     state: &'static str,
     attempts: i64,
     next_attempt: Option<String>,
     last_status: Option<u16>,
     last_error: Option<String>,
+    /// Every attempt: `at`, `status`, `error`.
     history: Vec<serde_json::Value>,
+}
+
+/// `{"count", "subscriptions"}`, as Altinn answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionList {
+    count: usize,
+    subscriptions: Vec<SubscriptionBody>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryList {
+    count: usize,
+    deliveries: Vec<DeliveryBody>,
 }
 
 impl From<DeliveryView> for DeliveryBody {
@@ -335,12 +411,30 @@ impl From<DeliveryView> for DeliveryBody {
 }
 
 /// `GET /events/api/v1/subscriptions/{id}/deliveries[?state=pending|delivered|dead]`
+#[utoipa::path(
+    get,
+    path = "/events/api/v1/subscriptions/{id}/deliveries",
+    tag = crate::openapi::SUBSCRIPTIONS,
+    params(
+        ("id" = i64, Path, description = "Subscription id"),
+        ("state" = Option<String>, Query, description = "pending, delivered or dead")
+    ),
+    responses(
+        (status = 200, description = "Recent deliveries, newest first, with every attempt", body = DeliveryList),
+        (status = 400, description = "Invalid parameters or event (see detail and errors)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope or right", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such subscription of the caller", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the store is unreachable; nothing was stored (see Retry-After)", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn deliveries(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<i64>,
     Query(query): Query<DeliveriesQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<DeliveryList>, ApiError> {
     own(&state, &caller, id).await?;
     let filter = match query.state.as_deref().filter(|s| !s.is_empty()) {
         None => None,
@@ -357,13 +451,29 @@ pub async fn deliveries(
         .into_iter()
         .map(DeliveryBody::from)
         .collect();
-    Ok(Json(json!({
-        "count": deliveries.len(),
-        "deliveries": deliveries,
-    })))
+    Ok(Json(DeliveryList {
+        count: deliveries.len(),
+        deliveries,
+    }))
 }
 
 /// `POST /events/api/v1/subscriptions/{id}/redrive`: dead letters back into the queue.
+#[utoipa::path(
+    post,
+    path = "/events/api/v1/subscriptions/{id}/redrive",
+    tag = crate::openapi::SUBSCRIPTIONS,
+    params(
+        ("id" = i64, Path, description = "Subscription id")
+    ),
+    responses(
+        (status = 200, description = "Dead letters put back in the queue", body = serde_json::Value, example = json!({"requeued": 2})),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope or right", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such subscription of the caller", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or the store is unreachable; nothing was stored (see Retry-After)", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn redrive(
     State(state): State<AppState>,
     Caller(caller): Caller,

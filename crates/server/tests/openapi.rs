@@ -1,0 +1,153 @@
+//! `/openapi.json` describes exactly the routes the server serves, with their parameters and
+//! problem-details errors.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{Server, client};
+use serde_json::Value;
+
+/// Every route of the API. A route added to the router must be added here (and is then checked to
+/// be documented); the document cannot list a route the server does not answer.
+const ROUTES: &[(&str, &str)] = &[
+    ("post", "/events/api/v1/events"),
+    ("get", "/events/api/v1/events"),
+    ("get", "/events/api/v1/events/stream"),
+    ("post", "/events/api/v1/app"),
+    ("get", "/events/api/v1/app/party"),
+    ("get", "/events/api/v1/app/party/stream"),
+    ("get", "/events/api/v1/app/{org}/{app}"),
+    ("post", "/events/api/v1/subscriptions"),
+    ("get", "/events/api/v1/subscriptions"),
+    ("get", "/events/api/v1/subscriptions/{id}"),
+    ("delete", "/events/api/v1/subscriptions/{id}"),
+    ("get", "/events/api/v1/subscriptions/{id}/deliveries"),
+    ("post", "/events/api/v1/subscriptions/{id}/redrive"),
+    ("get", "/health"),
+    ("get", "/health/live"),
+    ("get", "/health/ready"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+];
+
+const PUBLIC: &[&str] = &[
+    "/health",
+    "/health/live",
+    "/health/ready",
+    "/metrics",
+    "/openapi.json",
+];
+
+async fn document(server: &Server) -> Value {
+    let response = client()
+        .get(server.at("/openapi.json"))
+        .send()
+        .await
+        .expect("openapi.json");
+    assert_eq!(response.status(), 200, "no token needed");
+    response.json().await.expect("JSON")
+}
+
+fn operations(doc: &Value) -> BTreeSet<(String, String)> {
+    doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .expect("operations")
+                .keys()
+                .filter(|m| ["get", "post", "put", "patch", "delete"].contains(&m.as_str()))
+                .map(move |m| (m.clone(), path.clone()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_document_lists_exactly_the_served_routes() {
+    let server = Server::start();
+    let doc = document(&server).await;
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "{}",
+        doc["openapi"]
+    );
+    let documented = operations(&doc);
+    let expected: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    assert_eq!(documented, expected);
+
+    // Each documented operation is answered by the server (not 404/405), without a token:
+    // protected ones with 401, public ones with success.
+    for (method, path) in &documented {
+        let concrete = path
+            .replace("{org}", "ttd")
+            .replace("{app}", "app")
+            .replace("{id}", "1");
+        let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+        let response = client()
+            .request(method.clone(), server.at(&concrete))
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        if PUBLIC.contains(&path.as_str()) {
+            assert_eq!(status, 200, "{method} {path}");
+        } else {
+            assert_eq!(status, 401, "{method} {path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn operations_document_parameters_security_and_problems() {
+    let server = Server::start();
+    let doc = document(&server).await;
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    for (method, path) in operations(&doc) {
+        let op = &doc["paths"][&path][&method];
+        let name = format!("{method} {path}");
+        let params: Vec<&Value> = op["parameters"]
+            .as_array()
+            .map(|a| a.iter().collect())
+            .unwrap_or_default();
+        // Every `{param}` of the path is declared as a path parameter.
+        for segment in path.split('/').filter(|s| s.starts_with('{')) {
+            let param = segment.trim_matches(|c| c == '{' || c == '}');
+            assert!(
+                params
+                    .iter()
+                    .any(|p| p["name"] == param && p["in"] == "path"),
+                "{name}: path parameter {param} undocumented"
+            );
+        }
+        let responses = op["responses"].as_object().expect("responses");
+        assert!(
+            responses.keys().any(|s| s.starts_with('2')),
+            "{name}: no success response"
+        );
+        let protected = !PUBLIC.contains(&path.as_str());
+        if protected {
+            assert!(op["security"].is_array(), "{name}: no security");
+            assert!(responses.contains_key("401"), "{name}: 401 undocumented");
+        }
+        for (status, response) in responses {
+            if status.starts_with('4') || status.starts_with('5') {
+                let schema = &response["content"]["application/problem+json"]["schema"]["$ref"];
+                assert_eq!(
+                    schema, "#/components/schemas/Problem",
+                    "{name} {status} is not problem details"
+                );
+            }
+        }
+    }
+    let problem = &doc["components"]["schemas"]["Problem"]["properties"];
+    for field in ["type", "title", "status", "detail", "errors", "traceId"] {
+        assert!(problem[field].is_object(), "Problem.{field} missing");
+    }
+}

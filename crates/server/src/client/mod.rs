@@ -27,11 +27,16 @@ const MAX_ERROR_TEXT: usize = 300;
 #[derive(Args, Clone, Debug)]
 pub struct Connection {
     /// Base URL of the Hendelse API.
-    #[arg(long, env = "HENDELSE_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "HENDELSE_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     pub url: String,
-    /// Bearer token (`hendelse token` prints development tokens).
-    #[arg(long, env = "HENDELSE_TOKEN", hide_env_values = true)]
-    pub token: String,
+    /// Bearer token (required; `hendelse token` prints development tokens).
+    #[arg(long, env = "HENDELSE_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
 }
 
 /// An HTTP client bound to one API base URL and token.
@@ -48,9 +53,9 @@ impl Api {
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             anyhow::bail!("--url must be an http:// or https:// URL (got {base})");
         }
-        let token = connection.token.trim().to_owned();
+        let token = connection.token.as_deref().unwrap_or("").trim().to_owned();
         if token.is_empty() {
-            anyhow::bail!("--token (or HENDELSE_TOKEN) is empty");
+            anyhow::bail!("a token is required: --token or HENDELSE_TOKEN");
         }
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
@@ -135,16 +140,21 @@ pub fn transport_error(base: &Url, error: &reqwest::Error) -> anyhow::Error {
     if error.is_timeout() {
         return anyhow!("{origin} did not answer in time");
     }
-    let mut root: &dyn std::error::Error = error;
-    while let Some(source) = root.source() {
-        root = source;
-    }
-    let reason = root.to_string();
+    let reason = root_cause(error);
     if error.is_connect() || error.is_request() {
         anyhow!("cannot reach {origin}: {reason}")
     } else {
         anyhow!("reading the answer of {origin} failed: {reason}")
     }
+}
+
+/// The innermost cause of an error: the part that says what happened.
+pub fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut root = error;
+    while let Some(source) = root.source() {
+        root = source;
+    }
+    root.to_string()
 }
 
 /// The error of a non-2xx response: "STATUS: detail" from problem details, else the status and
@@ -254,7 +264,7 @@ mod tests {
         let api = |url: &str| {
             Api::new(&Connection {
                 url: url.into(),
-                token: "t".into(),
+                token: Some("t".into()),
             })
             .unwrap()
         };
@@ -273,7 +283,7 @@ mod tests {
         assert!(
             Api::new(&Connection {
                 url: "ftp://x".into(),
-                token: "t".into()
+                token: Some("t".into())
             })
             .is_err()
         );

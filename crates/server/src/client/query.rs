@@ -236,7 +236,7 @@ mod tests {
     fn api() -> Api {
         Api::new(&Connection {
             url: "http://127.0.0.1:8080/".into(),
-            token: "t".into(),
+            token: Some("t".into()),
         })
         .unwrap()
     }

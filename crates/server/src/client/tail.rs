@@ -13,7 +13,7 @@ use clap::Args;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
 use super::query::{Filter, Plan, Route, Target, plan};
-use super::{Api, Connection, event_line, print_line, problem, transport_error};
+use super::{Api, Connection, event_line, print_line, problem, root_cause, transport_error};
 
 /// First wait before reconnecting (unless the server sent `retry:`), and the longest.
 const FIRST_DELAY: Duration = Duration::from_secs(1);
@@ -213,7 +213,7 @@ pub async fn follow(
                             }
                         }
                         Ok(None) => break anyhow!("the server closed the stream"),
-                        Err(e) => break transport_error(&plan.url, &e),
+                        Err(e) => break anyhow!("the stream broke off ({})", root_cause(&e)),
                     }
                 }
             }
@@ -340,7 +340,7 @@ mod tests {
         });
         let api = Api::new(&Connection {
             url: format!("http://{addr}"),
-            token: "secret".into(),
+            token: Some("secret".into()),
         })
         .unwrap();
         let plan = Plan {
@@ -383,7 +383,7 @@ mod tests {
         drop(listener);
         let api = Api::new(&Connection {
             url: format!("http://{addr}"),
-            token: "t".into(),
+            token: Some("t".into()),
         })
         .unwrap();
         let plan = Plan {

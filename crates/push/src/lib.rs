@@ -50,8 +50,9 @@ impl Default for PushConfig {
 
 /// The running dispatcher and delivery workers of one node.
 pub struct Push {
-    pub dispatcher: JoinHandle<()>,
-    pub worker: JoinHandle<()>,
+    dispatcher: JoinHandle<()>,
+    worker: JoinHandle<()>,
+    shutdown: watch::Sender<bool>,
     /// Wakes the workers (new deliveries, a redrive, a new subscription).
     pub wake: Arc<Notify>,
 }
@@ -67,6 +68,7 @@ impl Push {
         config: PushConfig,
     ) -> Result<Push, reqwest::Error> {
         let wake = Arc::new(Notify::new());
+        let (shutdown, stopping) = watch::channel(false);
         let client = worker::client(&config)?;
         let dispatcher = tokio::spawn(dispatcher::run(
             events,
@@ -76,11 +78,29 @@ impl Push {
             wake.clone(),
             config.poll_interval,
         ));
-        let worker = tokio::spawn(worker::run(push, authorizer, client, config, wake.clone()));
+        let worker = tokio::spawn(worker::run(
+            push,
+            authorizer,
+            client,
+            config,
+            wake.clone(),
+            stopping,
+        ));
         Ok(Push {
             dispatcher,
             worker,
+            shutdown,
             wake,
         })
+    }
+
+    /// Stops dispatching, lets deliveries in flight finish (for up to the request timeout, at most
+    /// 10 s) and hands back the leases of the rest, so that they are sent again at once elsewhere.
+    pub async fn stop(self) {
+        self.dispatcher.abort();
+        let _ = self.shutdown.send(true);
+        if let Err(e) = self.worker.await {
+            tracing::warn!(error = %e, "the delivery worker ended badly");
+        }
     }
 }

@@ -9,9 +9,10 @@ use std::time::Duration;
 use chrono::Utc;
 use hendelse_auth::{Authorizer, Principal};
 use hendelse_store::PushStore;
-use hendelse_store::push::{AttemptRecord, LeasedDelivery, Next, Subscription};
+use hendelse_store::push::{AttemptRecord, LeaseRequest, LeasedDelivery, Next, Subscription};
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
-use tokio::sync::{Notify, Semaphore};
+use std::sync::Mutex;
+use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::PushConfig;
 use crate::endpoint::{GuardedResolver, refuses_literal};
@@ -42,10 +43,16 @@ pub async fn run(
     client: reqwest::Client,
     config: PushConfig,
     wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     let owner = format!("worker-{}", uuid::Uuid::new_v4().simple());
-    let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let concurrency = config.concurrency.max(1);
+    // One endpoint may hold a quarter of the slots: a slow one cannot starve the others.
+    let per_subscription = u32::try_from((concurrency / 4).max(1)).unwrap_or(u32::MAX);
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let in_flight = Arc::new(Mutex::new(HashMap::<i64, u32>::new()));
     let lease_for = config.timeout + Duration::from_secs(30);
+    let grace = config.timeout.min(Duration::from_secs(10));
     let context = Arc::new(Context {
         push,
         authorizer,
@@ -53,15 +60,27 @@ pub async fn run(
         config,
         owner,
     });
-    loop {
+    while !*shutdown.borrow() {
         // Wait for a free slot before leasing, so nothing leased sits waiting for one.
-        if let Ok(permit) = slots.acquire().await {
-            drop(permit);
+        tokio::select! {
+            permit = slots.acquire() => drop(permit),
+            _ = shutdown.changed() => continue,
         }
+        let exclude: Vec<i64> = lock(&in_flight)
+            .iter()
+            .filter(|(_, n)| **n >= per_subscription)
+            .map(|(id, _)| *id)
+            .collect();
         let now = Utc::now();
-        let until = now + chrono::Duration::from_std(lease_for).unwrap_or(chrono::Duration::MAX);
-        let free = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
-        let leased = match context.push.lease(&context.owner, now, until, free).await {
+        let request = LeaseRequest {
+            owner: &context.owner,
+            now,
+            until: now + chrono::Duration::from_std(lease_for).unwrap_or(chrono::Duration::MAX),
+            limit: u32::try_from(slots.available_permits()).unwrap_or(u32::MAX),
+            per_subscription,
+            exclude: &exclude,
+        };
+        let leased = match context.push.lease(&request).await {
             Ok(leased) => leased,
             Err(e) => {
                 tracing::warn!(error = %e, "delivery worker: cannot lease; will try again");
@@ -71,6 +90,7 @@ pub async fn run(
         if leased.is_empty() {
             tokio::select! {
                 _ = wake.notified() => {}
+                _ = shutdown.changed() => {}
                 _ = tokio::time::sleep(context.config.poll_interval) => {}
             }
             continue;
@@ -82,12 +102,48 @@ pub async fn run(
             };
             let subscription = subscriptions.get(&delivery.subscription_id).cloned();
             let context = context.clone();
+            let in_flight = in_flight.clone();
+            *lock(&in_flight)
+                .entry(delivery.subscription_id)
+                .or_default() += 1;
             tokio::spawn(async move {
+                let id = delivery.subscription_id;
                 context.deliver(delivery, subscription).await;
+                let mut counts = lock(&in_flight);
+                if let Some(n) = counts.get_mut(&id) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        counts.remove(&id);
+                    }
+                }
                 drop(permit);
             });
         }
     }
+    // Shutting down: let requests in flight finish for a while, then hand back what is left.
+    let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
+    if tokio::time::timeout(grace, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "delivery worker: requests still in flight at shutdown are sent again later"
+        );
+    }
+    match context.push.release(&context.owner).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(released = n, "delivery worker: leases handed back"),
+        Err(e) => {
+            tracing::warn!(error = %e, "delivery worker: cannot hand back leases; they expire")
+        }
+    }
+}
+
+/// The in-flight counts; a panic elsewhere cannot leave them unusable.
+fn lock(counts: &Mutex<HashMap<i64, u32>>) -> std::sync::MutexGuard<'_, HashMap<i64, u32>> {
+    counts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 struct Context {

@@ -117,9 +117,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     retention.abort();
     tip_follower.abort();
     if let Some(push) = push {
-        // Deliveries in flight are abandoned with their leases, which expire: they are sent again.
-        push.dispatcher.abort();
-        push.worker.abort();
+        push.stop().await;
     }
     // Every Ingest clone is gone with the router, so the writer drains its queue and stops.
     writer.await.context("the writer task failed")?;

@@ -61,6 +61,20 @@ pub struct LeasedDelivery {
     pub attempts: i64,
 }
 
+/// Which deliveries a worker asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseRequest<'a> {
+    pub owner: &'a str,
+    pub now: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    /// Most deliveries in all.
+    pub limit: u32,
+    /// Most deliveries of one subscription, so that one slow endpoint cannot take every slot.
+    pub per_subscription: u32,
+    /// Subscriptions the worker has enough of in flight already.
+    pub exclude: &'a [i64],
+}
+
 /// What happens to a delivery after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -166,15 +180,12 @@ pub trait PushStore: Send + Sync + 'static {
         deliveries: &[NewDelivery],
     ) -> Result<bool, StoreError>;
 
-    /// Leases up to `limit` due deliveries of live, validated subscriptions (handshakes need no
-    /// validation) until `until`; nobody else gets them before the lease expires.
-    async fn lease(
-        &self,
-        owner: &str,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<LeasedDelivery>, StoreError>;
+    /// Leases due deliveries of live, validated subscriptions (handshakes need no validation)
+    /// until `request.until`; nobody else gets them before the lease expires.
+    async fn lease(&self, request: &LeaseRequest<'_>) -> Result<Vec<LeasedDelivery>, StoreError>;
+
+    /// Gives up every lease `owner` holds (a worker shutting down), so others may send them now.
+    async fn release(&self, owner: &str) -> Result<u64, StoreError>;
 
     /// Records an attempt and its consequences. Ignored (returns false) when `lease_owner` no
     /// longer holds the delivery.
@@ -408,29 +419,46 @@ macro_rules! impl_push_store {
 
             async fn lease(
                 &self,
-                owner: &str,
-                now: chrono::DateTime<chrono::Utc>,
-                until: chrono::DateTime<chrono::Utc>,
-                limit: u32,
+                request: &$crate::push::LeaseRequest<'_>,
             ) -> Result<Vec<$crate::push::LeasedDelivery>, $crate::StoreError> {
                 use sqlx::Row;
-                let sql = format!(
-                    "UPDATE deliveries SET lease_owner = $1, lease_until = $2 WHERE id IN (\
-                       SELECT d.id FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id \
-                       WHERE d.state = 'pending' AND d.next_attempt <= $3 \
-                         AND (d.lease_until IS NULL OR d.lease_until < $3) \
-                         AND s.enabled AND NOT s.deleted AND (s.validated OR d.event_seq IS NULL) \
-                       ORDER BY d.next_attempt, d.id LIMIT $4 {}) \
-                     RETURNING id, subscription_id, event_seq, event_id, webhook_id, body, attempts",
-                    $skip_locked
-                );
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(owner.to_owned())
-                    .bind(until.timestamp_micros())
-                    .bind(now.timestamp_micros())
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.$write)
-                    .await?;
+                let now = request.now.timestamp_micros();
+                let mut qb: sqlx::QueryBuilder<$db> =
+                    sqlx::QueryBuilder::new("UPDATE deliveries SET lease_owner = ");
+                qb.push_bind(request.owner.to_owned())
+                    .push(", lease_until = ")
+                    .push_bind(request.until.timestamp_micros())
+                    .push(
+                        " WHERE id IN (SELECT d.id FROM deliveries d WHERE d.id IN (\
+                           SELECT id FROM (SELECT c.id, row_number() OVER (\
+                               PARTITION BY c.subscription_id ORDER BY c.next_attempt, c.id) AS rank \
+                             FROM deliveries c JOIN subscriptions s ON s.id = c.subscription_id \
+                             WHERE c.state = 'pending' AND c.next_attempt <= ",
+                    )
+                    .push_bind(now)
+                    .push(" AND (c.lease_until IS NULL OR c.lease_until < ")
+                    .push_bind(now)
+                    .push(
+                        ") AND s.enabled AND NOT s.deleted \
+                         AND (s.validated OR c.event_seq IS NULL)",
+                    );
+                if !request.exclude.is_empty() {
+                    qb.push(" AND c.subscription_id NOT IN (");
+                    let mut ids = qb.separated(", ");
+                    for id in request.exclude {
+                        ids.push_bind(*id);
+                    }
+                    qb.push(")");
+                }
+                qb.push(") ranked WHERE rank <= ")
+                    .push_bind(i64::from(request.per_subscription.max(1)))
+                    .push(") ORDER BY d.next_attempt, d.id LIMIT ")
+                    .push_bind(i64::from(request.limit))
+                    .push(format_args!(
+                        " {}) RETURNING id, subscription_id, event_seq, event_id, webhook_id, body, attempts",
+                        $skip_locked
+                    ));
+                let rows = qb.build().fetch_all(&self.$write).await?;
                 rows.iter()
                     .map(|r| {
                         Ok($crate::push::LeasedDelivery {
@@ -444,6 +472,17 @@ macro_rules! impl_push_store {
                         })
                     })
                     .collect()
+            }
+
+            async fn release(&self, owner: &str) -> Result<u64, $crate::StoreError> {
+                Ok(sqlx::query(
+                    "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL \
+                     WHERE lease_owner = $1 AND state = 'pending'",
+                )
+                .bind(owner.to_owned())
+                .execute(&self.$write)
+                .await?
+                .rows_affected())
             }
 
             async fn record_attempt(

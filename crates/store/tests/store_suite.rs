@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use hendelse_model::visibility::ResourceScope;
 use hendelse_model::{Grant, Pattern, Visibility};
 use hendelse_store::postgres::PgStore;
-use hendelse_store::push::{AttemptRecord, DeliveryState, NewDelivery, NewSubscription, Next};
+use hendelse_store::push::{
+    AttemptRecord, DeliveryState, LeaseRequest, LeasedDelivery, NewDelivery, NewSubscription, Next,
+};
 use hendelse_store::sqlite::SqliteStore;
 use hendelse_store::testing::TestDatabase;
 use hendelse_store::{EventQuery, EventStore, Ingest, IngestConfig, NewEvent, Store, StoredEvent};
@@ -56,6 +58,7 @@ both!(
     the_dispatch_position_moves_only_from_where_it_was,
     leases_are_exclusive_until_they_expire,
     retries_dead_letters_and_redrive,
+    one_subscription_cannot_take_every_lease,
 );
 
 fn event(id: &str) -> NewEvent {
@@ -606,6 +609,25 @@ fn attempt(id: i64, subscription_id: i64, owner: &str, next: Next) -> AttemptRec
     }
 }
 
+async fn lease(
+    store: &Arc<dyn Store>,
+    owner: &str,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+    limit: u32,
+) -> Result<Vec<LeasedDelivery>, hendelse_store::StoreError> {
+    store
+        .lease(&LeaseRequest {
+            owner,
+            now,
+            until,
+            limit,
+            per_subscription: 10_000,
+            exclude: &[],
+        })
+        .await
+}
+
 fn soon(ms: i64) -> DateTime<Utc> {
     Utc::now() + chrono::Duration::milliseconds(ms)
 }
@@ -643,8 +665,7 @@ async fn subscriptions_start_at_the_end_of_the_log_and_validate(store: Arc<dyn S
             .await
             .expect("enqueue")
     );
-    let leased = store
-        .lease("w", Utc::now(), soon(60_000), 10)
+    let leased = lease(&store, "w", Utc::now(), soon(60_000), 10)
         .await
         .expect("lease");
     assert_eq!(leased.len(), 2, "the two handshakes");
@@ -665,8 +686,7 @@ async fn subscriptions_start_at_the_end_of_the_log_and_validate(store: Arc<dyn S
             .expect("exists")
             .validated
     );
-    let now_due = store
-        .lease("w", Utc::now(), soon(60_000), 10)
+    let now_due = lease(&store, "w", Utc::now(), soon(60_000), 10)
         .await
         .expect("lease");
     assert_eq!(now_due.len(), 1);
@@ -737,8 +757,7 @@ async fn leases_are_exclusive_until_they_expire(store: Arc<dyn Store>) {
         .create_subscription(&subscription("https://a.example/hook"), &handshake)
         .await
         .expect("create");
-    let handshakes = store
-        .lease("a", Utc::now(), soon(60_000), 10)
+    let handshakes = lease(&store, "a", Utc::now(), soon(60_000), 10)
         .await
         .expect("lease");
     let mut ok = attempt(handshakes[0].id, s.id, "a", Next::Delivered);
@@ -750,8 +769,8 @@ async fn leases_are_exclusive_until_they_expire(store: Arc<dyn Store>) {
     // Two workers leasing at once get disjoint halves.
     let until = soon(60_000);
     let (a, b) = tokio::join!(
-        store.lease("a", Utc::now(), until, 100),
-        store.lease("b", Utc::now(), until, 150)
+        lease(&store, "a", Utc::now(), until, 100),
+        lease(&store, "b", Utc::now(), until, 150)
     );
     let (a, b) = (a.expect("lease a"), b.expect("lease b"));
     let mut ids: Vec<i64> = a.iter().chain(&b).map(|d| d.id).collect();
@@ -760,23 +779,22 @@ async fn leases_are_exclusive_until_they_expire(store: Arc<dyn Store>) {
     assert_eq!(ids.len(), a.len() + b.len(), "a delivery was leased twice");
     assert_eq!(ids.len(), 200);
     assert!(
-        store
-            .lease("c", Utc::now(), until, 10)
+        lease(&store, "c", Utc::now(), until, 10)
             .await
             .expect("lease")
             .is_empty()
     );
 
     // Expired leases are taken over; the old holder's record no longer counts.
-    let c = store
-        .lease(
-            "c",
-            until + chrono::Duration::seconds(1),
-            soon(120_000),
-            500,
-        )
-        .await
-        .expect("lease");
+    let c = lease(
+        &store,
+        "c",
+        until + chrono::Duration::seconds(1),
+        soon(120_000),
+        500,
+    )
+    .await
+    .expect("lease");
     assert_eq!(c.len(), 200);
     assert!(
         !store
@@ -797,8 +815,7 @@ async fn retries_dead_letters_and_redrive(store: Arc<dyn Store>) {
         .create_subscription(&subscription("https://a.example/hook"), &handshake)
         .await
         .expect("create");
-    let h = store
-        .lease("w", Utc::now(), soon(60_000), 10)
+    let h = lease(&store, "w", Utc::now(), soon(60_000), 10)
         .await
         .expect("lease");
     let mut ok = attempt(h[0].id, s.id, "w", Next::Delivered);
@@ -808,8 +825,7 @@ async fn retries_dead_letters_and_redrive(store: Arc<dyn Store>) {
         .enqueue(0, 2, &[delivery(s.id, 1), delivery(s.id, 2)])
         .await
         .expect("enqueue");
-    let leased = store
-        .lease("w", Utc::now(), soon(60_000), 10)
+    let leased = lease(&store, "w", Utc::now(), soon(60_000), 10)
         .await
         .expect("lease");
     assert_eq!(leased.len(), 2);
@@ -825,8 +841,7 @@ async fn retries_dead_letters_and_redrive(store: Arc<dyn Store>) {
     gone.disable = Some("gone".into());
     assert!(store.record_attempt(&gone).await.expect("dead"));
     assert!(
-        store
-            .lease("w", Utc::now(), soon(60_000), 10)
+        lease(&store, "w", Utc::now(), soon(60_000), 10)
             .await
             .expect("lease")
             .is_empty()
@@ -860,8 +875,7 @@ async fn retries_dead_letters_and_redrive(store: Arc<dyn Store>) {
     );
     let due_time = later + chrono::Duration::seconds(1);
     assert!(
-        store
-            .lease("w", due_time, soon(120_000), 10)
+        lease(&store, "w", due_time, soon(120_000), 10)
             .await
             .expect("lease")
             .is_empty(),
@@ -884,8 +898,7 @@ async fn retries_dead_letters_and_redrive(store: Arc<dyn Store>) {
     );
     assert_eq!(store.redrive(s.id, Utc::now()).await.expect("redrive"), 0);
     assert_eq!(
-        store
-            .lease("w", Utc::now(), soon(120_000), 10)
+        lease(&store, "w", Utc::now(), soon(120_000), 10)
             .await
             .expect("lease")
             .len(),
@@ -893,12 +906,60 @@ async fn retries_dead_letters_and_redrive(store: Arc<dyn Store>) {
         "the redriven one is due now"
     );
     assert_eq!(
-        store
-            .lease("w", due_time, soon(120_000), 10)
+        lease(&store, "w", due_time, soon(120_000), 10)
             .await
             .expect("lease")
             .len(),
         1,
         "the retry when due"
     );
+}
+
+async fn validated(store: &Arc<dyn Store>, end_point: &str) -> i64 {
+    let s = store
+        .create_subscription(&subscription(end_point), &handshake)
+        .await
+        .expect("create");
+    let mut done = attempt(0, s.id, "setup", Next::Delivered);
+    let leased = lease(store, "setup", Utc::now(), soon(60_000), 100)
+        .await
+        .expect("lease");
+    let own = leased
+        .iter()
+        .find(|d| d.subscription_id == s.id)
+        .expect("handshake");
+    done.delivery_id = own.id;
+    done.validates = true;
+    assert!(store.record_attempt(&done).await.expect("validate"));
+    s.id
+}
+
+async fn one_subscription_cannot_take_every_lease(store: Arc<dyn Store>) {
+    let slow = validated(&store, "https://slow.example/hook").await;
+    let fast = validated(&store, "https://fast.example/hook").await;
+    let mut queued: Vec<NewDelivery> = (1..=50).map(|seq| delivery(slow, seq)).collect();
+    queued.extend((1..=5).map(|seq| delivery(fast, seq)));
+    store.enqueue(0, 50, &queued).await.expect("enqueue");
+    let request = |exclude: &'static [i64]| LeaseRequest {
+        owner: "w",
+        now: Utc::now(),
+        until: soon(60_000),
+        limit: 20,
+        per_subscription: 4,
+        exclude,
+    };
+    let first = store.lease(&request(&[])).await.expect("lease");
+    let of = |leased: &[LeasedDelivery], id: i64| {
+        leased.iter().filter(|d| d.subscription_id == id).count()
+    };
+    assert_eq!(of(&first, slow), 4, "the cap holds");
+    assert_eq!(of(&first, fast), 4);
+    // The worker has enough of `slow` in flight: only `fast` is offered.
+    let excluded: &'static [i64] = Box::leak(vec![slow].into_boxed_slice());
+    let second = store.lease(&request(excluded)).await.expect("lease");
+    assert_eq!(of(&second, slow), 0);
+    assert_eq!(of(&second, fast), 1, "the last of fast");
+    // Released leases are offered again at once.
+    assert_eq!(store.release("w").await.expect("release"), 9);
+    assert_eq!(store.lease(&request(&[])).await.expect("lease").len(), 8);
 }

@@ -107,6 +107,17 @@ impl Server {
         }
     }
 
+    /// SIGTERM, then waits for the process to finish its graceful shutdown.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the server is running");
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+        child.wait().expect("wait for the server")
+    }
+
     /// Starts the server again on the same data directory (on a new port).
     pub fn restart(&mut self) {
         self.kill9();

@@ -280,19 +280,20 @@ impl Sender<'_> {
         if !long {
             return;
         }
-        let bar = match self.total {
-            Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
-                .with_style(
-                    ProgressStyle::with_template(
-                        "{wide_bar} {pos}/{len} events, {per_sec}, {eta} left",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                ),
-            None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
-                ProgressStyle::with_template("{spinner} {pos} events, {per_sec}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            ),
+        let template = match self.total {
+            Some(_) => "{wide_bar} {pos}/{len} events, {rate}, {eta} left",
+            None => "{spinner} {pos} events, {rate}",
         };
+        let style = ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0} events/s", state.per_sec());
+                },
+            );
+        let bar = ProgressBar::with_draw_target(self.total, ProgressDrawTarget::stderr())
+            .with_style(style);
         bar.set_position(self.published);
         self.bar = Some(bar);
     }

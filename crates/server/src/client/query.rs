@@ -25,7 +25,7 @@ pub struct Target {
     pub unit: Option<String>,
     /// App events of the person with this national identity number (sent in the `person`
     /// header): /events/api/v1/app/party.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "PID")]
     pub person: Option<String>,
 }
 

@@ -724,6 +724,49 @@ fn tail_prints_new_events_and_resumes_after_a_restart() {
     assert!(line.starts_with("hendelse: 401 Unauthorized: "), "{line}");
 }
 
+#[test]
+fn tail_reconnects_after_a_dropped_connection_without_losing_events() {
+    let server = Server::start();
+    let ttd = server.ttd();
+    ok(hendelse(
+        &server,
+        &ttd,
+        &["publish", "--event", &event("start").to_string()],
+        None,
+    ));
+    let proxy = Proxy::start(&server.url);
+    let mut tail = Running::start(
+        &proxy.url(),
+        &ttd,
+        &["tail", "--resource", RESOURCE, "--after", "start"],
+    );
+    ok(hendelse(
+        &server,
+        &ttd,
+        &["publish", "--event", &event("before-drop").to_string()],
+        None,
+    ));
+    assert_eq!(tail.next_event()["id"], "before-drop");
+
+    // The connection breaks; what is published meanwhile arrives after the reconnect, once.
+    proxy.cut();
+    let gap: String = (0..3)
+        .map(|i| format!("{}\n", event(&format!("dropped-{i}"))))
+        .collect();
+    ok(hendelse(&server, &ttd, &["publish", "-"], Some(&gap)));
+    for i in 0..3 {
+        assert_eq!(tail.next_event()["id"], format!("dropped-{i}"));
+    }
+    ok(hendelse(
+        &server,
+        &ttd,
+        &["publish", "--event", &event("after-reconnect").to_string()],
+        None,
+    ));
+    assert_eq!(tail.next_event()["id"], "after-reconnect");
+    assert!(proxy.connections() >= 2, "the tail connected again");
+}
+
 /// A long-running `hendelse` (`tail`, `query --follow`) whose stdout lines are read as they
 /// come; killed when dropped.
 struct Running {
@@ -851,5 +894,66 @@ impl Drop for Receiver {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+}
+
+/// A TCP proxy on loopback in front of the server whose open connections the test can cut.
+struct Proxy {
+    addr: SocketAddr,
+    open: Arc<Mutex<Vec<std::net::TcpStream>>>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Proxy {
+    fn start(server_url: &str) -> Proxy {
+        let upstream: SocketAddr = server_url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .expect("server address");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (tracked, count) = (open.clone(), accepted.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                    continue;
+                };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tracked.lock().unwrap().push(client.try_clone().unwrap());
+                let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, client);
+            }
+        });
+        Proxy {
+            addr,
+            open,
+            accepted,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Breaks every connection open now.
+    fn cut(&self) {
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 }

@@ -34,6 +34,8 @@ pub struct AppState {
     /// The highest committed position of the log, on this node or any other.
     pub tip: watch::Receiver<i64>,
     pub metrics: Metrics,
+    /// The Dialogporten-compatible dialog service.
+    pub dialogs: hendelse_dialog::DialogService,
 }
 
 impl AppState {
@@ -48,7 +50,7 @@ impl AppState {
 /// Every route, registered together with its OpenAPI description, so that the document and the
 /// router cannot disagree.
 pub fn documented_routes() -> OpenApiRouter<AppState> {
-    use crate::routes::{health, publish, query, stream, subscriptions};
+    use crate::routes::{dialogs, health, publish, query, stream, subscriptions};
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(publish::publish, query::generic_events))
         .routes(routes!(publish::publish_app))
@@ -65,6 +67,19 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::ready))
         .routes(routes!(crate::metrics::render))
         .routes(routes!(crate::openapi::document))
+        .routes(routes!(dialogs::create, dialogs::list))
+        .routes(routes!(
+            dialogs::get,
+            dialogs::replace,
+            dialogs::patch,
+            dialogs::delete
+        ))
+        .routes(routes!(dialogs::restore))
+        .routes(routes!(dialogs::purge))
+        .routes(routes!(dialogs::add_activity))
+        .routes(routes!(dialogs::add_transmission))
+        .routes(routes!(dialogs::enduser_list))
+        .routes(routes!(dialogs::enduser_get))
 }
 
 pub fn router(state: AppState) -> Router {

@@ -123,6 +123,8 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
     #[command(flatten)]
     pub push: PushArgs,
+    #[command(flatten)]
+    pub dialog: crate::dialogs::DialogArgs,
 }
 
 #[derive(Args, Clone)]

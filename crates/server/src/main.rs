@@ -9,6 +9,7 @@ mod caller;
 mod cli;
 mod client;
 mod config;
+mod dialogs;
 mod metrics;
 mod openapi;
 mod params;

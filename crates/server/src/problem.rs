@@ -56,7 +56,9 @@ fn type_uri(status: StatusCode) -> &'static str {
         406 => "https://tools.ietf.org/html/rfc9110#section-15.5.7",
         408 => "https://tools.ietf.org/html/rfc9110#section-15.5.9",
         409 => "https://tools.ietf.org/html/rfc9110#section-15.5.10",
+        410 => "https://tools.ietf.org/html/rfc9110#section-15.5.11",
         411 => "https://tools.ietf.org/html/rfc9110#section-15.5.12",
+        412 => "https://tools.ietf.org/html/rfc9110#section-15.5.13",
         413 => "https://tools.ietf.org/html/rfc9110#section-15.5.14",
         414 => "https://tools.ietf.org/html/rfc9110#section-15.5.15",
         415 => "https://tools.ietf.org/html/rfc9110#section-15.5.16",
@@ -84,6 +86,16 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// A request body other than an event with field errors (400, with `errors`).
+    #[error("{0}")]
+    InvalidRequest(ValidationError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Gone(String),
+    /// `If-Match` does not name the current revision.
+    #[error("{0}")]
+    PreconditionFailed(String),
     /// The service cannot take the request now; nothing was stored. Retry after the given seconds.
     #[error("{message}")]
     Unavailable { message: String, retry_after: u32 },
@@ -100,6 +112,10 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -155,6 +171,16 @@ impl IntoResponse for ApiError {
             }
             ApiError::Invalid(v) => {
                 let mut p = Problem::new(status, format!("the event is not valid: {v}"));
+                for e in &v.errors {
+                    p.errors
+                        .entry(e.field.clone())
+                        .or_default()
+                        .push(e.message.clone());
+                }
+                p
+            }
+            ApiError::InvalidRequest(v) => {
+                let mut p = Problem::new(status, format!("the request is not valid: {v}"));
                 for e in &v.errors {
                     p.errors
                         .entry(e.field.clone())

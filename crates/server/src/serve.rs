@@ -45,6 +45,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Metrics::install().context("installing the metrics recorder")?;
     let backend = args.store.open().await?;
     let store: Arc<dyn EventStore> = backend.clone();
+    let dialog_store: Arc<dyn hendelse_store::DialogStore> = backend.clone();
     let push_store: Arc<dyn PushStore> = backend;
     let last_seq = store.last_seq().await?;
     let (ingest, writer) = Ingest::start(
@@ -91,6 +92,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
     };
 
+    let dialog_wake = Arc::new(tokio::sync::Notify::new());
+    let dialog_forwarder =
+        args.dialog
+            .start_forwarder(dialog_store.clone(), ingest.clone(), dialog_wake.clone())?;
+    let dialogs =
+        hendelse_dialog::DialogService::new(dialog_store, authorizer.clone(), dialog_wake);
     let state = AppState {
         store,
         ingest,
@@ -102,6 +109,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         push_wake: push.as_ref().map(|p| p.wake.clone()),
         tip,
         metrics,
+        dialogs,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -115,6 +123,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     retention.abort();
+    if let Some(forwarder) = dialog_forwarder {
+        // Unforwarded outbox rows stay in the store for the next start. The forwarder holds an
+        // Ingest clone: it must be gone before the writer can finish.
+        forwarder.abort();
+        let _ = forwarder.await;
+    }
     tip_follower.abort();
     if let Some(push) = push {
         push.stop().await;

@@ -29,6 +29,30 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/health/ready"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
+    ("post", "/dialogporten/api/v1/serviceowner/dialogs"),
+    ("get", "/dialogporten/api/v1/serviceowner/dialogs"),
+    ("get", "/dialogporten/api/v1/serviceowner/dialogs/{id}"),
+    ("put", "/dialogporten/api/v1/serviceowner/dialogs/{id}"),
+    ("patch", "/dialogporten/api/v1/serviceowner/dialogs/{id}"),
+    ("delete", "/dialogporten/api/v1/serviceowner/dialogs/{id}"),
+    (
+        "post",
+        "/dialogporten/api/v1/serviceowner/dialogs/{id}/actions/restore",
+    ),
+    (
+        "post",
+        "/dialogporten/api/v1/serviceowner/dialogs/{id}/actions/purge",
+    ),
+    (
+        "post",
+        "/dialogporten/api/v1/serviceowner/dialogs/{id}/activities",
+    ),
+    (
+        "post",
+        "/dialogporten/api/v1/serviceowner/dialogs/{id}/transmissions",
+    ),
+    ("get", "/dialogporten/api/v1/enduser/dialogs"),
+    ("get", "/dialogporten/api/v1/enduser/dialogs/{id}"),
 ];
 
 const PUBLIC: &[&str] = &[

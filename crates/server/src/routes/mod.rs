@@ -1,3 +1,4 @@
+pub mod dialogs;
 pub mod health;
 pub mod publish;
 pub mod query;

@@ -1,0 +1,556 @@
+//! The dialog service's API, Dialogporten's paths and shapes: the service-owner routes (org token
+//! of the service resource's owner) and the end-user routes (dialogs of parties the user may
+//! read). Every change answers with the new revision as `ETag`, honours `If-Match` (412) and
+//! `isSilentUpdate=true` (nothing published), and is refused with 410 on a deleted dialog.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hendelse_dialog::{Conditions, DialogError, ListParams, etag};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::caller::Caller;
+use crate::problem::ApiError;
+
+/// The OpenAPI tag of these routes.
+pub const TAG: &str = "dialogs";
+pub const SERVICE_OWNER_BASE: &str = "/dialogporten/api/v1/serviceowner/dialogs";
+
+impl From<DialogError> for ApiError {
+    fn from(e: DialogError) -> Self {
+        match e {
+            DialogError::Invalid(v) => ApiError::InvalidRequest(v),
+            DialogError::BadRequest(m) => ApiError::BadRequest(m),
+            DialogError::Forbidden(m) => ApiError::Forbidden(m),
+            DialogError::NotFound(m) => ApiError::NotFound(m),
+            DialogError::Conflict(m) => ApiError::Conflict(m),
+            DialogError::Gone(m) => ApiError::Gone(m),
+            DialogError::PreconditionFailed(m) => ApiError::PreconditionFailed(m),
+            DialogError::Store(e) => ApiError::from(e),
+            DialogError::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+/// The query string's pairs; keys are compared without regard to case, as ASP.NET does.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(raw: Option<String>) -> Query {
+        Query(
+            form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .filter(|(_, v)| !v.is_empty())
+                .collect(),
+        )
+    }
+
+    fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    fn one(&self, name: &str) -> Result<Option<String>, ApiError> {
+        let mut values = self.all(name);
+        if values.len() > 1 {
+            return Err(ApiError::BadRequest(format!(
+                "The '{name}' parameter may be given only once."
+            )));
+        }
+        Ok(values.pop())
+    }
+
+    /// `isSilentUpdate=true`.
+    fn silent(&self) -> Result<bool, ApiError> {
+        match self.one("isSilentUpdate")?.as_deref() {
+            None => Ok(false),
+            Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+            Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+            Some(_) => Err(ApiError::BadRequest(
+                "isSilentUpdate must be true or false".into(),
+            )),
+        }
+    }
+
+    fn list_params(&self) -> Result<ListParams, ApiError> {
+        Ok(ListParams {
+            service_resources: self.all("serviceResource"),
+            parties: self.all("party"),
+            statuses: self.all("status"),
+            deleted: self.one("deleted")?,
+            limit: self.one("limit")?,
+            continuation_token: self.one("continuationToken")?,
+        })
+    }
+}
+
+fn conditions(headers: &HeaderMap, query: &Query) -> Result<Conditions, ApiError> {
+    let if_match = match headers.get(header::IF_MATCH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::BadRequest("If-Match is not readable text".into()))?
+                .to_owned(),
+        ),
+    };
+    Ok(Conditions {
+        if_match,
+        silent: query.silent()?,
+    })
+}
+
+fn json_body(body: &Bytes) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::BadRequest("a JSON body is required".into()));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))
+}
+
+fn with_etag(mut response: Response, revision: &Uuid) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&etag(revision)) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+/// 201 with `Location`, `ETag` and the new id as a JSON string (as Dialogporten answers).
+fn created(location: String, id: &Uuid, revision: &Uuid) -> Response {
+    let mut response = (StatusCode::CREATED, Json(id.to_string())).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    with_etag(response, revision)
+}
+
+fn no_content(revision: &Uuid) -> Response {
+    with_etag(StatusCode::NO_CONTENT.into_response(), revision)
+}
+
+/// `POST /dialogporten/api/v1/serviceowner/dialogs`
+#[utoipa::path(
+    post,
+    path = "/dialogporten/api/v1/serviceowner/dialogs",
+    tag = TAG,
+    description = "Create a dialog (optionally with its id, activities and transmissions). Publishes dialogporten.dialog.created.v1, then one event per activity and per transmission.",
+    params(("isSilentUpdate" = Option<bool>, Query, description = "true: publish nothing")),
+    request_body(content = Value, description = "serviceResource, party, process, precedingProcess, status, extendedStatus, externalReference, progress, content, activities, transmissions; optional id (UUID)"),
+    responses(
+        (status = 201, description = "Created: the new id as a JSON string", body = String, headers(("Location" = String), ("ETag" = String))),
+        (status = 400, description = "Invalid request (see detail and errors)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an org token of the service resource's owner", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A dialog with the id exists", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let silent = Query::parse(raw).silent()?;
+    let dialog = state
+        .dialogs
+        .create(&caller, json_body(&body)?, silent)
+        .await?;
+    Ok(created(
+        format!("{SERVICE_OWNER_BASE}/{}", dialog.id),
+        &dialog.id,
+        &dialog.revision,
+    ))
+}
+
+/// `GET /dialogporten/api/v1/serviceowner/dialogs`
+#[utoipa::path(
+    get,
+    path = "/dialogporten/api/v1/serviceowner/dialogs",
+    tag = TAG,
+    description = "The caller's dialogs (of the service resources it owns), in creation order.",
+    params(
+        ("serviceResource" = Option<Vec<String>>, Query, description = "Only these service resources (repeatable)"),
+        ("party" = Option<Vec<String>>, Query, description = "Only these parties (repeatable)"),
+        ("status" = Option<Vec<String>>, Query, description = "Only these statuses (repeatable)"),
+        ("deleted" = Option<String>, Query, description = "exclude (default), include or only"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 100)"),
+        ("continuationToken" = Option<String>, Query, description = "From the previous page")
+    ),
+    responses(
+        (status = 200, description = "{items, hasNextPage, continuationToken}", body = Value),
+        (status = 400, description = "Invalid parameters", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an org token", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = Query::parse(raw).list_params()?;
+    Ok(Json(state.dialogs.list(&caller, &params).await?).into_response())
+}
+
+/// `GET /dialogporten/api/v1/serviceowner/dialogs/{id}`
+#[utoipa::path(
+    get,
+    path = "/dialogporten/api/v1/serviceowner/dialogs/{id}",
+    tag = TAG,
+    params(("id" = String, Path, description = "Dialog id (UUID)")),
+    responses(
+        (status = 200, description = "The dialog, with seenSinceLastUpdate; ETag is its revision", body = Value, headers(("ETag" = String))),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the owner of the dialog's service resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dialog", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let view = state.dialogs.get(&caller, &id).await?;
+    let revision = view.dialog.revision;
+    Ok(with_etag(Json(view).into_response(), &revision))
+}
+
+/// `PUT /dialogporten/api/v1/serviceowner/dialogs/{id}`
+#[utoipa::path(
+    put,
+    path = "/dialogporten/api/v1/serviceowner/dialogs/{id}",
+    tag = TAG,
+    description = "Replace the dialog's fields (absent ones become empty; status is kept when absent). Activities and transmissions are append-only: those with new ids are added. Publishes dialogporten.dialog.updated.v1, then one event per new activity and transmission.",
+    params(
+        ("id" = String, Path, description = "Dialog id (UUID)"),
+        ("isSilentUpdate" = Option<bool>, Query, description = "true: publish nothing"),
+        ("If-Match" = Option<String>, Header, description = "Only if the dialog is at this revision")
+    ),
+    request_body(content = Value, description = "The dialog's fields"),
+    responses(
+        (status = 204, description = "Updated; ETag is the new revision", headers(("ETag" = String))),
+        (status = 400, description = "Invalid request (see detail and errors)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the owner of the dialog's service resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dialog", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The dialog is deleted", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names another revision", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+pub async fn replace(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let conditions = conditions(&headers, &Query::parse(raw))?;
+    let dialog = state
+        .dialogs
+        .replace(&caller, &id, json_body(&body)?, &conditions)
+        .await?;
+    Ok(no_content(&dialog.revision))
+}
+
+/// `PATCH /dialogporten/api/v1/serviceowner/dialogs/{id}`
+#[utoipa::path(
+    patch,
+    path = "/dialogporten/api/v1/serviceowner/dialogs/{id}",
+    tag = TAG,
+    description = "Apply a JSON Patch (RFC 6902, application/json-patch+json) to the dialog as GET shows it; then as PUT.",
+    params(
+        ("id" = String, Path, description = "Dialog id (UUID)"),
+        ("isSilentUpdate" = Option<bool>, Query, description = "true: publish nothing"),
+        ("If-Match" = Option<String>, Header, description = "Only if the dialog is at this revision")
+    ),
+    request_body(content = Value, content_type = "application/json-patch+json", description = "An array of JSON Patch operations"),
+    responses(
+        (status = 204, description = "Updated; ETag is the new revision", headers(("ETag" = String))),
+        (status = 400, description = "Invalid patch or result (see detail and errors)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the owner of the dialog's service resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dialog", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The dialog is deleted", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names another revision", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+pub async fn patch(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let conditions = conditions(&headers, &Query::parse(raw))?;
+    let dialog = state
+        .dialogs
+        .patch(&caller, &id, json_body(&body)?, &conditions)
+        .await?;
+    Ok(no_content(&dialog.revision))
+}
+
+/// `DELETE /dialogporten/api/v1/serviceowner/dialogs/{id}`
+#[utoipa::path(
+    delete,
+    path = "/dialogporten/api/v1/serviceowner/dialogs/{id}",
+    tag = TAG,
+    description = "Soft delete: publishes dialogporten.dialog.deleted.v1. End users no longer see the dialog; restore undoes it.",
+    params(
+        ("id" = String, Path, description = "Dialog id (UUID)"),
+        ("isSilentUpdate" = Option<bool>, Query, description = "true: publish nothing"),
+        ("If-Match" = Option<String>, Header, description = "Only if the dialog is at this revision")
+    ),
+    responses(
+        (status = 204, description = "Deleted; ETag is the new revision", headers(("ETag" = String))),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the owner of the dialog's service resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dialog", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The dialog is already deleted", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names another revision", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let conditions = conditions(&headers, &Query::parse(raw))?;
+    let dialog = state.dialogs.delete(&caller, &id, &conditions).await?;
+    Ok(no_content(&dialog.revision))
+}
+
+/// `POST /dialogporten/api/v1/serviceowner/dialogs/{id}/actions/restore`
+#[utoipa::path(
+    post,
+    path = "/dialogporten/api/v1/serviceowner/dialogs/{id}/actions/restore",
+    tag = TAG,
+    description = "Undo a soft delete: publishes dialogporten.dialog.restored.v1 (a dialog that is not deleted is left as it is).",
+    params(
+        ("id" = String, Path, description = "Dialog id (UUID)"),
+        ("isSilentUpdate" = Option<bool>, Query, description = "true: publish nothing"),
+        ("If-Match" = Option<String>, Header, description = "Only if the dialog is at this revision")
+    ),
+    responses(
+        (status = 204, description = "Restored; ETag is the revision", headers(("ETag" = String))),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the owner of the dialog's service resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dialog", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names another revision", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+pub async fn restore(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let conditions = conditions(&headers, &Query::parse(raw))?;
+    let dialog = state.dialogs.restore(&caller, &id, &conditions).await?;
+    Ok(no_content(&dialog.revision))
+}
+
+/// `POST /dialogporten/api/v1/serviceowner/dialogs/{id}/actions/purge`
+#[utoipa::path(
+    post,
+    path = "/dialogporten/api/v1/serviceowner/dialogs/{id}/actions/purge",
+    tag = TAG,
+    description = "Remove the dialog for good: publishes dialogporten.dialog.deleted.v1 when it was not deleted, nothing when it was.",
+    params(
+        ("id" = String, Path, description = "Dialog id (UUID)"),
+        ("isSilentUpdate" = Option<bool>, Query, description = "true: publish nothing"),
+        ("If-Match" = Option<String>, Header, description = "Only if the dialog is at this revision")
+    ),
+    responses(
+        (status = 204, description = "Purged"),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the owner of the dialog's service resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dialog", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names another revision", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+pub async fn purge(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let conditions = conditions(&headers, &Query::parse(raw))?;
+    state.dialogs.purge(&caller, &id, &conditions).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /dialogporten/api/v1/serviceowner/dialogs/{id}/activities`
+#[utoipa::path(
+    post,
+    path = "/dialogporten/api/v1/serviceowner/dialogs/{id}/activities",
+    tag = TAG,
+    description = "Add one activity: publishes dialogporten.dialog.updated.v1 and dialogporten.dialog.activity.<type>.v1.",
+    params(
+        ("id" = String, Path, description = "Dialog id (UUID)"),
+        ("isSilentUpdate" = Option<bool>, Query, description = "true: publish nothing"),
+        ("If-Match" = Option<String>, Header, description = "Only if the dialog is at this revision")
+    ),
+    request_body(content = Value, description = "type (Dialogporten's name, e.g. SignatureProvided), optional id, extendedType, createdAt, transmissionId, performedBy, description"),
+    responses(
+        (status = 201, description = "Added: the activity's id as a JSON string; ETag is the dialog's new revision", body = String, headers(("Location" = String), ("ETag" = String))),
+        (status = 400, description = "Invalid activity (see detail and errors)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the owner of the dialog's service resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dialog", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The dialog has an activity with that id", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The dialog is deleted", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names another revision", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+pub async fn add_activity(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let conditions = conditions(&headers, &Query::parse(raw))?;
+    let (dialog, activity) = state
+        .dialogs
+        .add_activity(&caller, &id, json_body(&body)?, &conditions)
+        .await?;
+    Ok(created(
+        format!("{SERVICE_OWNER_BASE}/{}/activities/{activity}", dialog.id),
+        &activity,
+        &dialog.revision,
+    ))
+}
+
+/// `POST /dialogporten/api/v1/serviceowner/dialogs/{id}/transmissions`
+#[utoipa::path(
+    post,
+    path = "/dialogporten/api/v1/serviceowner/dialogs/{id}/transmissions",
+    tag = TAG,
+    description = "Add one transmission: publishes dialogporten.dialog.updated.v1 and dialogporten.dialog.transmission.created.v1.",
+    params(
+        ("id" = String, Path, description = "Dialog id (UUID)"),
+        ("isSilentUpdate" = Option<bool>, Query, description = "true: publish nothing"),
+        ("If-Match" = Option<String>, Header, description = "Only if the dialog is at this revision")
+    ),
+    request_body(content = Value, description = "type (Information, Acceptance, Rejection, Request, Alert, Decision, Submission, Correction), sender {actorType: ServiceOwner or PartyRepresentative}, optional id, extendedType, createdAt, relatedTransmissionId, content, attachments"),
+    responses(
+        (status = 201, description = "Added: the transmission's id as a JSON string; ETag is the dialog's new revision", body = String, headers(("Location" = String), ("ETag" = String))),
+        (status = 400, description = "Invalid transmission (see detail and errors)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the owner of the dialog's service resource", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dialog", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The dialog has a transmission with that id", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The dialog is deleted", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names another revision", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+pub async fn add_transmission(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let conditions = conditions(&headers, &Query::parse(raw))?;
+    let (dialog, transmission) = state
+        .dialogs
+        .add_transmission(&caller, &id, json_body(&body)?, &conditions)
+        .await?;
+    Ok(created(
+        format!(
+            "{SERVICE_OWNER_BASE}/{}/transmissions/{transmission}",
+            dialog.id
+        ),
+        &transmission,
+        &dialog.revision,
+    ))
+}
+
+/// `GET /dialogporten/api/v1/enduser/dialogs`
+#[utoipa::path(
+    get,
+    path = "/dialogporten/api/v1/enduser/dialogs",
+    tag = TAG,
+    description = "The dialogs of the parties the caller may read (registry access), in creation order; deleted dialogs are left out.",
+    params(
+        ("serviceResource" = Option<Vec<String>>, Query, description = "Only these service resources (repeatable)"),
+        ("party" = Option<Vec<String>>, Query, description = "Only these parties (repeatable)"),
+        ("status" = Option<Vec<String>>, Query, description = "Only these statuses (repeatable)"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 100)"),
+        ("continuationToken" = Option<String>, Query, description = "From the previous page")
+    ),
+    responses(
+        (status = 200, description = "{items, hasNextPage, continuationToken}", body = Value),
+        (status = 400, description = "Invalid parameters", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+pub async fn enduser_list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = Query::parse(raw);
+    if query.one("deleted")?.is_some() {
+        return Err(ApiError::BadRequest(
+            "end users do not see deleted dialogs".into(),
+        ));
+    }
+    let params = query.list_params()?;
+    Ok(Json(state.dialogs.enduser_list(&caller, &params).await?).into_response())
+}
+
+/// `GET /dialogporten/api/v1/enduser/dialogs/{id}`
+#[utoipa::path(
+    get,
+    path = "/dialogporten/api/v1/enduser/dialogs/{id}",
+    tag = TAG,
+    description = "One dialog of a party the caller may read. The first read by a user after a change marks it seen: publishes dialogporten.dialog.updated.v1 and dialogporten.dialog.seen.v1, once per user and change.",
+    params(
+        ("id" = String, Path, description = "Dialog id (UUID)"),
+        ("isSilentUpdate" = Option<bool>, Query, description = "true: do not mark the dialog seen")
+    ),
+    responses(
+        (status = 200, description = "The dialog, with seenSinceLastUpdate; ETag is its revision", body = Value, headers(("ETag" = String))),
+        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dialog of a party the caller may read", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The dialog is deleted", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+pub async fn enduser_get(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let silent = Query::parse(raw).silent()?;
+    let view = state.dialogs.enduser_get(&caller, &id, silent).await?;
+    let revision = view.dialog.revision;
+    Ok(with_etag(Json(view).into_response(), &revision))
+}

@@ -1142,9 +1142,7 @@ async fn invalid_requests_are_problem_details_with_field_errors() {
     assert_eq!(bad.status, 400, "{}", bad.body);
     assert_eq!(bad.headers["content-type"], "application/problem+json");
     let errors = bad.body["errors"].as_object().expect("errors");
-    for field in ["party"] {
-        assert!(errors.contains_key(field), "{field}: {}", bad.body);
-    }
+    assert!(errors.contains_key("party"), "{}", bad.body);
     let fixed_party = send(
         &server,
         Method::POST,

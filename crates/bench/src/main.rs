@@ -5,6 +5,7 @@
 mod ceiling;
 mod events;
 mod http;
+mod machine;
 mod publish;
 mod push;
 mod query;
@@ -100,6 +101,10 @@ struct Cli {
     /// Keep the temporary directories (server logs, SQLite files) and databases.
     #[arg(long)]
     keep: bool,
+    /// Before each scenario, wait up to this many seconds for the machine to be idle (other
+    /// processes using under 10 % of the CPU over a second); the busy share found is reported.
+    #[arg(long, default_value_t = 0)]
+    wait_idle: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -176,6 +181,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             None => server_bin.display().to_string(),
         },
         started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        load_average: std::fs::read_to_string("/proc/loadavg")
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default(),
+        background_cpu_pct: Default::default(),
     };
     let mut report = Report {
         conditions,
@@ -194,10 +203,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let scratch = tempfile::Builder::new()
         .prefix("hendelse-bench-")
         .tempdir()?;
+    let idle = |report: &mut Report, scenario: &'static str| {
+        let busy = machine::wait_idle(cli.wait_idle);
+        report.conditions.background_cpu_pct.insert(scenario, busy);
+    };
     if wants(Scenario::Ceiling) || (wants(Scenario::Publish) && !cli.no_ceiling) {
+        idle(&mut report, "ceiling");
         report.ceiling = Some(publish::ceiling(&load, scratch.path()).await?);
     }
     if wants(Scenario::Publish) {
+        idle(&mut report, "publish");
         let figures = publish::publish(&setup, &load).await?;
         let fraction = report
             .ceiling
@@ -217,6 +232,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             size: cli.size,
             run: run_id.clone(),
         };
+        idle(&mut report, "query");
         report.query = Some(query::run(&setup, &params).await?);
     }
     if wants(Scenario::Push) {
@@ -228,6 +244,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             size: cli.size,
             run: run_id,
         };
+        idle(&mut report, "push");
         report.push = Some(push::run(&setup, &params).await?);
     }
     if cli.json {

@@ -1,5 +1,7 @@
 //! The report: every figure with the conditions it was measured under, as one table or as JSON.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::server::Backend;
@@ -32,6 +34,10 @@ pub struct Conditions {
     /// The server under test: the binary started, or the URL targeted.
     pub server: String,
     pub started_at: String,
+    /// `/proc/loadavg` (1, 5 and 15 minutes) when the run started.
+    pub load_average: String,
+    /// Share of the CPU other processes used in the second before each scenario started.
+    pub background_cpu_pct: BTreeMap<&'static str, f64>,
 }
 
 /// One load run against an HTTP endpoint.
@@ -343,7 +349,7 @@ impl Report {
     pub fn table(&self) -> String {
         let c = &self.conditions;
         let mut out = format!(
-            "hendelse-bench {}: backend {}, payload {} B of data, concurrency {}, {} cores ({}), {} build\nserver: {}\n\n",
+            "hendelse-bench {}: backend {}, payload {} B of data, concurrency {}, {} cores ({}), {} build\nserver: {}\nload average at start: {}; other processes' CPU before each scenario: {}\n\n",
             c.started_at,
             c.backend.name(),
             c.payload_bytes,
@@ -352,6 +358,12 @@ impl Report {
             c.cpu_model,
             c.build_profile,
             c.server,
+            c.load_average,
+            c.background_cpu_pct
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.0} %"))
+                .collect::<Vec<_>>()
+                .join(", "),
         );
         let rows = self.rows();
         let header = Row {

@@ -36,6 +36,8 @@ pub enum Command {
     Query(crate::client::query::QueryArgs),
     /// Print events as they are published (the live stream); reconnects where it left off.
     Tail(crate::client::tail::TailArgs),
+    /// A local webhook endpoint that prints the events it receives (for trying subscriptions).
+    Receive(crate::client::receive::ReceiveArgs),
     /// List, create, delete and inspect webhook subscriptions.
     Subscriptions(crate::client::subscriptions::SubscriptionsArgs),
 }
@@ -203,6 +205,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Publish(args) => crate::client::publish::run(args).await,
         Command::Query(args) => crate::client::query::run(args).await,
         Command::Tail(args) => crate::client::tail::run(args).await,
+        Command::Receive(args) => crate::client::receive::run(args).await,
         Command::Subscriptions(args) => crate::client::subscriptions::run(args).await,
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod publish;
 pub mod query;
+pub mod receive;
 pub mod subscriptions;
 pub mod tail;
 

@@ -230,7 +230,12 @@ async fn a_hanging_endpoint_does_not_hold_up_other_subscriptions() {
     }
     let got: HashSet<String> = got.into_iter().collect();
     let expected: HashSet<String> = ids.into_iter().collect();
-    assert_eq!(got, expected, "the fast endpoint waited for the stuck one; log: {}", server.log());
+    assert_eq!(
+        got,
+        expected,
+        "the fast endpoint waited for the stuck one; log: {}",
+        server.log()
+    );
 }
 
 /// Tokens and webhook secrets never reach the log.

@@ -2,17 +2,15 @@
 //! group-commits its publishes; the writers of all nodes take turns through a row lock held until
 //! commit, which is what makes sequence numbers visible in commit order.
 
-use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, PgPool, Postgres, QueryBuilder, Row, SqlSafeStr};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
-use crate::sql::{Dialect, push_filters, push_time_bounds};
+use crate::sql::{Dialect, push_filters};
 use crate::{
     AppendReceipt, EventQuery, EventStore, NewEvent, StoreError, StoredEvent, micros_to_time,
 };
@@ -35,23 +33,6 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
-fn migrator() -> Migrator {
-    Migrator::with_migrations(
-        MIGRATIONS
-            .iter()
-            .map(|(version, name, sql)| {
-                Migration::new(
-                    *version,
-                    Cow::Borrowed(*name),
-                    MigrationType::Simple,
-                    AssertSqlSafe(*sql).into_sql_str(),
-                    false,
-                )
-            })
-            .collect(),
-    )
-}
-
 pub struct PgStore {
     pool: PgPool,
 }
@@ -66,7 +47,7 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
-        migrator().run(&pool).await?;
+        crate::sql::migrator(MIGRATIONS).run(&pool).await?;
         Ok(PgStore { pool })
     }
 
@@ -78,25 +59,12 @@ impl PgStore {
 
     /// `EXPLAIN` of the page query, for tests that prove every shape uses an index.
     pub async fn explain(&self, query: &EventQuery) -> Result<Vec<String>, StoreError> {
-        let mut qb = select("EXPLAIN ", query);
+        let mut qb = crate::sql::select::<Postgres>(Dialect::Postgres, "EXPLAIN ", query);
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| r.try_get::<String, _>(0).map_err(StoreError::from))
             .collect()
     }
-}
-
-fn select(prefix: &str, q: &EventQuery) -> QueryBuilder<Postgres> {
-    let mut qb = QueryBuilder::new(prefix);
-    qb.push("SELECT seq, id, registered, body FROM events WHERE seq > ");
-    qb.push_bind(q.after);
-    push_time_bounds(&mut qb, q);
-    if !push_filters(&mut qb, q, Dialect::Postgres) {
-        qb.push(" AND FALSE");
-    }
-    qb.push(" ORDER BY seq LIMIT ")
-        .push_bind(i64::from(q.limit));
-    qb
 }
 
 crate::push::impl_push_store!(
@@ -180,7 +148,7 @@ impl EventStore for PgStore {
         if query.visibility.is_nothing() || query.limit == 0 {
             return Ok(Vec::new());
         }
-        let mut qb = select("", query);
+        let mut qb = crate::sql::select::<Postgres>(Dialect::Postgres, "", query);
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {

@@ -1,8 +1,12 @@
 //! SQL shared by both backends: every filter of [`EventQuery`] as bound parameters (never text
 //! from a request spliced into SQL).
 
+use std::borrow::Cow;
+
 use hendelse_model::Visibility;
 use hendelse_model::visibility::ResourceScope;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AssertSqlSafe, SqlSafeStr};
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use crate::EventQuery;
@@ -146,4 +150,41 @@ where
         list.push_bind(v.clone());
     }
     qb.push(")");
+}
+
+/// The migrator of a backend's `(version, name, sql)` list.
+pub(crate) fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> Migrator {
+    Migrator::with_migrations(
+        migrations
+            .iter()
+            .map(|(version, name, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*name),
+                    MigrationType::Simple,
+                    AssertSqlSafe(*sql).into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// The page query of `q` (after `prefix`, e.g. `EXPLAIN `): one index read in `seq` order.
+pub(crate) fn select<DB>(dialect: Dialect, prefix: &str, q: &EventQuery) -> QueryBuilder<DB>
+where
+    DB: Database,
+    for<'a> String: Encode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new(prefix);
+    qb.push("SELECT seq, id, registered, body FROM events WHERE seq > ");
+    qb.push_bind(q.after);
+    push_time_bounds(&mut qb, q);
+    if !push_filters(&mut qb, q, dialect) {
+        qb.push(" AND 1 = 0");
+    }
+    qb.push(" ORDER BY seq LIMIT ")
+        .push_bind(i64::from(q.limit));
+    qb
 }

@@ -2,7 +2,6 @@
 //! commit is on disk before it is acknowledged. Writes go through one connection (SQLite has one
 //! writer anyway), reads through a small pool that WAL lets run beside the writer.
 
-use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -10,12 +9,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, QueryBuilder, Row, SqlSafeStr, Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use tokio::sync::Mutex;
 
-use crate::sql::{Dialect, push_filters, push_time_bounds};
+use crate::sql::{Dialect, push_filters};
 use crate::{
     AppendReceipt, EventQuery, EventStore, NewEvent, StoreError, StoredEvent, micros_to_time,
 };
@@ -54,23 +52,6 @@ struct Tip {
     registered: i64,
 }
 
-fn migrator() -> Migrator {
-    Migrator::with_migrations(
-        MIGRATIONS
-            .iter()
-            .map(|(version, name, sql)| {
-                Migration::new(
-                    *version,
-                    Cow::Borrowed(*name),
-                    MigrationType::Simple,
-                    AssertSqlSafe(*sql).into_sql_str(),
-                    false,
-                )
-            })
-            .collect(),
-    )
-}
-
 impl SqliteStore {
     /// Opens (creating if needed) `events.db` in `data_dir` and applies pending migrations.
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
@@ -98,7 +79,7 @@ impl SqliteStore {
             .max_lifetime(None)
             .connect_with(options.clone())
             .await?;
-        migrator().run(&writer).await?;
+        crate::sql::migrator(MIGRATIONS).run(&writer).await?;
         // One process owns an SQLite file: leases of a previous run (one that was killed) are void.
         sqlx::query("UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL")
             .execute(&writer)
@@ -134,25 +115,12 @@ impl SqliteStore {
 
     /// The query plan SQLite picks for `query`, for tests that prove every shape uses an index.
     pub async fn explain(&self, query: &EventQuery) -> Result<Vec<String>, StoreError> {
-        let mut qb = select("EXPLAIN QUERY PLAN ", query);
+        let mut qb = crate::sql::select::<Sqlite>(Dialect::Sqlite, "EXPLAIN QUERY PLAN ", query);
         let rows = qb.build().fetch_all(&self.readers).await?;
         rows.iter()
             .map(|r| r.try_get::<String, _>(3).map_err(StoreError::from))
             .collect()
     }
-}
-
-fn select(prefix: &str, q: &EventQuery) -> QueryBuilder<Sqlite> {
-    let mut qb = QueryBuilder::new(prefix);
-    qb.push("SELECT seq, id, registered, body FROM events WHERE seq > ");
-    qb.push_bind(q.after);
-    push_time_bounds(&mut qb, q);
-    if !push_filters(&mut qb, q, Dialect::Sqlite) {
-        qb.push(" AND 1 = 0");
-    }
-    qb.push(" ORDER BY seq LIMIT ")
-        .push_bind(i64::from(q.limit));
-    qb
 }
 
 crate::push::impl_push_store!(
@@ -227,7 +195,7 @@ impl EventStore for SqliteStore {
         if query.visibility.is_nothing() || query.limit == 0 {
             return Ok(Vec::new());
         }
-        let mut qb = select("", query);
+        let mut qb = crate::sql::select::<Sqlite>(Dialect::Sqlite, "", query);
         let rows = qb.build().fetch_all(&self.readers).await?;
         rows.iter()
             .map(|r| {

@@ -23,10 +23,11 @@ impl StoreError {
                         | sqlx::Error::Tls(_)
                 ) || e.as_database_error().is_some_and(|d| {
                     // SQLITE_BUSY / SQLITE_LOCKED, and PostgreSQL's connection-exception and
-                    // admin-shutdown classes.
+                    // admin-shutdown classes, too many connections, and a database that does not
+                    // accept connections now (`ALLOW_CONNECTIONS false`, 55000 at connect).
                     matches!(
                         d.code().as_deref(),
-                        Some("5" | "6" | "517" | "57P01" | "57P02" | "57P03")
+                        Some("5" | "6" | "517" | "53300" | "55000" | "57P01" | "57P02" | "57P03")
                     ) || d.code().is_some_and(|c| c.starts_with("08"))
                 })
             }

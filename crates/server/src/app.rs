@@ -33,6 +33,8 @@ pub struct AppState {
     pub push_wake: Option<Arc<Notify>>,
     /// The highest committed position of the log, on this node or any other.
     pub tip: watch::Receiver<i64>,
+    /// Turns true when the server begins to shut down; long-lived responses end then.
+    pub stopping: watch::Receiver<bool>,
     pub metrics: Metrics,
     /// The Dialogporten-compatible dialog service.
     pub dialogs: hendelse_dialog::DialogService,

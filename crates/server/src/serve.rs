@@ -98,7 +98,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .start_forwarder(dialog_store.clone(), ingest.clone(), dialog_wake.clone())?;
     let dialogs =
         hendelse_dialog::DialogService::new(dialog_store, authorizer.clone(), dialog_wake);
+    // Live streams end when shutdown begins, or graceful shutdown would wait for them forever.
+    let (stop_streams, stopping) = watch::channel(false);
     let state = AppState {
+        stopping,
         store,
         ingest,
         verifier: Arc::new(TokenVerifier::new(issuers)),
@@ -120,7 +123,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("listening on http://{address}");
 
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown_signal(stop_streams))
         .await?;
     retention.abort();
     if let Some(forwarder) = dialog_forwarder {
@@ -139,7 +142,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+async fn shutdown_signal(stop_streams: watch::Sender<bool>) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -156,6 +159,7 @@ async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutting down: finishing requests in flight");
+    let _ = stop_streams.send(true);
 }
 
 /// How often the tip is read from the store, to learn of other nodes' commits.

@@ -224,3 +224,30 @@ async fn metrics_are_public_and_count_the_traffic() {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
 }
+
+/// SIGTERM ends open streams, so the server stops instead of waiting for them forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_open_streams() {
+    let mut server = Server::start();
+    let token = server.ttd();
+    let url = server.at(&format!("/events/api/v1/events/stream?resource={RESOURCE}"));
+    let mut stream = Stream::open(&url, &token, None).await;
+    assert_eq!(
+        publish(&server, &token, &generic_event("last"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(stream.next().await.id.as_deref(), Some("last"));
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .expect("terminate");
+    assert!(status.success(), "{status:?}");
+    let rest = tokio::time::timeout(Duration::from_secs(10), stream.response.chunk())
+        .await
+        .expect("the stream ends");
+    assert!(
+        matches!(rest, Ok(None) | Err(_)),
+        "the stream went on: {rest:?}"
+    );
+}

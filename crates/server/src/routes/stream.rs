@@ -138,6 +138,7 @@ async fn open(
         query,
         cursor,
         tip: state.tip.clone(),
+        stopping: state.stopping.clone(),
         buffer: VecDeque::new(),
         _client: state.metrics.stream_client(),
     };
@@ -155,15 +156,19 @@ struct Follower {
     query: EventQuery,
     cursor: i64,
     tip: watch::Receiver<i64>,
+    stopping: watch::Receiver<bool>,
     buffer: VecDeque<StoredEvent>,
     _client: crate::metrics::StreamClient,
 }
 
 impl Follower {
-    /// The next event, waiting for one to be committed; `None` ends the stream (the store failed:
-    /// the client reconnects with `Last-Event-ID` and loses nothing).
+    /// The next event, waiting for one to be committed; `None` ends the stream (the server is
+    /// stopping, or the store failed: the client reconnects with `Last-Event-ID`, losing nothing).
     async fn next(&mut self) -> Option<StoredEvent> {
         loop {
+            if *self.stopping.borrow() {
+                return None;
+            }
             if let Some(event) = self.buffer.pop_front() {
                 return Some(event);
             }
@@ -192,6 +197,7 @@ impl Follower {
                         tokio::time::sleep(IDLE_RECHECK).await;
                     }
                 }
+                _ = self.stopping.changed() => {}
                 _ = tokio::time::sleep(IDLE_RECHECK) => {}
             }
         }

@@ -107,7 +107,7 @@ impl Server {
         }
     }
 
-    /// SIGTERM, then waits for the process to finish its graceful shutdown.
+    /// SIGTERM, then waits (up to 30 s, else `kill -9` and a panic) for the graceful shutdown.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("the server is running");
         let sent = Command::new("kill")
@@ -115,7 +115,18 @@ impl Server {
             .status()
             .expect("run kill");
         assert!(sent.success(), "kill -TERM failed");
-        child.wait().expect("wait for the server")
+        for _ in 0..300 {
+            if let Some(status) = child.try_wait().expect("wait for the server") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "the server did not stop within 30 s of SIGTERM; log: {}",
+            self.log()
+        );
     }
 
     /// Starts the server again on the same data directory (on a new port).

@@ -395,4 +395,107 @@ mod tests {
         assert!(AppSource::parse("http://ttd.apps.altinn.no/ttd/app/instances/1/x").is_none());
         assert!(AppSource::parse("https://ttd.apps.altinn.no/ttd/app/instances/x/y").is_none());
     }
+
+    mod properties {
+        use super::super::{binary_event, parse_batch};
+        use crate::problem::ApiError;
+        use axum::http::{HeaderMap, HeaderName, HeaderValue};
+        use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+        use proptest::prelude::*;
+
+        /// What the HTTP binding says a sender must encode: controls, space, `"`, `%` and every
+        /// non-ASCII character (the last is implied by UTF-8 percent-encoding).
+        const BINDING: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%');
+
+        fn headers(id: HeaderValue) -> HeaderMap {
+            let mut h = HeaderMap::new();
+            h.insert("ce-specversion", HeaderValue::from_static("1.0"));
+            h.insert(
+                "ce-source",
+                HeaderValue::from_static("https://example.com/x"),
+            );
+            h.insert("ce-type", HeaderValue::from_static("no.example.t"));
+            h.insert("ce-id", id);
+            h
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Any attribute text, percent-encoded as the binding says, decodes to itself.
+            #[test]
+            fn binary_headers_decode_to_what_was_encoded(id in "\\PC{1,24}") {
+                let encoded = utf8_percent_encode(&id, BINDING).to_string();
+                let value = HeaderValue::from_str(&encoded).expect("header");
+                let event = binary_event(&headers(value), b"").expect("valid event");
+                prop_assert_eq!(event.id, id);
+            }
+
+            /// Arbitrary header bytes (what hyper lets through: visible ASCII, space, tab and
+            /// obs-text) never panic; a value that is not UTF-8 once decoded is a 400 naming it.
+            #[test]
+            fn binary_headers_never_panic(
+                raw in proptest::collection::vec(
+                    prop_oneof![0x20u8..0x7f, 0x80u8..=0xff, Just(b'%'), Just(b'\t')],
+                    0..32,
+                ),
+                name in "[a-z]{1,8}",
+            ) {
+                let Ok(value) = HeaderValue::from_bytes(&raw) else {
+                    return Ok(());
+                };
+                let mut h = headers(HeaderValue::from_static("e-1"));
+                let name = HeaderName::from_bytes(format!("ce-{name}").as_bytes()).expect("name");
+                h.insert(name, value.clone());
+                let decoded = percent_encoding::percent_decode(value.as_bytes()).decode_utf8();
+                match binary_event(&h, b"\x00\xff") {
+                    Err(ApiError::Invalid(e)) if decoded.is_err() => {
+                        prop_assert!(e.errors.iter().any(|f| f.message.contains("UTF-8")));
+                    }
+                    other => prop_assert!(decoded.is_ok(), "{:?}", other.map(|e| e.id)),
+                }
+            }
+
+            /// A batch is all or nothing, and each error names its event's index.
+            #[test]
+            fn batch_errors_name_the_invalid_events(valid in proptest::collection::vec(any::<bool>(), 0..12)) {
+                let items: Vec<serde_json::Value> = valid
+                    .iter()
+                    .enumerate()
+                    .map(|(i, ok)| {
+                        let mut e = serde_json::json!({
+                            "specversion": "1.0", "source": "https://example.com/x", "type": "t"
+                        });
+                        if *ok {
+                            e["id"] = serde_json::json!(format!("e{i}"));
+                        }
+                        e
+                    })
+                    .collect();
+                let body = serde_json::to_vec(&items).expect("json");
+                match parse_batch(&body) {
+                    Ok(events) => {
+                        prop_assert!(valid.iter().all(|ok| *ok));
+                        prop_assert_eq!(events.len(), valid.len());
+                    }
+                    Err(ApiError::Invalid(e)) => {
+                        let named: Vec<String> = e.errors.iter().map(|f| f.field.clone()).collect();
+                        let expected: Vec<String> = valid
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, ok)| !**ok)
+                            .map(|(i, _)| format!("[{i}].id"))
+                            .collect();
+                        prop_assert_eq!(named, expected);
+                    }
+                    Err(other) => prop_assert!(false, "{}", other),
+                }
+            }
+
+            #[test]
+            fn batch_parser_never_panics(body in proptest::collection::vec(any::<u8>(), 0..64)) {
+                let _ = parse_batch(&body);
+            }
+        }
+    }
 }

@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod config;
 mod dialogs;
+mod listen;
 mod metrics;
 mod openapi;
 mod params;

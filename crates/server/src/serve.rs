@@ -122,9 +122,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("listening on http://{address}");
 
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal(stop_streams))
-        .await?;
+    crate::listen::serve(listener, router(state), shutdown_signal(stop_streams)).await?;
     retention.abort();
     if let Some(forwarder) = dialog_forwarder {
         // Unforwarded outbox rows stay in the store for the next start. The forwarder holds an

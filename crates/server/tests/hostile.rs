@@ -344,3 +344,71 @@ async fn stalled_and_trickling_clients_are_cut_off() {
     );
     assert!(trickled, "a client trickling its headers was kept open");
 }
+
+/// Whether a streaming response is still open: drains what is buffered, then true when a read
+/// waits (rather than meeting the end or an error).
+async fn still_open(response: &mut reqwest::Response, seen: &mut String) -> bool {
+    for _ in 0..1000 {
+        match tokio::time::timeout(Duration::from_millis(500), response.chunk()).await {
+            Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(Ok(None)) | Ok(Err(_)) => return false,
+            Err(_) => return true,
+        }
+    }
+    true
+}
+
+/// The header timeout does not touch the live streams: both stay open past it and the generic one
+/// still delivers an event published afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_outlive_the_header_timeout() {
+    let server = Server::start();
+    let ttd = server.ttd();
+    let person = server.person();
+    let open = |url: String, token: String| async move {
+        let response = client()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("stream");
+        assert_eq!(response.status(), 200);
+        response
+    };
+    let mut generic = open(
+        server.at(&format!("/events/api/v1/events/stream?resource={RESOURCE}")),
+        ttd.clone(),
+    )
+    .await;
+    let mut app = open(
+        server.at("/events/api/v1/app/party/stream?party=50002598"),
+        person,
+    )
+    .await;
+    // Longer than the 10 s the server gives a request head.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let (mut seen, mut app_seen) = (String::new(), String::new());
+    assert!(
+        still_open(&mut generic, &mut seen).await,
+        "the generic stream was cut off"
+    );
+    assert!(
+        still_open(&mut app, &mut app_seen).await,
+        "the app stream was cut off"
+    );
+    let r = publish(&server, &ttd, &common::generic_event("after-timeout")).await;
+    assert_eq!(r.status(), 200);
+    for _ in 0..40 {
+        if seen.contains("after-timeout") {
+            break;
+        }
+        assert!(
+            still_open(&mut generic, &mut seen).await,
+            "the stream ended"
+        );
+    }
+    assert!(
+        seen.contains("after-timeout"),
+        "the event never arrived: {seen}"
+    );
+}

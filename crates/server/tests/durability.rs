@@ -54,6 +54,11 @@ async fn a_reader_following_next_never_skips_an_event_of_concurrent_writers() {
     }
 
     let unique: HashSet<&String> = seen.iter().collect();
+    eprintln!(
+        "8 writers + cursor reader: read {}, distinct {}",
+        seen.len(),
+        unique.len()
+    );
     assert_eq!(unique.len(), seen.len(), "the reader saw an event twice");
     let acknowledged = acknowledged.lock().await;
     assert_eq!(acknowledged.len(), PUBLISHERS * PER_PUBLISHER);
@@ -142,6 +147,13 @@ async fn acknowledged_events_survive_kill_9() {
         .iter()
         .filter(|id| !unique.contains(id.as_str()))
         .collect();
+    eprintln!(
+        "kill -9 × 3 (SQLite, 8 writers): acknowledged {}, found {}, lost {}, duplicated {}",
+        acknowledged.len(),
+        ids.len(),
+        lost.len(),
+        ids.len() - unique.len()
+    );
     assert!(
         lost.is_empty(),
         "{} acknowledged events were lost, e.g. {:?}",

@@ -14,6 +14,7 @@ use tokio::sync::{Notify, watch};
 use crate::metrics::Metrics;
 use crate::openapi::{ApiDoc, Document};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -93,6 +94,11 @@ pub fn router(state: AppState) -> Router {
     api.route_layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(Extension(Document(Arc::from(document))))
         .layer(DefaultBodyLimit::max(MAX_EVENT_BYTES))
+        // A client that stops sending its body mid-way is refused rather than waited on for ever
+        // (the head has its own timeout in listen.rs); bodies of GETs, streams included, are empty.
+        .layer(RequestBodyTimeoutLayer::new(
+            crate::listen::HEADER_READ_TIMEOUT,
+        ))
         .layer(CatchPanicLayer::new())
         .layer(axum::middleware::from_fn(crate::problem::problem_details))
         .with_state(state)

@@ -412,3 +412,51 @@ async fn live_streams_outlive_the_header_timeout() {
         "the event never arrived: {seen}"
     );
 }
+
+/// A client that sends a complete head announcing a body and then stalls is answered or cut off
+/// instead of holding the publish route for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_body_is_cut_off() {
+    let server = Server::start();
+    let ttd = server.ttd();
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(&address).expect("connect");
+        let head = format!(
+            "POST /events/api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ttd}\r\n\
+             Content-Type: application/cloudevents+json\r\nContent-Length: 1000\r\n\r\n{{\"id\":"
+        );
+        s.write_all(head.as_bytes()).expect("write");
+        s.set_read_timeout(Some(Duration::from_secs(40)))
+            .expect("read timeout");
+        let mut answer = Vec::new();
+        match s.read_to_end(&mut answer) {
+            Ok(_) => Some(String::from_utf8_lossy(&answer).into_owned()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                None
+            }
+            Err(e) => Some(format!("closed: {e}")),
+        }
+    })
+    .await
+    .expect("join");
+    eprintln!("stalled body: {outcome:?}");
+    let answer = outcome.expect("a client stalling in its body was kept open");
+    assert!(
+        !answer.starts_with("HTTP/1.1 2") && !answer.starts_with("HTTP/1.1 5"),
+        "{answer}"
+    );
+    if answer.starts_with("HTTP/1.1 4") {
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("content-type: application/problem+json"),
+            "{answer}"
+        );
+    }
+}

@@ -177,6 +177,23 @@ where
     M: Fn(usize) -> Request<Body> + Send + Sync + 'static,
     C: Fn(&Reply) -> Result<u64, String> + Send + Sync + 'static,
 {
+    run_for(target, connections, total, None, make, check).await
+}
+
+/// [`run`], but no request is started once `budget` has passed since the start (so a slow
+/// endpoint yields fewer samples instead of an endless run).
+pub async fn run_for<M, C>(
+    target: &Target,
+    connections: usize,
+    total: usize,
+    budget: Option<Duration>,
+    make: M,
+    check: C,
+) -> anyhow::Result<Outcome>
+where
+    M: Fn(usize) -> Request<Body> + Send + Sync + 'static,
+    C: Fn(&Reply) -> Result<u64, String> + Send + Sync + 'static,
+{
     let connections = connections.clamp(1, total.max(1));
     let make = Arc::new(make);
     let check = Arc::new(check);
@@ -198,7 +215,11 @@ where
             let mut first_error = None;
             let mut sum = 0u64;
             start.wait().await;
+            let deadline = budget.map(|b| Instant::now() + b);
             loop {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= total {
                     break;

@@ -77,6 +77,10 @@ struct Cli {
     /// query: measured queries per shape and store size.
     #[arg(long, default_value_t = 2_000)]
     queries: usize,
+    /// query: most seconds spent measuring one shape at one store size (a slow shape then gets
+    /// fewer samples than --queries; the report says how many).
+    #[arg(long, default_value_t = 30)]
+    shape_seconds: u64,
     /// query: concurrent connections sending queries.
     #[arg(long, default_value_t = 1)]
     query_concurrency: usize,
@@ -229,6 +233,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             events: cli.query_events,
             queries: cli.queries,
             concurrency: cli.query_concurrency.max(1),
+            budget: std::time::Duration::from_secs(cli.shape_seconds.max(1)),
             size: cli.size,
             run: run_id.clone(),
         };

@@ -15,6 +15,8 @@ pub struct QueryParams {
     pub events: u64,
     pub queries: usize,
     pub concurrency: usize,
+    /// Most time spent measuring one shape at one store size.
+    pub budget: std::time::Duration,
     pub size: usize,
     pub run: String,
 }
@@ -166,15 +168,33 @@ async fn measure(
     };
     let make = std::sync::Arc::new(make);
     let m = make.clone();
-    http::run(target, params.concurrency, warm, move |i| m(i), rows).await?;
-    let outcome = http::run(
+    let warm_budget = Some(params.budget / 10);
+    http::run_for(
+        target,
+        params.concurrency,
+        warm,
+        warm_budget,
+        move |i| m(i),
+        rows,
+    )
+    .await?;
+    let outcome = http::run_for(
         target,
         params.concurrency,
         params.queries,
+        Some(params.budget),
         move |i| make(i + 1_000_000),
         rows,
     )
     .await?;
+    if outcome.ok() < params.queries {
+        eprintln!(
+            "query: {shape} at {n} events: only {} of {} queries within the {} s budget",
+            outcome.ok(),
+            params.queries,
+            params.budget.as_secs()
+        );
+    }
     Ok(ShapeFigures {
         shape,
         example,

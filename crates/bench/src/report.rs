@@ -273,10 +273,11 @@ impl Report {
                     row(
                         "query",
                         &format!(
-                            "{} @ {} ({:.1} rows)",
+                            "{} @ {} ({:.1} rows, {} queries)",
                             shape.shape,
                             thousands(stage.events as f64),
-                            shape.rows_per_page
+                            shape.rows_per_page,
+                            shape.latency.samples
                         ),
                         format!(
                             "{:.2} / {:.2} ms{errors}",

@@ -51,3 +51,82 @@ pub fn wait_idle(max_seconds: u64) -> f64 {
         }
     }
 }
+
+/// CPU time (user + system, all threads) of a process, in the same ticks as `/proc/stat`.
+fn process_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it are fixed.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Who used the CPUs while a scenario ran, in cores (1.0 = one core busy all the time).
+#[derive(Debug, Clone, Copy, serde::Serialize, PartialEq)]
+pub struct CpuUse {
+    /// The server under test (absent when it was not started by this run).
+    pub server_cores: Option<f64>,
+    /// This process: the load generator (and the push receiver).
+    pub bench_cores: f64,
+    /// Everything else on the machine.
+    pub other_cores: f64,
+}
+
+pub struct CpuProbe {
+    busy: u64,
+    total: u64,
+    me: u64,
+    server: Option<(u32, u64)>,
+}
+
+impl CpuProbe {
+    pub fn start(server_pid: Option<u32>) -> Option<CpuProbe> {
+        let (busy, total) = cpu_times()?;
+        Some(CpuProbe {
+            busy,
+            total,
+            me: process_ticks(std::process::id())?,
+            server: server_pid.and_then(|pid| Some((pid, process_ticks(pid)?))),
+        })
+    }
+
+    pub fn finish(&self) -> Option<CpuUse> {
+        let (busy, total) = cpu_times()?;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        // Ticks of one CPU over the interval.
+        let span = (total.saturating_sub(self.total) as f64 / cpus).max(1.0);
+        let me = process_ticks(std::process::id())?.saturating_sub(self.me);
+        let server = self
+            .server
+            .and_then(|(pid, before)| Some(process_ticks(pid)?.saturating_sub(before)));
+        let all = busy.saturating_sub(self.busy);
+        let other = all.saturating_sub(me + server.unwrap_or(0));
+        let cores = |ticks: u64| crate::stats::round3(ticks as f64 / span);
+        Some(CpuUse {
+            server_cores: server.map(cores),
+            bench_cores: cores(me),
+            other_cores: cores(other),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_uses_cpu() {
+        let probe = CpuProbe::start(Some(std::process::id())).expect("/proc is readable");
+        let mut x = 0u64;
+        let until = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < until {
+            x = x.wrapping_mul(31).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let used = probe.finish().expect("/proc is readable");
+        assert!(used.bench_cores > 0.0, "{used:?}");
+        assert_eq!(used.server_cores, Some(used.bench_cores));
+    }
+}

@@ -6,6 +6,7 @@ use hyper::Method;
 
 use crate::events;
 use crate::http::{self, Target};
+use crate::machine::{CpuProbe, CpuUse};
 use crate::report::LoadFigures;
 use crate::server::{self, Instance, Setup};
 use crate::stats::{percentiles, round1, round3};
@@ -35,7 +36,7 @@ pub async fn ceiling(params: &LoadParams, dir: &std::path::Path) -> anyhow::Resu
         "ceiling: {} events over {} connections to the bare endpoint at {}",
         params.events, params.concurrency, process.url
     );
-    let outcome = load(&target, params).await;
+    let outcome = load(&target, params, Some(process.pid())).await;
     let rss = process.peak_rss();
     process.stop()?;
     figures(params, outcome?, rss.map(|b| b as f64 / 1048576.0))
@@ -47,13 +48,18 @@ pub async fn publish(setup: &Setup, params: &LoadParams) -> anyhow::Result<LoadF
         "publish: {} events over {} connections to {}",
         params.events, params.concurrency, instance.target.base_url
     );
-    let outcome = load(&instance.target, params).await;
+    let pid = instance.process.as_ref().map(server::Process::pid);
+    let outcome = load(&instance.target, params, pid).await;
     let rss = instance.peak_rss_mib();
     instance.stop().await?;
     figures(params, outcome?, rss)
 }
 
-async fn load(target: &Target, params: &LoadParams) -> anyhow::Result<http::Outcome> {
+async fn load(
+    target: &Target,
+    params: &LoadParams,
+    server_pid: Option<u32>,
+) -> anyhow::Result<(http::Outcome, Option<CpuUse>)> {
     let size = params.size;
     if params.warmup > 0 {
         let (t, run) = (target.clone(), format!("{}w", params.run));
@@ -67,14 +73,16 @@ async fn load(target: &Target, params: &LoadParams) -> anyhow::Result<http::Outc
         .await?;
     }
     let (t, run) = (target.clone(), params.run.clone());
-    http::run(
+    let probe = CpuProbe::start(server_pid);
+    let outcome = http::run(
         target,
         params.concurrency,
         params.events,
         move |i| request(&t, &run, i, size),
         http::success,
     )
-    .await
+    .await?;
+    Ok((outcome, probe.and_then(|p| p.finish())))
 }
 
 fn request(target: &Target, run: &str, i: usize, size: usize) -> hyper::Request<http::Body> {
@@ -88,7 +96,7 @@ fn request(target: &Target, run: &str, i: usize, size: usize) -> hyper::Request<
 
 fn figures(
     params: &LoadParams,
-    outcome: http::Outcome,
+    (outcome, cpu): (http::Outcome, Option<CpuUse>),
     rss_mib: Option<f64>,
 ) -> anyhow::Result<LoadFigures> {
     let per_second = outcome.per_second();
@@ -102,5 +110,6 @@ fn figures(
         first_error: outcome.first_error.clone(),
         latency: percentiles(outcome.latencies_us),
         server_peak_rss_mib: rss_mib.map(round1),
+        cpu,
     })
 }

@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::events::{self, now_us};
 use crate::http::{self, Conn};
+use crate::machine::CpuProbe;
 use crate::report::PushFigures;
 use crate::server::{Instance, Setup};
 use crate::stats::{percentiles, round1, round3};
@@ -165,6 +166,7 @@ async fn scenario(instance: &Instance, params: &PushParams) -> anyhow::Result<Pu
     let batch = events::batch_events(event_bytes).min(100);
     let batches = params.events.div_ceil(batch);
     let began = Instant::now();
+    let probe = CpuProbe::start(instance.process.as_ref().map(crate::server::Process::pid));
     let (t, run, size, total) = (
         target.clone(),
         params.run.clone(),
@@ -201,6 +203,7 @@ async fn scenario(instance: &Instance, params: &PushParams) -> anyhow::Result<Pu
     }
     let timeout = Duration::from_secs((120 + expected / 200) as u64);
     let complete = wait_for(&state, timeout, |r| r.deliveries >= expected).await;
+    let cpu = probe.and_then(|p| p.finish());
     let (deliveries, duplicates, duration, latency_under_load) = {
         let mut r = state.lock().expect("receiver state");
         let end = if complete {
@@ -290,5 +293,6 @@ async fn scenario(instance: &Instance, params: &PushParams) -> anyhow::Result<Pu
         paced_deliveries,
         latency,
         server_peak_rss_mib: None,
+        cpu,
     })
 }

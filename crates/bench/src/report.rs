@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::machine::CpuUse;
 use crate::server::Backend;
 use crate::stats::Percentiles;
 
@@ -53,6 +54,8 @@ pub struct LoadFigures {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_error: Option<String>,
     pub server_peak_rss_mib: Option<f64>,
+    /// CPU use during the measured run.
+    pub cpu: Option<CpuUse>,
 }
 
 #[derive(Debug, Serialize)]
@@ -119,6 +122,8 @@ pub struct PushFigures {
     pub paced_deliveries: usize,
     pub latency: Percentiles,
     pub server_peak_rss_mib: Option<f64>,
+    /// CPU use during the throughput phase.
+    pub cpu: Option<CpuUse>,
 }
 
 /// The targets of issue #6, checked where they apply.
@@ -148,6 +153,20 @@ fn thousands(x: f64) -> String {
         out.push(c);
     }
     if n < 0 { format!("-{out}") } else { out }
+}
+
+fn cpu(c: &Option<CpuUse>) -> String {
+    match c {
+        Some(c) => format!(
+            "{} / {:.2} / {:.2}",
+            c.server_cores
+                .map(|s| format!("{s:.2}"))
+                .unwrap_or_else(|| "n/a".into()),
+            c.bench_cores,
+            c.other_cores
+        ),
+        None => "n/a".into(),
+    }
 }
 
 fn mib(x: Option<f64>) -> String {
@@ -214,6 +233,12 @@ impl Report {
                 "server peak RSS",
                 mib(load.server_peak_rss_mib),
                 rss_target,
+            );
+            row(
+                name,
+                "CPU cores: server / bench / others",
+                cpu(&load.cpu),
+                String::new(),
             );
         }
         if let Some(p) = &self.publish
@@ -340,6 +365,12 @@ impl Report {
                 "push",
                 "server peak RSS",
                 mib(p.server_peak_rss_mib),
+                String::new(),
+            );
+            row(
+                "push",
+                "CPU cores: server / bench / others",
+                cpu(&p.cpu),
                 String::new(),
             );
         }

@@ -114,6 +114,10 @@ fn check_report(report: &Value, backend: &str) {
         positive(load, "latency.p99_ms");
         positive(load, "latency.p99_9_ms");
         positive(load, "server_peak_rss_mib");
+        // CPU time is counted in 10 ms ticks: a tiny run may not reach one.
+        for who in ["server_cores", "bench_cores", "other_cores"] {
+            assert!(load["cpu"][who].is_number(), "{name}.cpu.{who}");
+        }
         zero(load, "errors");
     }
     positive(&report["publish"], "fraction_of_ceiling");

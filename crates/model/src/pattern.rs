@@ -32,8 +32,10 @@ impl Pattern {
 
     /// Matches `text` in memory, with the same semantics as the SQL form.
     pub fn matches(&self, text: &str) -> bool {
-        let pattern: Vec<char> = self.0.to_lowercase().chars().collect();
-        let text: Vec<char> = text.to_lowercase().chars().collect();
+        // Character by character, as ILIKE folds: `str::to_lowercase` depends on the context
+        // (a final `Σ` becomes `ς`), so a pattern cut at `%` would fold differently from the text.
+        let pattern: Vec<char> = self.0.chars().flat_map(char::to_lowercase).collect();
+        let text: Vec<char> = text.chars().flat_map(char::to_lowercase).collect();
         // Classic greedy wildcard matching with backtracking to the last `%`.
         let (mut p, mut t) = (0, 0);
         let mut star: Option<(usize, usize)> = None;
@@ -74,5 +76,13 @@ mod tests {
         assert!(Pattern::new("a%b%c").matches("axxbyyc"));
         assert!(!Pattern::new("a%b%c").matches("axxbyy"));
         assert!(Pattern::new("exact").matches("EXACT"));
+    }
+
+    /// Found by `fuzz/` (target `pattern`): a final sigma folded to `ς` in the text but `σ` in
+    /// the pattern, where `%` stood beside it.
+    #[test]
+    fn case_folding_does_not_depend_on_the_neighbours() {
+        assert!(Pattern::new("%e%Σ`%").matches("eΣ`"));
+        assert!(Pattern::new("%σ").matches("ΑΣ"));
     }
 }

@@ -58,6 +58,10 @@ struct Cli {
     /// publish/ceiling: events sent (each in its own request).
     #[arg(long, default_value_t = 100_000)]
     events: usize,
+    /// publish/ceiling: events per request (more than 1 publishes batches,
+    /// `application/cloudevents-batch+json`).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// publish/ceiling: concurrent kept-alive connections.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -201,6 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         events: cli.events,
         concurrency: cli.concurrency,
         size: cli.size,
+        batch: cli.batch.max(1),
         warmup: cli.warmup.unwrap_or((cli.events / 10).min(2_000)),
         run: run_id.clone(),
     };

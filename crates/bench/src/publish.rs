@@ -16,6 +16,8 @@ pub struct LoadParams {
     pub events: usize,
     pub concurrency: usize,
     pub size: usize,
+    /// Events per request: 1 sends `application/cloudevents+json`, more a batch.
+    pub batch: usize,
     /// Requests sent (and not measured) before the measured run.
     pub warmup: usize,
     pub run: String,
@@ -60,14 +62,14 @@ async fn load(
     params: &LoadParams,
     server_pid: Option<u32>,
 ) -> anyhow::Result<(http::Outcome, Option<CpuUse>)> {
-    let size = params.size;
+    let (size, batch) = (params.size, params.batch.max(1));
     if params.warmup > 0 {
         let (t, run) = (target.clone(), format!("{}w", params.run));
         http::run(
             target,
             params.concurrency,
-            params.warmup,
-            move |i| request(&t, &run, i, size),
+            params.warmup.div_ceil(batch),
+            move |i| request(&t, &run, i, size, batch),
             http::success,
         )
         .await?;
@@ -77,21 +79,36 @@ async fn load(
     let outcome = http::run(
         target,
         params.concurrency,
-        params.events,
-        move |i| request(&t, &run, i, size),
+        params.events.div_ceil(batch),
+        move |i| request(&t, &run, i, size, batch),
         http::success,
     )
     .await?;
     Ok((outcome, probe.and_then(|p| p.finish())))
 }
 
-fn request(target: &Target, run: &str, i: usize, size: usize) -> hyper::Request<http::Body> {
-    target.request(
-        Method::POST,
-        PATH,
-        Some(events::STRUCTURED),
-        events::generic(run, i as u64, None, size),
-    )
+/// Request `i`: event `i`, or events `i * batch ..` as one batch.
+fn request(
+    target: &Target,
+    run: &str,
+    i: usize,
+    size: usize,
+    batch: usize,
+) -> hyper::Request<http::Body> {
+    let (content_type, body) = body(run, i, size, batch);
+    target.request(Method::POST, PATH, Some(content_type), body)
+}
+
+fn body(run: &str, i: usize, size: usize, batch: usize) -> (&'static str, String) {
+    if batch <= 1 {
+        return (
+            events::STRUCTURED,
+            events::generic(run, i as u64, None, size),
+        );
+    }
+    let first = (i * batch) as u64;
+    let events = (first..first + batch as u64).map(|n| events::generic(run, n, None, size));
+    (events::BATCH, events::batch(events))
 }
 
 fn figures(
@@ -99,11 +116,13 @@ fn figures(
     (outcome, cpu): (http::Outcome, Option<CpuUse>),
     rss_mib: Option<f64>,
 ) -> anyhow::Result<LoadFigures> {
-    let per_second = outcome.per_second();
+    let batch = params.batch.max(1);
+    let per_second = outcome.per_second() * batch as f64;
     Ok(LoadFigures {
-        requests: params.events,
+        requests: params.events.div_ceil(batch),
+        events_per_request: batch,
         concurrency: params.concurrency,
-        request_bytes: events::generic(&params.run, 0, None, params.size).len(),
+        request_bytes: body(&params.run, 0, params.size, batch).1.len(),
         duration_s: round3(outcome.elapsed.as_secs_f64()),
         per_second: round1(per_second),
         errors: outcome.errors,

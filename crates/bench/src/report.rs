@@ -45,6 +45,7 @@ pub struct Conditions {
 #[derive(Debug, Serialize)]
 pub struct LoadFigures {
     pub requests: usize,
+    pub events_per_request: usize,
     pub concurrency: usize,
     pub request_bytes: usize,
     pub duration_s: f64,
@@ -195,9 +196,14 @@ impl Report {
                 name,
                 "requests, connections",
                 format!(
-                    "{} over {}",
+                    "{} over {}{}",
                     thousands(load.requests as f64),
-                    load.concurrency
+                    load.concurrency,
+                    if load.events_per_request > 1 {
+                        format!(", {} events each", load.events_per_request)
+                    } else {
+                        String::new()
+                    }
                 ),
                 String::new(),
             );

@@ -7,7 +7,7 @@ use hyper::Method;
 use crate::events;
 use crate::http::{self, Target};
 use crate::machine::{CpuProbe, CpuUse};
-use crate::report::LoadFigures;
+use crate::report::{GroupCommits, LoadFigures};
 use crate::server::{self, Instance, Setup};
 use crate::stats::{percentiles, round1, round3};
 
@@ -57,11 +57,50 @@ pub async fn publish(setup: &Setup, params: &LoadParams) -> anyhow::Result<LoadF
     figures(params, outcome?, rss)
 }
 
+/// The server's group-commit counters (`hendelse_ingest_*` on `/metrics`), when it has them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IngestCounters {
+    commits: f64,
+    events: f64,
+    seconds: f64,
+}
+
+impl IngestCounters {
+    pub async fn read(target: &Target) -> Option<IngestCounters> {
+        let reply = http::send_once(target, target.get("/metrics")).await.ok()?;
+        if !reply.status.is_success() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&reply.body);
+        let value = |name: &str| {
+            text.lines()
+                .find(|l| l.split([' ', '{']).next() == Some(name))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        Some(IngestCounters {
+            commits: value("hendelse_ingest_batch_events_count")?,
+            events: value("hendelse_ingest_batch_events_sum")?,
+            seconds: value("hendelse_ingest_commit_seconds_sum")?,
+        })
+    }
+
+    /// What happened between `before` and `self`.
+    pub fn since(self, before: IngestCounters) -> Option<GroupCommits> {
+        let commits = self.commits - before.commits;
+        (commits > 0.0).then(|| GroupCommits {
+            commits: commits as u64,
+            events_per_commit: round1((self.events - before.events) / commits),
+            commit_ms_mean: round3(1000.0 * (self.seconds - before.seconds) / commits),
+        })
+    }
+}
+
 async fn load(
     target: &Target,
     params: &LoadParams,
     server_pid: Option<u32>,
-) -> anyhow::Result<(http::Outcome, Option<CpuUse>)> {
+) -> anyhow::Result<(http::Outcome, Option<CpuUse>, Option<GroupCommits>)> {
     let (size, batch) = (params.size, params.batch.max(1));
     if params.warmup > 0 {
         let (t, run) = (target.clone(), format!("{}w", params.run));
@@ -75,6 +114,7 @@ async fn load(
         .await?;
     }
     let (t, run) = (target.clone(), params.run.clone());
+    let counters = IngestCounters::read(target).await;
     let probe = CpuProbe::start(server_pid);
     let outcome = http::run(
         target,
@@ -84,7 +124,12 @@ async fn load(
         http::success,
     )
     .await?;
-    Ok((outcome, probe.and_then(|p| p.finish())))
+    let cpu = probe.and_then(|p| p.finish());
+    let commits = match (counters, IngestCounters::read(target).await) {
+        (Some(before), Some(after)) => after.since(before),
+        _ => None,
+    };
+    Ok((outcome, cpu, commits))
 }
 
 /// Request `i`: event `i`, or events `i * batch ..` as one batch.
@@ -113,7 +158,7 @@ fn body(run: &str, i: usize, size: usize, batch: usize) -> (&'static str, String
 
 fn figures(
     params: &LoadParams,
-    (outcome, cpu): (http::Outcome, Option<CpuUse>),
+    (outcome, cpu, group_commits): (http::Outcome, Option<CpuUse>, Option<GroupCommits>),
     rss_mib: Option<f64>,
 ) -> anyhow::Result<LoadFigures> {
     let batch = params.batch.max(1);
@@ -130,5 +175,6 @@ fn figures(
         latency: percentiles(outcome.latencies_us),
         server_peak_rss_mib: rss_mib.map(round1),
         cpu,
+        group_commits,
     })
 }

@@ -57,6 +57,17 @@ pub struct LoadFigures {
     pub server_peak_rss_mib: Option<f64>,
     /// CPU use during the measured run.
     pub cpu: Option<CpuUse>,
+    /// The server's group commits during the measured run (from its `/metrics`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_commits: Option<GroupCommits>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct GroupCommits {
+    pub commits: u64,
+    pub events_per_commit: f64,
+    /// Mean time of the store's append (insert and durable commit) per group commit.
+    pub commit_ms_mean: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -246,6 +257,19 @@ impl Report {
                 cpu(&load.cpu),
                 String::new(),
             );
+            if let Some(g) = &load.group_commits {
+                row(
+                    name,
+                    "group commits: count, events each, ms each",
+                    format!(
+                        "{} x {:.1} events, {:.2} ms",
+                        thousands(g.commits as f64),
+                        g.events_per_commit,
+                        g.commit_ms_mean
+                    ),
+                    String::new(),
+                );
+            }
         }
         if let Some(p) = &self.publish
             && let Some(f) = p.fraction_of_ceiling

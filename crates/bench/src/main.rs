@@ -106,6 +106,9 @@ struct Cli {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
     /// Keep the temporary directories (server logs, SQLite files) and databases.
     #[arg(long)]
     keep: bool,
@@ -257,8 +260,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         idle(&mut report, "push");
         report.push = Some(push::run(&setup, &params).await?);
     }
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(path) = &cli.json_out {
+        std::fs::write(path, format!("{json}\n"))?;
+    }
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{json}");
     } else {
         print!("{}", report.table());
     }

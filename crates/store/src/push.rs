@@ -450,8 +450,15 @@ macro_rules! impl_push_store {
                     }
                     qb.push(")");
                 }
+                // The lease conditions again on `d`, the level that locks: PostgreSQL rechecks a
+                // row another node leased meanwhile against these, not against the subquery's
+                // snapshot, so a delivery is never leased twice.
                 qb.push(") ranked WHERE rank <= ")
                     .push_bind(i64::from(request.per_subscription.max(1)))
+                    .push(") AND d.state = 'pending' AND d.next_attempt <= ")
+                    .push_bind(now)
+                    .push(" AND (d.lease_until IS NULL OR d.lease_until < ")
+                    .push_bind(now)
                     .push(") ORDER BY d.next_attempt, d.id LIMIT ")
                     .push_bind(i64::from(request.limit))
                     .push(format_args!(

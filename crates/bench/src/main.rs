@@ -85,6 +85,11 @@ struct Cli {
     /// fewer samples than --queries; the report says how many).
     #[arg(long, default_value_t = 30)]
     shape_seconds: u64,
+    /// query: run `ANALYZE` on the store after each prefill (as autovacuum, or a periodic
+    /// `ANALYZE`, would in a long-running deployment); without it the planner works with the
+    /// statistics the server itself left.
+    #[arg(long)]
+    analyze: bool,
     /// query: concurrent connections sending queries.
     #[arg(long, default_value_t = 1)]
     query_concurrency: usize,
@@ -242,6 +247,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             queries: cli.queries,
             concurrency: cli.query_concurrency.max(1),
             budget: std::time::Duration::from_secs(cli.shape_seconds.max(1)),
+            analyze: cli.analyze,
             size: cli.size,
             run: run_id.clone(),
         };

@@ -17,6 +17,8 @@ pub struct QueryParams {
     pub concurrency: usize,
     /// Most time spent measuring one shape at one store size.
     pub budget: std::time::Duration,
+    /// Run `ANALYZE` on the store after each prefill.
+    pub analyze: bool,
     pub size: usize,
     pub run: String,
 }
@@ -73,6 +75,7 @@ async fn stages(instance: &Instance, params: &QueryParams) -> anyhow::Result<Vec
         let rate = added as f64 / started.elapsed().as_secs_f64().max(1e-9);
         eprintln!("query: {n} events stored ({rate:.0} events/s); measuring the shapes");
         filled = n;
+        let analyzed = params.analyze && instance.analyze().await?;
         let window = Window { from, to };
         let mut shapes = Vec::new();
         for shape in SHAPES {
@@ -83,6 +86,7 @@ async fn stages(instance: &Instance, params: &QueryParams) -> anyhow::Result<Vec
             prefill_events_per_s: round1(rate),
             prefill_batch_events: batch,
             store_bytes: instance.store_bytes(),
+            analyzed,
             shapes,
         });
     }

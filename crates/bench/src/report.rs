@@ -99,6 +99,8 @@ pub struct QueryStage {
     pub prefill_batch_events: usize,
     /// SQLite file sizes (database and WAL), when known.
     pub store_bytes: Option<u64>,
+    /// Whether `ANALYZE` ran on the store before the shapes were measured (`--analyze`).
+    pub analyzed: bool,
     pub shapes: Vec<ShapeFigures>,
 }
 
@@ -299,9 +301,10 @@ impl Report {
                     "query",
                     &format!("prefill to {}", thousands(stage.events as f64)),
                     format!(
-                        "{} events/s (batches of {}){}",
+                        "{} events/s (batches of {}){}{}",
                         thousands(stage.prefill_events_per_s),
                         stage.prefill_batch_events,
+                        if stage.analyzed { ", then ANALYZE" } else { "" },
                         stage
                             .store_bytes
                             .map(|b| format!(", store {:.0} MiB", b as f64 / 1048576.0))

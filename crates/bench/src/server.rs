@@ -194,6 +194,8 @@ pub struct Instance {
     pub process: Option<Process>,
     pub dir: tempfile::TempDir,
     database: Option<FreshDatabase>,
+    /// The PostgreSQL database the started server uses.
+    database_url: Option<String>,
     keep: bool,
 }
 
@@ -213,6 +215,7 @@ impl Instance {
                 process: None,
                 dir,
                 database: None,
+                database_url: None,
                 keep: setup.keep,
             });
         }
@@ -234,6 +237,7 @@ impl Instance {
             args.extend(["--ingest-queue".into(), queue.to_string().into()]);
         }
         let mut database = None;
+        let mut database_url = None;
         if setup.backend == Backend::Postgres {
             let url = match &setup.database_url {
                 Some(url) => url.clone(),
@@ -244,6 +248,7 @@ impl Instance {
                     url
                 }
             };
+            database_url = Some(url.clone());
             args.extend(["--database-url".into(), url.into()]);
         }
         let process = Process::spawn(&setup.server_bin, &args, &dir.path().join("server.log"))?;
@@ -253,6 +258,7 @@ impl Instance {
             process: Some(process),
             dir,
             database,
+            database_url,
             keep: setup.keep,
         })
     }
@@ -279,6 +285,27 @@ impl Instance {
             }
         }
         Some(total)
+    }
+
+    /// Gathers the planner's statistics (`ANALYZE`) on the store of a server this run started, as
+    /// autovacuum (PostgreSQL) or a periodic `ANALYZE` would in a long-running deployment. Says
+    /// whether it could.
+    pub async fn analyze(&self) -> anyhow::Result<bool> {
+        if self.process.is_none() {
+            return Ok(false);
+        }
+        if let Some(url) = &self.database_url {
+            let mut conn = PgConnection::connect(url).await?;
+            sqlx::query("ANALYZE").execute(&mut conn).await?;
+            return Ok(true);
+        }
+        let path = self.dir.path().join("data").join("events.db");
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .busy_timeout(Duration::from_secs(30));
+        let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
+        sqlx::query("ANALYZE").execute(&mut conn).await?;
+        Ok(true)
     }
 
     pub async fn stop(self) -> anyhow::Result<()> {

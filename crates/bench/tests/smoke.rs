@@ -91,7 +91,7 @@ fn zero(v: &Value, path: &str) {
     assert_eq!(at.as_u64(), Some(0), "{path} in {v:#}");
 }
 
-fn check_report(report: &Value, backend: &str) {
+fn check_report(report: &Value, backend: &str, analyzed: bool) {
     let c = &report["conditions"];
     assert_eq!(c["backend"], backend);
     assert_eq!(c["payload_bytes"], 256);
@@ -131,6 +131,7 @@ fn check_report(report: &Value, backend: &str) {
     assert_eq!(stages[1]["events"], 2000);
     for stage in stages {
         positive(stage, "prefill_events_per_s");
+        assert_eq!(stage["analyzed"], analyzed);
         let shapes = stage["shapes"].as_array().expect("shapes");
         let names: Vec<&str> = shapes.iter().filter_map(|s| s["shape"].as_str()).collect();
         assert_eq!(
@@ -177,7 +178,7 @@ fn check_report(report: &Value, backend: &str) {
 
 #[test]
 fn every_scenario_reports_on_sqlite() {
-    check_report(&bench(&[]), "sqlite");
+    check_report(&bench(&["--analyze"]), "sqlite", true);
 }
 
 #[test]
@@ -197,7 +198,7 @@ fn every_scenario_reports_on_postgres() {
     if let Some(url) = admin.as_deref() {
         extra.extend(["--pg-admin-url", url]);
     }
-    check_report(&bench(&extra), "postgres");
+    check_report(&bench(&extra), "postgres", false);
 }
 
 #[test]

@@ -6,6 +6,7 @@ use hyper::Method;
 
 use crate::events::{self, APPS, Attributes, PARTIES, SOURCES, TYPES, mix};
 use crate::http::{self, Target};
+use crate::machine::CpuProbe;
 use crate::report::{QueryFigures, QueryStage, ShapeFigures};
 use crate::server::{Instance, Setup};
 use crate::stats::{percentiles, round1};
@@ -78,15 +79,18 @@ async fn stages(instance: &Instance, params: &QueryParams) -> anyhow::Result<Vec
         let analyzed = params.analyze && instance.analyze().await?;
         let window = Window { from, to };
         let mut shapes = Vec::new();
+        let probe = CpuProbe::start(instance.process.as_ref().map(crate::server::Process::pid));
         for shape in SHAPES {
             shapes.push(measure(&instance.target, params, shape, n, &window).await?);
         }
+        let cpu = probe.and_then(|p| p.finish());
         out.push(QueryStage {
             events: n,
             prefill_events_per_s: round1(rate),
             prefill_batch_events: batch,
             store_bytes: instance.store_bytes(),
             analyzed,
+            cpu,
             shapes,
         });
     }

@@ -101,6 +101,8 @@ pub struct QueryStage {
     pub store_bytes: Option<u64>,
     /// Whether `ANALYZE` ran on the store before the shapes were measured (`--analyze`).
     pub analyzed: bool,
+    /// CPU use while the shapes were measured.
+    pub cpu: Option<CpuUse>,
     pub shapes: Vec<ShapeFigures>,
 }
 
@@ -362,6 +364,17 @@ impl Report {
                         target,
                     );
                 }
+            }
+            for stage in &q.stages {
+                row(
+                    "query",
+                    &format!(
+                        "CPU cores @ {}: server / bench / others",
+                        thousands(stage.events as f64)
+                    ),
+                    cpu(&stage.cpu),
+                    String::new(),
+                );
             }
             row(
                 "query",

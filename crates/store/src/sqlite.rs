@@ -210,7 +210,11 @@ impl EventStore for SqliteStore {
     }
 
     async fn position_of(&self, id: &str, query: &EventQuery) -> Result<Option<i64>, StoreError> {
-        let mut qb = QueryBuilder::new("SELECT min(seq) FROM events WHERE id = ");
+        // Without statistics SQLite may plan this on the query's resource index and walk the
+        // whole resource; the (id, source) index finds the candidates directly.
+        let mut qb = QueryBuilder::new(
+            "SELECT min(seq) FROM events INDEXED BY events_id_source WHERE id = ",
+        );
         qb.push_bind(id.to_owned());
         if !push_filters(&mut qb, query, Dialect::Sqlite) {
             return Ok(None);

@@ -430,8 +430,9 @@ macro_rules! impl_push_store {
                     .push_bind(request.until.timestamp_micros())
                     .push(
                         " WHERE id IN (SELECT d.id FROM deliveries d WHERE d.id IN (\
-                           SELECT id FROM (SELECT c.id, row_number() OVER (\
-                               PARTITION BY c.subscription_id ORDER BY c.next_attempt, c.id) AS rank \
+                           SELECT id FROM (SELECT w.id, row_number() OVER (\
+                               PARTITION BY w.subscription_id ORDER BY w.next_attempt, w.id) AS rank \
+                             FROM (SELECT c.id, c.subscription_id, c.next_attempt \
                              FROM deliveries c JOIN subscriptions s ON s.id = c.subscription_id \
                              WHERE c.state = 'pending' AND c.next_attempt <= ",
                     )
@@ -453,7 +454,12 @@ macro_rules! impl_push_store {
                 // The lease conditions again on `d`, the level that locks: PostgreSQL rechecks a
                 // row another node leased meanwhile against these, not against the subquery's
                 // snapshot, so a delivery is never leased twice.
-                qb.push(") ranked WHERE rank <= ")
+                // Only the earliest due deliveries are ranked, so a lease costs the same however
+                // long the queue; subscriptions at their cap are excluded above, so the slice is
+                // not filled by one endpoint's backlog.
+                qb.push(" ORDER BY c.next_attempt, c.id LIMIT ")
+                    .push_bind(i64::from(request.limit.max(8)).saturating_mul(8))
+                    .push(") w) ranked WHERE rank <= ")
                     .push_bind(i64::from(request.per_subscription.max(1)))
                     .push(") AND d.state = 'pending' AND d.next_attempt <= ")
                     .push_bind(now)

@@ -151,21 +151,74 @@ struct Unverified {
 
 #[derive(Deserialize)]
 struct VerifiedClaims {
+    /// Required by the validation; read here to know how long the verdict may be cached.
+    #[serde(default)]
+    exp: Option<serde_json::Number>,
     #[serde(flatten)]
     altinn: AltinnClaims,
 }
 
+/// How many verified tokens are remembered. A producer or consumer reuses one token for many
+/// requests until it expires, so a few thousand entries cover every active client.
+pub const VERIFIED_CACHE_CAPACITY: usize = 10_000;
+
+/// A token that passed verification, remembered until its `exp`.
+#[derive(Clone)]
+struct Verified {
+    principal: Principal,
+    /// `exp`, seconds since the Unix epoch.
+    expires: i64,
+}
+
 pub struct TokenVerifier {
     issuers: Vec<TrustedIssuer>,
+    /// Verdicts keyed by the SHA-256 of the whole token. The signature check dominates a small
+    /// request's cost (about 70 µs for ES256), and a token's verdict cannot change before `exp`:
+    /// the keys are fixed for the process's life and `nbf`, once passed, stays passed. Only
+    /// successes are kept, so a bad token is checked in full every time.
+    verified: quick_cache::sync::Cache<[u8; 32], Verified>,
+}
+
+fn token_digest(token: &str) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(digest.as_ref());
+    key
 }
 
 impl TokenVerifier {
     pub fn new(issuers: Vec<TrustedIssuer>) -> Self {
-        TokenVerifier { issuers }
+        TokenVerifier {
+            issuers,
+            verified: quick_cache::sync::Cache::new(VERIFIED_CACHE_CAPACITY),
+        }
     }
 
     /// Verifies a bearer token and returns the principal it carries.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let key = token_digest(token);
+        let now = chrono::Utc::now().timestamp();
+        if let Some(hit) = self.verified.get(&key) {
+            if now < hit.expires {
+                return Ok(hit.principal);
+            }
+            self.verified.remove(&key);
+        }
+        let (principal, expires) = self.verify_signed(token)?;
+        if let Some(expires) = expires.filter(|e| now < *e) {
+            self.verified.insert(
+                key,
+                Verified {
+                    principal: principal.clone(),
+                    expires,
+                },
+            );
+        }
+        Ok(principal)
+    }
+
+    /// The full check, without the cache: the principal and the token's `exp` (whole seconds).
+    fn verify_signed(&self, token: &str) -> Result<(Principal, Option<i64>), AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             // `alg: none` and other unknown algorithms fail to parse as a header.
             jsonwebtoken::errors::ErrorKind::Json(_) => {
@@ -210,11 +263,18 @@ impl TokenVerifier {
         for (_, key) in candidates {
             match jsonwebtoken::decode::<VerifiedClaims>(token, key, &validation) {
                 Ok(data) => {
-                    return data
+                    let principal = data
                         .claims
                         .altinn
                         .principal()
-                        .map_err(|m| AuthError::Claims(m.to_owned()));
+                        .map_err(|m| AuthError::Claims(m.to_owned()))?;
+                    // A fractional `exp` is cut down, so the cache never outlives the token.
+                    let expires = data
+                        .claims
+                        .exp
+                        .and_then(|n| n.as_f64())
+                        .map(|e| e.floor() as i64);
+                    return Ok((principal, expires));
                 }
                 Err(e) => {
                     use jsonwebtoken::errors::ErrorKind as K;
@@ -272,6 +332,78 @@ mod tests {
         let p = verifier.verify(&token).expect("valid");
         assert_eq!(p.org(), Some("ttd"));
         assert!(p.has_scope("altinn:events.publish"));
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_until_it_expires() {
+        let (_d, key, verifier) = setup();
+        let token = key
+            .mint(&TokenRequest {
+                org: Some("ttd".into()),
+                scope: Some("altinn:events.publish".into()),
+                ttl_seconds: 60,
+                ..Default::default()
+            })
+            .expect("mint");
+        let first = verifier.verify(&token).expect("valid");
+        let digest = token_digest(&token);
+        let cached = verifier
+            .verified
+            .get(&digest)
+            .expect("cached after success");
+        assert_eq!(cached.principal, first);
+        let now = chrono::Utc::now().timestamp();
+        assert!(cached.expires > now && cached.expires <= now + 61);
+        assert_eq!(verifier.verify(&token).expect("cached"), first);
+
+        // A remembered token must not vouch for a tampered copy of itself.
+        let mut tampered = token.clone();
+        let last = tampered.pop().expect("non-empty");
+        tampered.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(verifier.verify(&tampered).is_err());
+
+        // An entry past its `exp` is not trusted: the token is checked again (and refused).
+        verifier.verified.insert(
+            digest,
+            Verified {
+                principal: first,
+                expires: now - 1,
+            },
+        );
+        let expired = key
+            .mint(&TokenRequest {
+                org: Some("ttd".into()),
+                ttl_seconds: -10,
+                ..Default::default()
+            })
+            .expect("mint");
+        verifier.verified.insert(
+            token_digest(&expired),
+            Verified {
+                principal: Principal::Org {
+                    org: Some("ttd".into()),
+                    org_number: None,
+                    scopes: vec![],
+                },
+                expires: now - 1,
+            },
+        );
+        assert_eq!(verifier.verify(&expired), Err(AuthError::Expired));
+        assert!(verifier.verify(&token).is_ok(), "re-verified in full");
+    }
+
+    #[test]
+    fn refused_tokens_are_not_remembered() {
+        let (_d, key, verifier) = setup();
+        let expired = key
+            .mint(&TokenRequest {
+                org: Some("ttd".into()),
+                ttl_seconds: -10,
+                ..Default::default()
+            })
+            .expect("mint");
+        assert_eq!(verifier.verify(&expired), Err(AuthError::Expired));
+        assert!(verifier.verified.get(&token_digest(&expired)).is_none());
     }
 
     #[test]

@@ -2,9 +2,15 @@
 //! event with a live subscription into a durable delivery, moving the position in the same
 //! transaction. Positions become visible in commit order (the store's cursor guarantee), so
 //! following them skips nothing; several nodes' dispatchers take turns on the position.
+//!
+//! A page without a match moves the position in memory only, persisted at most every
+//! [`PERSIST_IDLE_POSITION`]: otherwise every group commit would cost a second durable commit
+//! (an fsync) just to record that nothing matched. After a crash the dispatcher reads those
+//! events again and again finds nothing, since a subscription only ever matches events after its
+//! `start_seq`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hendelse_auth::{Authorizer, Principal};
 use hendelse_model::Visibility;
@@ -16,6 +22,8 @@ use crate::filter::{EventAttributes, Matcher};
 
 /// Events matched per transaction.
 const BATCH: u32 = 500;
+/// How long a position reached by pages without matches may stay in memory only.
+const PERSIST_IDLE_POSITION: Duration = Duration::from_secs(1);
 
 pub async fn run(
     events: Arc<dyn EventStore>,
@@ -25,8 +33,16 @@ pub async fn run(
     wake: Arc<Notify>,
     poll: Duration,
 ) {
+    let mut position = Position::default();
     loop {
-        match step(events.as_ref(), push.as_ref(), authorizer.as_ref()).await {
+        match step(
+            &mut position,
+            events.as_ref(),
+            push.as_ref(),
+            authorizer.as_ref(),
+        )
+        .await
+        {
             Ok(Some(enqueued)) => {
                 if enqueued > 0 {
                     wake.notify_one();
@@ -55,22 +71,53 @@ struct Target {
     visibility: Visibility,
 }
 
+/// Where this dispatcher is in the log.
+#[derive(Debug, Default)]
+pub struct Position {
+    /// The stored position as this dispatcher last read or wrote it; `None` before the first read
+    /// and after another dispatcher moved it.
+    persisted: Option<i64>,
+    /// Events up to here are matched (at or beyond `persisted`).
+    matched: i64,
+    /// When `persisted` was last written or read.
+    since: Option<Instant>,
+}
+
 /// Matches the next page of the log; `None` when there was nothing new, otherwise how many
 /// deliveries were queued (0 also when another dispatcher took the page first).
 pub async fn step(
+    position: &mut Position,
     events: &dyn EventStore,
     push: &dyn PushStore,
     authorizer: &dyn Authorizer,
 ) -> Result<Option<usize>, StoreError> {
-    let from = push.dispatch_position().await?;
+    let persisted = match position.persisted {
+        Some(persisted) => persisted,
+        None => {
+            let stored = push.dispatch_position().await?;
+            *position = Position {
+                persisted: Some(stored),
+                matched: stored,
+                since: Some(Instant::now()),
+            };
+            stored
+        }
+    };
     let page = events
         .query(&EventQuery {
-            after: from,
+            after: position.matched,
             limit: BATCH,
             ..EventQuery::default()
         })
         .await?;
     let Some(last) = page.last().map(|e| e.seq) else {
+        if position.matched > persisted
+            && position
+                .since
+                .is_none_or(|since| since.elapsed() >= PERSIST_IDLE_POSITION)
+        {
+            advance(position, push, persisted, position.matched, &[]).await?;
+        }
         return Ok(None);
     };
     let targets: Vec<Target> = push
@@ -114,9 +161,35 @@ pub async fn step(
         }
     }
     let queued = deliveries.len();
-    let moved = push.enqueue(from, last, &deliveries).await?;
+    if deliveries.is_empty() {
+        position.matched = last;
+        return Ok(Some(0));
+    }
+    let moved = advance(position, push, persisted, last, &deliveries).await?;
     if moved {
         metrics::counter!("hendelse_deliveries_queued_total").increment(queued as u64);
     }
     Ok(Some(if moved { queued } else { 0 }))
+}
+
+/// Moves the stored position from `persisted` to `to` with `deliveries`, in one transaction. When
+/// another dispatcher moved it first, nothing is written and the position is read again.
+async fn advance(
+    position: &mut Position,
+    push: &dyn PushStore,
+    persisted: i64,
+    to: i64,
+    deliveries: &[NewDelivery],
+) -> Result<bool, StoreError> {
+    let moved = push.enqueue(persisted, to, deliveries).await?;
+    *position = if moved {
+        Position {
+            persisted: Some(to),
+            matched: to,
+            since: Some(Instant::now()),
+        }
+    } else {
+        Position::default()
+    };
+    Ok(moved)
 }

@@ -1,0 +1,149 @@
+//! The dispatcher against a real SQLite store: pages without a match do not cost a durable write
+//! each, the position they reach is persisted soon after, and two dispatchers sharing a position
+//! never queue an event twice.
+
+use std::time::Duration;
+
+use hendelse_auth::{Registry, RegistryAuthorizer};
+use hendelse_push::dispatcher::{Position, step};
+use hendelse_store::push::{NewDelivery, NewSubscription};
+use hendelse_store::sqlite::SqliteStore;
+use hendelse_store::{EventStore, NewEvent, PushStore};
+
+const RESOURCE: &str = "urn:altinn:resource:super-simple-service";
+const SOURCE: &str = "https://ttd.apps.example/app/1";
+
+fn authorizer() -> RegistryAuthorizer {
+    let registry: Registry = serde_json::from_str(&format!(
+        r#"{{"resources": [{{"id": "{RESOURCE}", "owner": "ttd"}}]}}"#
+    ))
+    .expect("registry");
+    RegistryAuthorizer::new(registry)
+}
+
+fn event(id: u32, event_type: &str) -> NewEvent {
+    let body = serde_json::json!({
+        "specversion": "1.0",
+        "id": id.to_string(),
+        "source": SOURCE,
+        "type": event_type,
+        "resource": RESOURCE,
+        "subject": "/party/50001337",
+    });
+    NewEvent {
+        id: id.to_string(),
+        source: SOURCE.into(),
+        event_type: event_type.into(),
+        subject_key: Some("/party/50001337".into()),
+        alternative_subject: None,
+        resource: Some(RESOURCE.into()),
+        body: body.to_string(),
+    }
+}
+
+fn subscription(type_filter: &str) -> NewSubscription {
+    NewSubscription {
+        end_point: "https://receiver.example/hook".into(),
+        resource_filter: RESOURCE.into(),
+        source_filter: None,
+        subject_filter: None,
+        alternative_subject_filter: None,
+        type_filter: Some(type_filter.into()),
+        include_subunits: false,
+        consumer: "/org/ttd".into(),
+        created_by: "/org/ttd".into(),
+        principal: r#"{"kind":"org","org":"ttd","orgNumber":null,"scopes":[]}"#.into(),
+        secret: None,
+    }
+}
+
+fn handshake(id: i64) -> NewDelivery {
+    NewDelivery {
+        subscription_id: id,
+        event_seq: None,
+        event_id: format!("validate-{id}"),
+        webhook_id: format!("msg_validate_{id}"),
+        body: "{}".into(),
+    }
+}
+
+async fn open() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path()).await.expect("open");
+    (dir, store)
+}
+
+async fn run(position: &mut Position, store: &SqliteStore) -> Option<usize> {
+    step(position, store, store, &authorizer())
+        .await
+        .expect("dispatcher step")
+}
+
+#[tokio::test]
+async fn pages_without_a_match_move_the_stored_position_only_now_and_then() {
+    let (_dir, store) = open().await;
+    store
+        .create_subscription(&subscription("wanted"), &handshake)
+        .await
+        .expect("subscribe");
+    let unwanted: Vec<NewEvent> = (1..=5).map(|i| event(i, "unwanted")).collect();
+    store.append(&unwanted).await.expect("append");
+
+    let mut position = Position::default();
+    assert_eq!(run(&mut position, &store).await, Some(0));
+    assert_eq!(run(&mut position, &store).await, None);
+    assert_eq!(
+        store.dispatch_position().await.expect("position"),
+        0,
+        "a page without matches is not written at once"
+    );
+
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(run(&mut position, &store).await, None);
+    assert_eq!(
+        store.dispatch_position().await.expect("position"),
+        5,
+        "the position reached is persisted after a while"
+    );
+
+    // A match is written at once, together with the position.
+    store
+        .append(&[event(6, "wanted"), event(7, "unwanted")])
+        .await
+        .expect("append");
+    assert_eq!(run(&mut position, &store).await, Some(1));
+    assert_eq!(store.dispatch_position().await.expect("position"), 7);
+}
+
+#[tokio::test]
+async fn two_dispatchers_never_queue_an_event_twice() {
+    let (_dir, store) = open().await;
+    let subscribed = store
+        .create_subscription(&subscription("wanted"), &handshake)
+        .await
+        .expect("subscribe");
+    store
+        .append(&[event(1, "unwanted"), event(2, "unwanted")])
+        .await
+        .expect("append");
+
+    // `a` matches the first page in memory only. `b` starts from the stored position, matches
+    // the same page and the next, and queues a match. `a` then matches that match too, finds
+    // that the position moved under it, and must not queue it a second time.
+    let mut a = Position::default();
+    assert_eq!(run(&mut a, &store).await, Some(0));
+    store.append(&[event(3, "wanted")]).await.expect("append");
+    let mut b = Position::default();
+    assert_eq!(run(&mut b, &store).await, Some(1));
+    assert_eq!(run(&mut a, &store).await, Some(0), "the position moved");
+    assert_eq!(run(&mut a, &store).await, None, "read again: nothing new");
+
+    let queued = store
+        .deliveries(subscribed.id, None, 100)
+        .await
+        .expect("deliveries")
+        .into_iter()
+        .filter(|d| d.event_id == "3")
+        .count();
+    assert_eq!(queued, 1, "event 3 is queued exactly once");
+}

@@ -88,6 +88,13 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Whether the group-commit writer should run on a thread of its own. Only for a backend whose
+    /// I/O does not depend on the main runtime's reactor (SQLite's connections have worker
+    /// threads; PostgreSQL's sockets belong to the runtime that opened them).
+    fn writer_wants_own_thread(&self) -> bool {
+        false
+    }
 }
 
 /// Everything a backend stores: the event log, the push queue and the dialogs.

@@ -255,4 +255,8 @@ impl EventStore for SqliteStore {
         sqlx::query("SELECT 1").execute(&self.readers).await?;
         Ok(())
     }
+
+    fn writer_wants_own_thread(&self) -> bool {
+        true
+    }
 }

@@ -12,7 +12,7 @@ use hendelse_store::PushStore;
 use hendelse_store::push::{AttemptRecord, LeaseRequest, LeasedDelivery, Next, Subscription};
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use std::sync::Mutex;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 
 use crate::PushConfig;
 use crate::endpoint::{GuardedResolver, refuses_literal};
@@ -21,6 +21,8 @@ use crate::schedule::Verdict;
 use crate::signing::Secret;
 
 const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
+/// Most attempts recorded in one transaction.
+const RECORD_BATCH: usize = 256;
 
 /// The webhook client: no redirects, the configured timeout, and a resolver that refuses
 /// non-public addresses unless the policy allows them.
@@ -53,12 +55,15 @@ pub async fn run(
     let in_flight = Arc::new(Mutex::new(HashMap::<i64, u32>::new()));
     let lease_for = config.timeout + Duration::from_secs(30);
     let grace = config.timeout.min(Duration::from_secs(10));
+    let (recorder, records) = mpsc::channel(concurrency.saturating_mul(2));
+    tokio::spawn(record_in_batches(push.clone(), records));
     let context = Arc::new(Context {
         push,
         authorizer,
         client,
         config,
         owner,
+        recorder,
     });
     while !*shutdown.borrow() {
         // Wait for a free slot before leasing, so nothing leased sits waiting for one.
@@ -152,6 +157,35 @@ struct Context {
     client: reqwest::Client,
     config: PushConfig,
     owner: String,
+    recorder: mpsc::Sender<Recording>,
+}
+
+/// An attempt to record, and where to say whether it was.
+type Recording = (AttemptRecord, oneshot::Sender<bool>);
+
+/// Records the attempts that finish together in one transaction: each is a durable write, and a
+/// transaction apiece bounded deliveries/s by the store's commit rate. It ends when every
+/// delivery holding a sender has finished.
+async fn record_in_batches(push: Arc<dyn PushStore>, mut queue: mpsc::Receiver<Recording>) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while queue.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        let (records, replies): (Vec<AttemptRecord>, Vec<oneshot::Sender<bool>>) =
+            batch.drain(..).unzip();
+        match push.record_attempts(&records).await {
+            Ok(recorded) => {
+                for (reply, ok) in replies.into_iter().zip(recorded) {
+                    let _ = reply.send(ok);
+                }
+            }
+            Err(e) => {
+                // The leases run out and the deliveries are tried again: at least once.
+                tracing::warn!(attempts = records.len(), error = %e, "cannot record webhook attempts");
+                for reply in replies {
+                    let _ = reply.send(false);
+                }
+            }
+        }
+    }
 }
 
 /// What one attempt came to.
@@ -243,9 +277,10 @@ impl Context {
             validates: delivery.event_seq.is_none() && next == Next::Delivered,
             disable: disable_reason(gone),
         };
-        if let Err(e) = self.push.record_attempt(&record).await {
-            // The lease runs out and the delivery is tried again: at least once.
-            tracing::warn!(delivery = delivery.id, error = %e, "cannot record a webhook attempt");
+        // Held until recorded, so the slot (and the per-endpoint share) stays taken meanwhile.
+        let (reply, recorded) = oneshot::channel();
+        if self.recorder.send((record, reply)).await.is_ok() {
+            let _ = recorded.await;
         }
     }
 

@@ -187,9 +187,15 @@ pub trait PushStore: Send + Sync + 'static {
     /// Gives up every lease `owner` holds (a worker shutting down), so others may send them now.
     async fn release(&self, owner: &str) -> Result<u64, StoreError>;
 
-    /// Records an attempt and its consequences. Ignored (returns false) when `lease_owner` no
-    /// longer holds the delivery.
-    async fn record_attempt(&self, record: &AttemptRecord) -> Result<bool, StoreError>;
+    /// Records attempts and their consequences, all in one transaction. A record is ignored
+    /// (false in its place) when its `lease_owner` no longer holds the delivery.
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<bool>, StoreError>;
+
+    /// Records one attempt; see [`PushStore::record_attempts`].
+    async fn record_attempt(&self, record: &AttemptRecord) -> Result<bool, StoreError> {
+        let recorded = self.record_attempts(std::slice::from_ref(record)).await?;
+        Ok(recorded.first().copied().unwrap_or(false))
+    }
 
     /// The subscription's deliveries, newest first, with their attempts.
     async fn deliveries(
@@ -498,64 +504,73 @@ macro_rules! impl_push_store {
                 .rows_affected())
             }
 
-            async fn record_attempt(
+            async fn record_attempts(
                 &self,
-                r: &$crate::push::AttemptRecord,
-            ) -> Result<bool, $crate::StoreError> {
+                records: &[$crate::push::AttemptRecord],
+            ) -> Result<Vec<bool>, $crate::StoreError> {
                 use $crate::push::Next;
-                let (state, next_attempt) = match r.next {
-                    Next::Delivered => ("delivered", r.at),
-                    Next::RetryAt(at) => ("pending", at),
-                    Next::Dead => ("dead", r.at),
-                };
-                let status = r.status.map(i64::from);
+                let mut recorded = Vec::with_capacity(records.len());
+                if records.is_empty() {
+                    return Ok(recorded);
+                }
                 let mut tx = self.$write.begin().await?;
-                let updated = sqlx::query(
-                    "UPDATE deliveries SET state = $1, attempts = attempts + 1, next_attempt = $2, \
-                     last_status = $3, last_error = $4, lease_owner = NULL, lease_until = NULL \
-                     WHERE id = $5 AND lease_owner = $6",
-                )
-                .bind(state)
-                .bind(next_attempt.timestamp_micros())
-                .bind(status)
-                .bind(&r.error)
-                .bind(r.delivery_id)
-                .bind(&r.lease_owner)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if updated == 0 {
-                    // Someone else holds the delivery now (our lease ran out), or it was dropped
-                    // with its subscription: their record is the one that counts.
-                    return Ok(false);
-                }
-                sqlx::query(
-                    "INSERT INTO delivery_attempts (delivery_id, at, status, error) \
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(r.delivery_id)
-                .bind(r.at.timestamp_micros())
-                .bind(status)
-                .bind(&r.error)
-                .execute(&mut *tx)
-                .await?;
-                if r.validates {
-                    sqlx::query("UPDATE subscriptions SET validated = TRUE WHERE id = $1")
-                        .bind(r.subscription_id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                if let Some(reason) = &r.disable {
-                    sqlx::query(
-                        "UPDATE subscriptions SET enabled = FALSE, disabled_reason = $2 WHERE id = $1",
+                for r in records {
+                    let (state, next_attempt) = match r.next {
+                        Next::Delivered => ("delivered", r.at),
+                        Next::RetryAt(at) => ("pending", at),
+                        Next::Dead => ("dead", r.at),
+                    };
+                    let status = r.status.map(i64::from);
+                    let updated = sqlx::query(
+                        "UPDATE deliveries SET state = $1, attempts = attempts + 1, \
+                         next_attempt = $2, last_status = $3, last_error = $4, \
+                         lease_owner = NULL, lease_until = NULL \
+                         WHERE id = $5 AND lease_owner = $6",
                     )
-                    .bind(r.subscription_id)
-                    .bind(reason)
+                    .bind(state)
+                    .bind(next_attempt.timestamp_micros())
+                    .bind(status)
+                    .bind(&r.error)
+                    .bind(r.delivery_id)
+                    .bind(&r.lease_owner)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    // Nothing updated: someone else holds the delivery now (our lease ran out),
+                    // or it was dropped with its subscription; their record is the one that counts.
+                    recorded.push(updated > 0);
+                    if updated == 0 {
+                        continue;
+                    }
+                    sqlx::query(
+                        "INSERT INTO delivery_attempts (delivery_id, at, status, error) \
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(r.delivery_id)
+                    .bind(r.at.timestamp_micros())
+                    .bind(status)
+                    .bind(&r.error)
                     .execute(&mut *tx)
                     .await?;
+                    if r.validates {
+                        sqlx::query("UPDATE subscriptions SET validated = TRUE WHERE id = $1")
+                            .bind(r.subscription_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    if let Some(reason) = &r.disable {
+                        sqlx::query(
+                            "UPDATE subscriptions SET enabled = FALSE, disabled_reason = $2 \
+                             WHERE id = $1",
+                        )
+                        .bind(r.subscription_id)
+                        .bind(reason)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                 }
                 tx.commit().await?;
-                Ok(true)
+                Ok(recorded)
             }
 
             async fn deliveries(

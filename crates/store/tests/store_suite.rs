@@ -59,6 +59,7 @@ both!(
     leases_are_exclusive_until_they_expire,
     retries_dead_letters_and_redrive,
     one_subscription_cannot_take_every_lease,
+    attempts_recorded_together_count_one_by_one,
 );
 
 fn event(id: &str) -> NewEvent {
@@ -807,6 +808,85 @@ async fn leases_are_exclusive_until_they_expire(store: Arc<dyn Store>) {
             .record_attempt(&attempt(a[0].id, s.id, "c", Next::Delivered))
             .await
             .expect("record")
+    );
+}
+
+async fn attempts_recorded_together_count_one_by_one(store: Arc<dyn Store>) {
+    let s = store
+        .create_subscription(&subscription("https://a.example/hook"), &handshake)
+        .await
+        .expect("create");
+    let h = lease(&store, "w", Utc::now(), soon(60_000), 10)
+        .await
+        .expect("lease");
+    let deliveries: Vec<NewDelivery> = (1..=3).map(|seq| delivery(s.id, seq)).collect();
+    store.enqueue(0, 3, &deliveries).await.expect("enqueue");
+    assert!(
+        store
+            .record_attempts(&[])
+            .await
+            .expect("nothing")
+            .is_empty(),
+        "an empty batch records nothing"
+    );
+
+    // The handshake validates in the same batch as another worker's stale record is refused.
+    let mut validated = attempt(h[0].id, s.id, "w", Next::Delivered);
+    validated.validates = true;
+    let stale = attempt(h[0].id, s.id, "somebody else", Next::Delivered);
+    assert_eq!(
+        store
+            .record_attempts(&[stale, validated])
+            .await
+            .expect("record"),
+        [false, true]
+    );
+    assert!(
+        store
+            .subscription(s.id)
+            .await
+            .expect("get")
+            .expect("there")
+            .validated
+    );
+
+    let leased = lease(&store, "w", Utc::now(), soon(60_000), 10)
+        .await
+        .expect("lease");
+    assert_eq!(leased.len(), 3);
+    let later = soon(60_000);
+    let records = [
+        attempt(leased[0].id, s.id, "w", Next::Delivered),
+        attempt(leased[1].id, s.id, "w", Next::RetryAt(later)),
+        attempt(leased[2].id, s.id, "w", Next::Dead),
+    ];
+    assert_eq!(
+        store.record_attempts(&records).await.expect("record"),
+        [true, true, true]
+    );
+    let states = |state| {
+        let store = store.clone();
+        async move {
+            store
+                .deliveries(s.id, Some(state), 10)
+                .await
+                .expect("list")
+                .iter()
+                .map(|d| (d.id, d.attempts, d.history.len()))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        states(DeliveryState::Delivered).await.len(),
+        2,
+        "handshake and one event"
+    );
+    assert_eq!(states(DeliveryState::Pending).await, [(leased[1].id, 1, 1)]);
+    assert_eq!(states(DeliveryState::Dead).await, [(leased[2].id, 1, 1)]);
+    // Each record released its lease: recording the same attempts again changes nothing.
+    assert_eq!(
+        store.record_attempts(&records).await.expect("again"),
+        [false, false, false]
     );
 }
 

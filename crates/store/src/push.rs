@@ -83,6 +83,36 @@ pub enum Next {
     Dead,
 }
 
+impl Next {
+    /// The delivery's state after the attempt, and when it is next due (for a retry) or was
+    /// settled.
+    pub(crate) fn state_and_time(self, at: DateTime<Utc>) -> (&'static str, DateTime<Utc>) {
+        match self {
+            Next::Delivered => ("delivered", at),
+            Next::RetryAt(retry) => ("pending", retry),
+            Next::Dead => ("dead", at),
+        }
+    }
+}
+
+/// Splits `records` (by index, in order) into rounds in which no delivery appears twice.
+pub(crate) fn rounds_of_distinct_deliveries(records: &[AttemptRecord]) -> Vec<Vec<usize>> {
+    let mut rounds: Vec<(std::collections::HashSet<i64>, Vec<usize>)> = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        match rounds
+            .iter_mut()
+            .find(|(ids, _)| !ids.contains(&r.delivery_id))
+        {
+            Some((ids, round)) => {
+                ids.insert(r.delivery_id);
+                round.push(i);
+            }
+            None => rounds.push(([r.delivery_id].into(), vec![i])),
+        }
+    }
+    rounds.into_iter().map(|(_, round)| round).collect()
+}
+
 /// The outcome of one attempt, recorded with its consequences in one transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptRecord {
@@ -508,65 +538,80 @@ macro_rules! impl_push_store {
                 &self,
                 records: &[$crate::push::AttemptRecord],
             ) -> Result<Vec<bool>, $crate::StoreError> {
-                use $crate::push::Next;
-                let mut recorded = Vec::with_capacity(records.len());
+                use sqlx::Row;
+                let mut recorded = vec![false; records.len()];
                 if records.is_empty() {
                     return Ok(recorded);
                 }
                 let mut tx = self.$write.begin().await?;
-                for r in records {
-                    let (state, next_attempt) = match r.next {
-                        Next::Delivered => ("delivered", r.at),
-                        Next::RetryAt(at) => ("pending", at),
-                        Next::Dead => ("dead", r.at),
-                    };
-                    let status = r.status.map(i64::from);
-                    let updated = sqlx::query(
-                        "UPDATE deliveries SET state = $1, attempts = attempts + 1, \
-                         next_attempt = $2, last_status = $3, last_error = $4, \
-                         lease_owner = NULL, lease_until = NULL \
-                         WHERE id = $5 AND lease_owner = $6",
-                    )
-                    .bind(state)
-                    .bind(next_attempt.timestamp_micros())
-                    .bind(status)
-                    .bind(&r.error)
-                    .bind(r.delivery_id)
-                    .bind(&r.lease_owner)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    // Nothing updated: someone else holds the delivery now (our lease ran out),
-                    // or it was dropped with its subscription; their record is the one that counts.
-                    recorded.push(updated > 0);
-                    if updated == 0 {
+                // A set of statements per round rather than per record: each statement is a
+                // round trip to the database. A round holds each delivery once, so that the ids
+                // an update returns say which records counted.
+                for round in $crate::push::rounds_of_distinct_deliveries(records) {
+                    let mut qb: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                        "UPDATE deliveries SET state = v.column2, attempts = attempts + 1, \
+                         next_attempt = v.column3, last_status = v.column4, last_error = v.column5, \
+                         lease_owner = NULL, lease_until = NULL FROM (",
+                    );
+                    qb.push_values(round.iter().map(|i| &records[*i]), |mut row, r| {
+                        let (state, next_attempt) = r.next.state_and_time(r.at);
+                        row.push_bind(r.delivery_id)
+                            .push_bind(state)
+                            .push_bind(next_attempt.timestamp_micros())
+                            .push_bind(r.status.map(i64::from))
+                            .push_bind(r.error.clone())
+                            .push_bind(r.lease_owner.clone());
+                    });
+                    // Nothing updated for a record: someone else holds the delivery now (its lease
+                    // ran out), or it was dropped with its subscription; theirs is the record
+                    // that counts.
+                    qb.push(
+                        ") AS v WHERE deliveries.id = v.column1 AND deliveries.lease_owner = v.column6 \
+                         RETURNING deliveries.id",
+                    );
+                    let updated: std::collections::HashSet<i64> = qb
+                        .build()
+                        .fetch_all(&mut *tx)
+                        .await?
+                        .iter()
+                        .map(|row| row.try_get::<i64, _>(0))
+                        .collect::<Result<_, _>>()?;
+                    let counted: Vec<usize> = round
+                        .into_iter()
+                        .filter(|i| updated.contains(&records[*i].delivery_id))
+                        .collect();
+                    if counted.is_empty() {
                         continue;
                     }
-                    sqlx::query(
-                        "INSERT INTO delivery_attempts (delivery_id, at, status, error) \
-                         VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(r.delivery_id)
-                    .bind(r.at.timestamp_micros())
-                    .bind(status)
-                    .bind(&r.error)
-                    .execute(&mut *tx)
-                    .await?;
-                    if r.validates {
-                        sqlx::query("UPDATE subscriptions SET validated = TRUE WHERE id = $1")
+                    let mut qb: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                        "INSERT INTO delivery_attempts (delivery_id, at, status, error) ",
+                    );
+                    qb.push_values(counted.iter().map(|i| &records[*i]), |mut row, r| {
+                        row.push_bind(r.delivery_id)
+                            .push_bind(r.at.timestamp_micros())
+                            .push_bind(r.status.map(i64::from))
+                            .push_bind(r.error.clone());
+                    });
+                    qb.build().execute(&mut *tx).await?;
+                    for i in counted {
+                        recorded[i] = true;
+                        let r = &records[i];
+                        if r.validates {
+                            sqlx::query("UPDATE subscriptions SET validated = TRUE WHERE id = $1")
+                                .bind(r.subscription_id)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        if let Some(reason) = &r.disable {
+                            sqlx::query(
+                                "UPDATE subscriptions SET enabled = FALSE, disabled_reason = $2 \
+                                 WHERE id = $1",
+                            )
                             .bind(r.subscription_id)
+                            .bind(reason)
                             .execute(&mut *tx)
                             .await?;
-                    }
-                    if let Some(reason) = &r.disable {
-                        sqlx::query(
-                            "UPDATE subscriptions SET enabled = FALSE, disabled_reason = $2 \
-                             WHERE id = $1",
-                        )
-                        .bind(r.subscription_id)
-                        .bind(reason)
-                        .execute(&mut *tx)
-                        .await?;
+                        }
                     }
                 }
                 tx.commit().await?;
@@ -679,3 +724,39 @@ macro_rules! impl_push_store {
 }
 
 pub(crate) use impl_push_store;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(delivery_id: i64, owner: &str) -> AttemptRecord {
+        AttemptRecord {
+            delivery_id,
+            subscription_id: 1,
+            lease_owner: owner.to_owned(),
+            at: Utc::now(),
+            status: Some(200),
+            error: None,
+            next: Next::Delivered,
+            validates: false,
+            disable: None,
+        }
+    }
+
+    #[test]
+    fn a_round_holds_each_delivery_once_and_keeps_the_order() {
+        let records = [
+            record(1, "a"),
+            record(2, "a"),
+            record(1, "b"),
+            record(3, "a"),
+            record(1, "c"),
+            record(2, "b"),
+        ];
+        assert_eq!(
+            rounds_of_distinct_deliveries(&records),
+            [vec![0, 1, 3], vec![2, 5], vec![4]]
+        );
+        assert!(rounds_of_distinct_deliveries(&[]).is_empty());
+    }
+}

@@ -96,18 +96,38 @@ where
     }
 }
 
-/// Appends the `from`/`to` bounds as a sequence range found through the commits table.
-pub(crate) fn push_time_bounds<DB>(qb: &mut QueryBuilder<DB>, q: &EventQuery)
+/// The position bounds: ` WHERE seq > …` from `after` and `from`, and ` AND seq <= …` from `to`.
+/// `from`/`to` become a sequence range found through the commits table: registration times never
+/// go backwards, so the first commit at or after `from` holds the smallest position and the last
+/// at or before `to` the largest, one index probe each.
+pub(crate) fn push_position_bounds<DB>(qb: &mut QueryBuilder<DB>, q: &EventQuery, dialect: Dialect)
 where
     DB: Database,
     for<'a> i64: Encode<'a, DB> + Type<DB>,
 {
-    // Registration times never go backwards, so the first commit at or after `from` holds the
-    // smallest position and the last at or before `to` the largest: one index probe each.
-    if let Some(from) = q.from {
-        qb.push(" AND seq >= (SELECT first_seq FROM commits WHERE registered >= ")
-            .push_bind(from.timestamp_micros())
-            .push(" ORDER BY registered, first_seq LIMIT 1)");
+    qb.push(" WHERE seq > ");
+    match (q.from, dialect) {
+        // SQLite ranges an index on one lower bound and tests any other row by row, so `after`
+        // and `from` are folded into one; a page in the middle of a large store otherwise cost
+        // every earlier entry of its resource. (Its two-argument max is NULL when a commit at or
+        // after `from` does not exist, which matches nothing, as it should.)
+        (Some(from), Dialect::Sqlite) => {
+            qb.push("max(")
+                .push_bind(q.after)
+                .push(", (SELECT first_seq - 1 FROM commits WHERE registered >= ")
+                .push_bind(from.timestamp_micros())
+                .push(" ORDER BY registered, first_seq LIMIT 1))");
+        }
+        // PostgreSQL's B-tree keeps the tightest of several bounds on a column.
+        (Some(from), Dialect::Postgres) => {
+            qb.push_bind(q.after)
+                .push(" AND seq >= (SELECT first_seq FROM commits WHERE registered >= ")
+                .push_bind(from.timestamp_micros())
+                .push(" ORDER BY registered, first_seq LIMIT 1)");
+        }
+        (None, _) => {
+            qb.push_bind(q.after);
+        }
     }
     if let Some(to) = q.to {
         qb.push(" AND seq <= (SELECT last_seq FROM commits WHERE registered <= ")
@@ -189,9 +209,7 @@ where
             qb.push(format_args!(" INDEXED BY {index}"));
         }
     }
-    qb.push(" WHERE seq > ");
-    qb.push_bind(q.after);
-    push_time_bounds(&mut qb, q);
+    push_position_bounds(&mut qb, q, dialect);
     if !push_filters(&mut qb, q, dialect) {
         qb.push(" AND 1 = 0");
     }

@@ -37,6 +37,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "dialogs",
         include_str!("../migrations/sqlite/0003_dialogs.sql"),
     ),
+    (
+        4,
+        "resource_filters",
+        include_str!("../migrations/sqlite/0004_resource_filters.sql"),
+    ),
 ];
 
 pub struct SqliteStore {

@@ -380,6 +380,32 @@ async fn bounds_by_registration_time(store: Arc<dyn Store>) {
     let before_all = at(0) - chrono::Duration::seconds(1);
     assert!(between(None, Some(before_all)).await.is_empty());
     assert_eq!(between(Some(before_all), Some(after_all)).await.len(), 4);
+
+    // `after` and `from` together: whichever is later bounds the page.
+    let after_and_from = |after: i64, from: DateTime<Utc>| {
+        let store = store.clone();
+        async move {
+            let q = EventQuery {
+                after,
+                from: Some(from),
+                ..all(10)
+            };
+            store
+                .query(&q)
+                .await
+                .expect("query")
+                .into_iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        after_and_from(got[0].seq, before_all).await,
+        ["early2", "late1", "later1"]
+    );
+    assert_eq!(after_and_from(got[0].seq, at(2)).await, ["late1", "later1"]);
+    assert_eq!(after_and_from(got[2].seq, at(0)).await, ["later1"]);
+    assert!(after_and_from(0, after_all).await.is_empty());
 }
 
 async fn resolves_cursors_within_the_query(store: Arc<dyn Store>) {

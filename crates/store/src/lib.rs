@@ -4,6 +4,7 @@
 pub mod dialog;
 mod error;
 mod ingest;
+pub mod nodelay;
 pub mod postgres;
 pub mod push;
 mod query;

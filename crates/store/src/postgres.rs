@@ -42,9 +42,18 @@ impl PgStore {
     /// at once (the migrator takes an advisory lock).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)?.application_name("hendelse");
+        let tcp_port = options.get_socket().is_none().then(|| options.get_port());
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |_, _| {
+                Box::pin(async move {
+                    if let Some(port) = tcp_port {
+                        crate::nodelay::on_sockets_to_port(port);
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await?;
         crate::sql::migrator(MIGRATIONS).run(&pool).await?;

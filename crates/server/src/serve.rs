@@ -13,7 +13,7 @@ use hendelse_store::{EventStore, Ingest, IngestConfig, PushStore};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
-use crate::app::{AppState, router};
+use crate::app::{AppContext, AppState, router};
 use crate::cli::{LogFormat, ServeArgs};
 use crate::metrics::Metrics;
 
@@ -100,7 +100,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         hendelse_dialog::DialogService::new(dialog_store, authorizer.clone(), dialog_wake);
     // Live streams end when shutdown begins, or graceful shutdown would wait for them forever.
     let (stop_streams, stopping) = watch::channel(false);
-    let state = AppState {
+    let state = AppState::new(AppContext {
         stopping,
         store,
         ingest,
@@ -113,7 +113,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tip,
         metrics,
         dialogs,
-    };
+    });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

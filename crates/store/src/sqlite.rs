@@ -151,6 +151,7 @@ impl EventStore for SqliteStore {
         let mut tip = self.tip.lock().await;
         let registered = Utc::now().timestamp_micros().max(tip.registered);
         let mut tx = self.writer.begin().await?;
+        let mut inserted = 0;
         for chunk in events.chunks(ROWS_PER_INSERT) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO events (id, source, type, subject_key, alternative_subject, resource, registered, body) ",
@@ -166,23 +167,20 @@ impl EventStore for SqliteStore {
                     .push_bind(e.body.clone());
             });
             qb.push(" ON CONFLICT (id, source) DO NOTHING");
-            qb.build().execute(&mut *tx).await?;
+            // Duplicates of stored events are not counted.
+            inserted += qb.build().execute(&mut *tx).await?.rows_affected();
         }
-        let row = sqlx::query("SELECT min(seq), max(seq), count(*) FROM events WHERE seq > ?")
-            .bind(tip.seq)
-            .fetch_one(&mut *tx)
-            .await?;
-        let first: Option<i64> = row.try_get(0)?;
-        let last: Option<i64> = row.try_get(1)?;
-        let inserted: i64 = row.try_get(2)?;
-        if let (Some(first), Some(last)) = (first, last) {
-            sqlx::query("INSERT INTO commits (first_seq, last_seq, registered) VALUES (?, ?, ?)")
-                .bind(first)
-                .bind(last)
-                .bind(registered)
-                .execute(&mut *tx)
-                .await?;
-        }
+        // The commit's row, from the positions just taken, in the same statement that finds
+        // them: each statement is a round trip to the connection's thread.
+        let last: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO commits (first_seq, last_seq, registered) \
+             SELECT min(seq), max(seq), ? FROM events WHERE seq > ? HAVING count(*) > 0 \
+             RETURNING last_seq",
+        )
+        .bind(registered)
+        .bind(tip.seq)
+        .fetch_optional(&mut *tx)
+        .await?;
         tx.commit().await?;
         if let Some(last) = last {
             *tip = Tip {
@@ -191,7 +189,7 @@ impl EventStore for SqliteStore {
             };
         }
         Ok(AppendReceipt {
-            inserted: u64::try_from(inserted).unwrap_or(0),
+            inserted,
             last_seq: tip.seq,
         })
     }

@@ -31,6 +31,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "dialogs",
         include_str!("../migrations/postgres/0003_dialogs.sql"),
     ),
+    (
+        4,
+        "deliveries_due",
+        include_str!("../migrations/postgres/0004_deliveries_due.sql"),
+    ),
 ];
 
 pub struct PgStore {

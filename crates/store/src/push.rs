@@ -469,15 +469,18 @@ macro_rules! impl_push_store {
                            SELECT id FROM (SELECT w.id, row_number() OVER (\
                                PARTITION BY w.subscription_id ORDER BY w.next_attempt, w.id) AS rank \
                              FROM (SELECT c.id, c.subscription_id, c.next_attempt \
-                             FROM deliveries c JOIN subscriptions s ON s.id = c.subscription_id \
-                             WHERE c.state = 'pending' AND c.next_attempt <= ",
+                             FROM deliveries c WHERE c.state = 'pending' AND c.next_attempt <= ",
                     )
                     .push_bind(now)
                     .push(" AND (c.lease_until IS NULL OR c.lease_until < ")
                     .push_bind(now)
+                    // The subscription's state as a correlated subquery, not a join: a join
+                    // lets PostgreSQL hash every due delivery before it can sort and stop, while
+                    // this keeps the read in index order, stopping at the slice's end.
                     .push(
-                        ") AND s.enabled AND NOT s.deleted \
-                         AND (s.validated OR c.event_seq IS NULL)",
+                        ") AND (SELECT s.enabled AND NOT s.deleted \
+                         AND (s.validated OR c.event_seq IS NULL) \
+                         FROM subscriptions s WHERE s.id = c.subscription_id)",
                     );
                 if !request.exclude.is_empty() {
                     qb.push(" AND c.subscription_id NOT IN (");

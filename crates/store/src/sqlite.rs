@@ -42,6 +42,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "resource_filters",
         include_str!("../migrations/sqlite/0004_resource_filters.sql"),
     ),
+    (
+        5,
+        "deliveries_due",
+        include_str!("../migrations/sqlite/0005_deliveries_due.sql"),
+    ),
 ];
 
 pub struct SqliteStore {

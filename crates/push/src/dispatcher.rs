@@ -3,11 +3,13 @@
 //! transaction. Positions become visible in commit order (the store's cursor guarantee), so
 //! following them skips nothing; several nodes' dispatchers take turns on the position.
 //!
-//! A page without a match moves the position in memory only, persisted at most every
-//! [`PERSIST_IDLE_POSITION`]: otherwise every group commit would cost a second durable commit
-//! (an fsync) just to record that nothing matched. After a crash the dispatcher reads those
-//! events again and again finds nothing, since a subscription only ever matches events after its
-//! `start_seq`.
+//! A page without a match moves the position in memory only, stored at most every
+//! [`PERSIST_IDLE_POSITION`] and when the dispatcher stops: otherwise every group commit would
+//! cost a second durable commit (an fsync) just to record that nothing matched. After a crash the
+//! dispatcher reads at most that second of events again. They again match nothing, since a
+//! subscription only matches events after its `start_seq`, with one exception: a subscription
+//! that a redrive enabled again within that second may receive events published while it was
+//! disabled (more than it would otherwise get, never less).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,9 +24,13 @@ use crate::filter::{EventAttributes, Matcher};
 
 /// Events matched per transaction.
 const BATCH: u32 = 500;
+/// Pages matched after the stop signal, before the position is stored.
+const FINAL_PAGES: usize = 4;
 /// How long a position reached by pages without matches may stay in memory only.
 const PERSIST_IDLE_POSITION: Duration = Duration::from_secs(1);
 
+/// Follows the log until `stopping` turns true (or its sender is gone), then matches what is
+/// committed (up to [`FINAL_PAGES`]) and stores the position it reached.
 pub async fn run(
     events: Arc<dyn EventStore>,
     push: Arc<dyn PushStore>,
@@ -32,9 +38,10 @@ pub async fn run(
     mut committed: watch::Receiver<i64>,
     wake: Arc<Notify>,
     poll: Duration,
+    mut stopping: watch::Receiver<bool>,
 ) {
     let mut position = Position::default();
-    loop {
+    while !*stopping.borrow() {
         match step(
             &mut position,
             events.as_ref(),
@@ -60,7 +67,25 @@ pub async fn run(
                 }
             }
             _ = tokio::time::sleep(poll) => {}
+            _ = stopping.changed() => break,
         }
+    }
+    // Match what was committed before the stop (a few pages at most), then store the position.
+    for _ in 0..FINAL_PAGES {
+        match step(
+            &mut position,
+            events.as_ref(),
+            push.as_ref(),
+            authorizer.as_ref(),
+        )
+        .await
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => break,
+        }
+    }
+    if let Err(e) = persist(&mut position, push.as_ref()).await {
+        tracing::warn!(error = %e, "dispatcher: cannot store its position; it matches again from the last one stored");
     }
 }
 
@@ -81,6 +106,24 @@ pub struct Position {
     matched: i64,
     /// When `persisted` was last written or read.
     since: Option<Instant>,
+}
+
+impl Position {
+    /// Whether the position reached in memory should be stored now.
+    fn persist_due(&self) -> bool {
+        self.since
+            .is_none_or(|since| since.elapsed() >= PERSIST_IDLE_POSITION)
+    }
+}
+
+/// Stores the position reached in memory, if it is ahead of the stored one.
+pub async fn persist(position: &mut Position, push: &dyn PushStore) -> Result<(), StoreError> {
+    if let Some(persisted) = position.persisted
+        && position.matched > persisted
+    {
+        advance(position, push, persisted, position.matched, &[]).await?;
+    }
+    Ok(())
 }
 
 /// Matches the next page of the log; `None` when there was nothing new, otherwise how many
@@ -111,12 +154,8 @@ pub async fn step(
         })
         .await?;
     let Some(last) = page.last().map(|e| e.seq) else {
-        if position.matched > persisted
-            && position
-                .since
-                .is_none_or(|since| since.elapsed() >= PERSIST_IDLE_POSITION)
-        {
-            advance(position, push, persisted, position.matched, &[]).await?;
+        if position.persist_due() {
+            persist(position, push).await?;
         }
         return Ok(None);
     };
@@ -163,6 +202,10 @@ pub async fn step(
     let queued = deliveries.len();
     if deliveries.is_empty() {
         position.matched = last;
+        // Under steady publishing pages keep coming, so this is where the position is stored.
+        if position.persist_due() {
+            persist(position, push).await?;
+        }
         return Ok(Some(0));
     }
     let moved = advance(position, push, persisted, last, &deliveries).await?;

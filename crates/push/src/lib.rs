@@ -77,6 +77,7 @@ impl Push {
             committed,
             wake.clone(),
             config.poll_interval,
+            stopping.clone(),
         ));
         let worker = tokio::spawn(worker::run(
             push,
@@ -97,8 +98,18 @@ impl Push {
     /// Stops dispatching, lets deliveries in flight finish (for up to the request timeout, at most
     /// 10 s) and hands back the leases of the rest, so that they are sent again at once elsewhere.
     pub async fn stop(self) {
-        self.dispatcher.abort();
         let _ = self.shutdown.send(true);
+        // The dispatcher finishes its step and stores the position it reached in memory.
+        let dispatcher = self.dispatcher.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), self.dispatcher)
+            .await
+            .is_err()
+        {
+            dispatcher.abort();
+            tracing::warn!(
+                "the dispatcher did not stop in time; it matches again from the last position stored"
+            );
+        }
         if let Err(e) = self.worker.await {
             tracing::warn!(error = %e, "the delivery worker ended badly");
         }

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use hendelse_auth::{Registry, RegistryAuthorizer};
-use hendelse_push::dispatcher::{Position, step};
+use std::sync::Arc;
+
+use hendelse_push::dispatcher::{self, Position, step};
 use hendelse_store::push::{NewDelivery, NewSubscription};
 use hendelse_store::sqlite::SqliteStore;
 use hendelse_store::{EventStore, NewEvent, PushStore};
@@ -113,6 +115,55 @@ async fn pages_without_a_match_move_the_stored_position_only_now_and_then() {
         .expect("append");
     assert_eq!(run(&mut position, &store).await, Some(1));
     assert_eq!(store.dispatch_position().await.expect("position"), 7);
+}
+
+#[tokio::test]
+async fn under_steady_publishing_the_position_is_still_stored_every_second() {
+    let (_dir, store) = open().await;
+    store
+        .create_subscription(&subscription("wanted"), &handshake)
+        .await
+        .expect("subscribe");
+    store.append(&[event(1, "unwanted")]).await.expect("append");
+    let mut position = Position::default();
+    assert_eq!(run(&mut position, &store).await, Some(0));
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    // A new page arrives before the dispatcher ever sees an empty one.
+    store.append(&[event(2, "unwanted")]).await.expect("append");
+    assert_eq!(run(&mut position, &store).await, Some(0));
+    assert_eq!(store.dispatch_position().await.expect("position"), 2);
+}
+
+#[tokio::test]
+async fn a_stopping_dispatcher_stores_the_position_of_what_was_committed() {
+    let (_dir, store) = open().await;
+    let store = Arc::new(store);
+    store
+        .create_subscription(&subscription("wanted"), &handshake)
+        .await
+        .expect("subscribe");
+    let (committed_tx, committed) = tokio::sync::watch::channel(0);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(dispatcher::run(
+        store.clone(),
+        store.clone(),
+        Arc::new(authorizer()),
+        committed,
+        Arc::new(tokio::sync::Notify::new()),
+        Duration::from_millis(20),
+        stopping,
+    ));
+    let receipt = store
+        .append(&(1..=3).map(|i| event(i, "unwanted")).collect::<Vec<_>>())
+        .await
+        .expect("append");
+    committed_tx.send_replace(receipt.last_seq);
+    stop.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the dispatcher stops")
+        .expect("and does not panic");
+    assert_eq!(store.dispatch_position().await.expect("position"), 3);
 }
 
 #[tokio::test]

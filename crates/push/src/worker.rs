@@ -178,10 +178,19 @@ async fn record_in_batches(push: Arc<dyn PushStore>, mut queue: mpsc::Receiver<R
                 }
             }
             Err(e) => {
-                // The leases run out and the deliveries are tried again: at least once.
-                tracing::warn!(attempts = records.len(), error = %e, "cannot record webhook attempts");
-                for reply in replies {
-                    let _ = reply.send(false);
+                // One bad record (or a lost connection) must not cost the whole batch a second
+                // send: each is tried again on its own. What still fails is sent again when its
+                // lease runs out (at least once).
+                tracing::warn!(attempts = records.len(), error = %e, "cannot record webhook attempts together; recording them one by one");
+                for (record, reply) in records.iter().zip(replies) {
+                    let recorded = match push.record_attempt(record).await {
+                        Ok(recorded) => recorded,
+                        Err(e) => {
+                            tracing::warn!(delivery = record.delivery_id, error = %e, "cannot record a webhook attempt");
+                            false
+                        }
+                    };
+                    let _ = reply.send(recorded);
                 }
             }
         }

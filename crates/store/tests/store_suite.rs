@@ -845,8 +845,8 @@ async fn attempts_recorded_together_count_one_by_one(store: Arc<dyn Store>) {
     let h = lease(&store, "w", Utc::now(), soon(60_000), 10)
         .await
         .expect("lease");
-    let deliveries: Vec<NewDelivery> = (1..=3).map(|seq| delivery(s.id, seq)).collect();
-    store.enqueue(0, 3, &deliveries).await.expect("enqueue");
+    let deliveries: Vec<NewDelivery> = (1..=6).map(|seq| delivery(s.id, seq)).collect();
+    store.enqueue(0, 6, &deliveries).await.expect("enqueue");
     assert!(
         store
             .record_attempts(&[])
@@ -876,10 +876,54 @@ async fn attempts_recorded_together_count_one_by_one(store: Arc<dyn Store>) {
             .validated
     );
 
-    let leased = lease(&store, "w", Utc::now(), soon(60_000), 10)
+    let mut leased = lease(&store, "w", Utc::now(), soon(60_000), 10)
         .await
         .expect("lease");
-    assert_eq!(leased.len(), 3);
+    assert_eq!(leased.len(), 6);
+    leased.sort_by_key(|d| d.id);
+
+    // Refused and counted records side by side: each answer is its own record's.
+    let mixed = [
+        attempt(leased[3].id, s.id, "w", Next::Delivered),
+        attempt(leased[4].id, s.id, "stale", Next::Delivered),
+        attempt(leased[5].id, s.id, "w", Next::Delivered),
+    ];
+    assert_eq!(
+        store.record_attempts(&mixed).await.expect("record"),
+        [true, false, true]
+    );
+    let history = |id: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .deliveries(s.id, None, 20)
+                .await
+                .expect("list")
+                .into_iter()
+                .find(|d| d.id == id)
+                .map(|d| (d.state, d.attempts, d.history.len()))
+                .expect("listed")
+        }
+    };
+    assert_eq!(
+        history(leased[3].id).await,
+        (DeliveryState::Delivered, 1, 1)
+    );
+    assert_eq!(
+        history(leased[4].id).await,
+        (DeliveryState::Pending, 0, 0),
+        "a refused record writes nothing"
+    );
+    assert_eq!(
+        history(leased[5].id).await,
+        (DeliveryState::Delivered, 1, 1)
+    );
+    assert_eq!(
+        history(h[0].id).await,
+        (DeliveryState::Delivered, 1, 1),
+        "the handshake, once: its stale twin wrote nothing"
+    );
+
     let later = soon(60_000);
     let records = [
         attempt(leased[0].id, s.id, "w", Next::Delivered),
@@ -904,10 +948,14 @@ async fn attempts_recorded_together_count_one_by_one(store: Arc<dyn Store>) {
     };
     assert_eq!(
         states(DeliveryState::Delivered).await.len(),
-        2,
-        "handshake and one event"
+        4,
+        "the handshake and three events"
     );
-    assert_eq!(states(DeliveryState::Pending).await, [(leased[1].id, 1, 1)]);
+    assert_eq!(
+        states(DeliveryState::Pending).await,
+        [(leased[4].id, 0, 0), (leased[1].id, 1, 1)],
+        "newest first"
+    );
     assert_eq!(states(DeliveryState::Dead).await, [(leased[2].id, 1, 1)]);
     // Each record released its lease: recording the same attempts again changes nothing.
     assert_eq!(

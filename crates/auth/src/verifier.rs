@@ -390,6 +390,11 @@ mod tests {
         );
         assert_eq!(verifier.verify(&expired), Err(AuthError::Expired));
         assert!(verifier.verify(&token).is_ok(), "re-verified in full");
+        let renewed = verifier.verified.get(&digest).expect("cached again");
+        assert!(
+            renewed.expires > now,
+            "the stale entry was replaced by the fresh verdict"
+        );
     }
 
     #[test]

@@ -318,17 +318,21 @@ mod tests {
         (dir, key, verifier)
     }
 
+    /// A token of org ttd with the publish scope, living `ttl_seconds` (negative: expired).
+    fn ttd_token(key: &DevKey, ttl_seconds: i64) -> String {
+        key.mint(&TokenRequest {
+            org: Some("ttd".into()),
+            scope: Some("altinn:events.publish".into()),
+            ttl_seconds,
+            ..Default::default()
+        })
+        .expect("mint")
+    }
+
     #[test]
     fn accepts_a_fresh_org_token() {
         let (_d, key, verifier) = setup();
-        let token = key
-            .mint(&TokenRequest {
-                org: Some("ttd".into()),
-                scope: Some("altinn:events.publish".into()),
-                ttl_seconds: 60,
-                ..Default::default()
-            })
-            .expect("mint");
+        let token = ttd_token(&key, 60);
         let p = verifier.verify(&token).expect("valid");
         assert_eq!(p.org(), Some("ttd"));
         assert!(p.has_scope("altinn:events.publish"));
@@ -337,14 +341,7 @@ mod tests {
     #[test]
     fn a_verified_token_is_remembered_until_it_expires() {
         let (_d, key, verifier) = setup();
-        let token = key
-            .mint(&TokenRequest {
-                org: Some("ttd".into()),
-                scope: Some("altinn:events.publish".into()),
-                ttl_seconds: 60,
-                ..Default::default()
-            })
-            .expect("mint");
+        let token = ttd_token(&key, 60);
         let first = verifier.verify(&token).expect("valid");
         let digest = token_digest(&token);
         let cached = verifier
@@ -370,13 +367,7 @@ mod tests {
                 expires: now - 1,
             },
         );
-        let expired = key
-            .mint(&TokenRequest {
-                org: Some("ttd".into()),
-                ttl_seconds: -10,
-                ..Default::default()
-            })
-            .expect("mint");
+        let expired = ttd_token(&key, -10);
         verifier.verified.insert(
             token_digest(&expired),
             Verified {
@@ -400,13 +391,7 @@ mod tests {
     #[test]
     fn refused_tokens_are_not_remembered() {
         let (_d, key, verifier) = setup();
-        let expired = key
-            .mint(&TokenRequest {
-                org: Some("ttd".into()),
-                ttl_seconds: -10,
-                ..Default::default()
-            })
-            .expect("mint");
+        let expired = ttd_token(&key, -10);
         assert_eq!(verifier.verify(&expired), Err(AuthError::Expired));
         assert!(verifier.verified.get(&token_digest(&expired)).is_none());
     }
@@ -438,23 +423,11 @@ mod tests {
     #[test]
     fn rejects_expired_unsigned_and_foreign_tokens() {
         let (_d, key, verifier) = setup();
-        let expired = key
-            .mint(&TokenRequest {
-                org: Some("ttd".into()),
-                ttl_seconds: -10,
-                ..Default::default()
-            })
-            .expect("mint");
+        let expired = ttd_token(&key, -10);
         assert_eq!(verifier.verify(&expired), Err(AuthError::Expired));
 
         let (_d2, other_key, _) = setup();
-        let foreign = other_key
-            .mint(&TokenRequest {
-                org: Some("ttd".into()),
-                ttl_seconds: 60,
-                ..Default::default()
-            })
-            .expect("mint");
+        let foreign = ttd_token(&other_key, 60);
         assert_eq!(verifier.verify(&foreign), Err(AuthError::Signature));
 
         let body = URL_SAFE_NO_PAD

@@ -40,16 +40,18 @@ pub async fn run(
     poll: Duration,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let mut position = Position::default();
-    while !*stopping.borrow() {
-        match step(
-            &mut position,
+    let next_page = async |position: &mut Position| {
+        step(
+            position,
             events.as_ref(),
             push.as_ref(),
             authorizer.as_ref(),
         )
         .await
-        {
+    };
+    let mut position = Position::default();
+    while !*stopping.borrow() {
+        match next_page(&mut position).await {
             Ok(Some(enqueued)) => {
                 if enqueued > 0 {
                     wake.notify_one();
@@ -72,16 +74,8 @@ pub async fn run(
     }
     // Match what was committed before the stop (a few pages at most), then store the position.
     for _ in 0..FINAL_PAGES {
-        match step(
-            &mut position,
-            events.as_ref(),
-            push.as_ref(),
-            authorizer.as_ref(),
-        )
-        .await
-        {
-            Ok(Some(_)) => continue,
-            Ok(None) | Err(_) => break,
+        if !matches!(next_page(&mut position).await, Ok(Some(_))) {
+            break;
         }
     }
     if let Err(e) = persist(&mut position, push.as_ref()).await {

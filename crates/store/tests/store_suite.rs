@@ -347,14 +347,9 @@ async fn bounds_by_registration_time(store: Arc<dyn Store>) {
     store.append(&[event("later1")]).await.expect("append");
     let got = query(&store, all(10)).await;
     let at = |i: usize| got[i].registered;
-    let between = |from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>| {
+    let ids_of = |q: EventQuery| {
         let store = store.clone();
         async move {
-            let q = EventQuery {
-                from,
-                to,
-                ..all(10)
-            };
             store
                 .query(&q)
                 .await
@@ -363,6 +358,13 @@ async fn bounds_by_registration_time(store: Arc<dyn Store>) {
                 .map(|e| e.id)
                 .collect::<Vec<_>>()
         }
+    };
+    let between = |from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>| {
+        ids_of(EventQuery {
+            from,
+            to,
+            ..all(10)
+        })
     };
     assert_eq!(
         between(Some(at(2)), None).await,
@@ -383,21 +385,11 @@ async fn bounds_by_registration_time(store: Arc<dyn Store>) {
 
     // `after` and `from` together: whichever is later bounds the page.
     let after_and_from = |after: i64, from: DateTime<Utc>| {
-        let store = store.clone();
-        async move {
-            let q = EventQuery {
-                after,
-                from: Some(from),
-                ..all(10)
-            };
-            store
-                .query(&q)
-                .await
-                .expect("query")
-                .into_iter()
-                .map(|e| e.id)
-                .collect::<Vec<_>>()
-        }
+        ids_of(EventQuery {
+            after,
+            from: Some(from),
+            ..all(10)
+        })
     };
     assert_eq!(
         after_and_from(got[0].seq, before_all).await,

@@ -258,16 +258,27 @@ impl Context {
             Verdict::Retry(at) => (Next::RetryAt(at), false),
             Verdict::GiveUp { gone } => (Next::Dead, gone),
         };
-        tracing::info!(
-            subscription = delivery.subscription_id,
-            delivery = delivery.id,
-            event = %delivery.event_id,
-            attempt,
-            status = outcome.status,
-            error = outcome.error.as_deref(),
-            outcome = ?next,
-            "webhook attempt"
-        );
+        // Successes at debug level: at thousands of deliveries a second they would drown the
+        // failures, which are what an operator looks for (metrics count both).
+        macro_rules! log_attempt {
+            ($level:ident) => {
+                tracing::$level!(
+                    subscription = delivery.subscription_id,
+                    delivery = delivery.id,
+                    event = %delivery.event_id,
+                    attempt,
+                    status = outcome.status,
+                    error = outcome.error.as_deref(),
+                    outcome = ?next,
+                    "webhook attempt"
+                )
+            };
+        }
+        if next == Next::Delivered {
+            log_attempt!(debug);
+        } else {
+            log_attempt!(info);
+        }
         let outcome_label = match next {
             Next::Delivered => "delivered",
             Next::RetryAt(_) => "retry",

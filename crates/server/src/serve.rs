@@ -213,8 +213,10 @@ async fn retention_sweep(store: Arc<dyn EventStore>, days: f64, interval_seconds
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("HENDELSE_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    // Colours only for a terminal: a log file or collector would get the escape codes as text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),

@@ -1575,6 +1575,20 @@ async fn an_unreliable_receiver_gets_every_event_with_a_stable_webhook_id() {
         "the connection errors are in the history: {}",
         serde_json::to_string_pretty(&list).unwrap_or_default()
     );
+    // Failed attempts are logged at the default level, successful ones only at debug.
+    let log = server.log();
+    assert!(
+        !log.contains('\u{1b}'),
+        "a log that is not a terminal has no colour codes"
+    );
+    assert!(
+        log.contains("outcome=RetryAt"),
+        "failures are logged: {log}"
+    );
+    assert!(
+        !log.contains("outcome=Delivered"),
+        "successes are not logged at info: {log}"
+    );
 }
 
 /// 429 with `Retry-After` is retried; 410 is not and disables the subscription; 400, 401, 403 and

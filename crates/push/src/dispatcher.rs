@@ -93,26 +93,32 @@ struct Target {
 /// Where this dispatcher is in the log.
 #[derive(Debug, Default)]
 pub struct Position {
-    /// The stored position as this dispatcher last read or wrote it; `None` before the first read
-    /// and after another dispatcher moved it.
-    persisted: Option<i64>,
-    /// Events up to here are matched (at or beyond `persisted`).
+    /// The stored position as this dispatcher last read or wrote it, and when; `None` before the
+    /// first read and after another dispatcher moved it.
+    stored: Option<(i64, Instant)>,
+    /// Events up to here are matched (at or beyond the stored position).
     matched: i64,
-    /// When `persisted` was last written or read.
-    since: Option<Instant>,
 }
 
 impl Position {
+    /// Just read or written: `seq` is both stored and matched.
+    fn stored_at(seq: i64) -> Position {
+        Position {
+            stored: Some((seq, Instant::now())),
+            matched: seq,
+        }
+    }
+
     /// Whether the position reached in memory should be stored now.
     fn persist_due(&self) -> bool {
-        self.since
-            .is_none_or(|since| since.elapsed() >= PERSIST_IDLE_POSITION)
+        self.stored
+            .is_none_or(|(_, at)| at.elapsed() >= PERSIST_IDLE_POSITION)
     }
 }
 
 /// Stores the position reached in memory, if it is ahead of the stored one.
 pub async fn persist(position: &mut Position, push: &dyn PushStore) -> Result<(), StoreError> {
-    if let Some(persisted) = position.persisted
+    if let Some((persisted, _)) = position.stored
         && position.matched > persisted
     {
         advance(position, push, persisted, position.matched, &[]).await?;
@@ -128,15 +134,11 @@ pub async fn step(
     push: &dyn PushStore,
     authorizer: &dyn Authorizer,
 ) -> Result<Option<usize>, StoreError> {
-    let persisted = match position.persisted {
-        Some(persisted) => persisted,
+    let persisted = match position.stored {
+        Some((persisted, _)) => persisted,
         None => {
             let stored = push.dispatch_position().await?;
-            *position = Position {
-                persisted: Some(stored),
-                matched: stored,
-                since: Some(Instant::now()),
-            };
+            *position = Position::stored_at(stored);
             stored
         }
     };
@@ -220,11 +222,7 @@ async fn advance(
 ) -> Result<bool, StoreError> {
     let moved = push.enqueue(persisted, to, deliveries).await?;
     *position = if moved {
-        Position {
-            persisted: Some(to),
-            matched: to,
-            since: Some(Instant::now()),
-        }
+        Position::stored_at(to)
     } else {
         Position::default()
     };

@@ -95,13 +95,17 @@ impl Next {
     }
 }
 
-/// Splits `records` (by index, in order) into rounds in which no delivery appears twice.
+/// Records in one statement of `record_attempts`: 6 bound values each, within SQLite's 32,766.
+const RECORDS_PER_ROUND: usize = 1000;
+
+/// Splits `records` (by index, in order) into rounds in which no delivery appears twice and that
+/// hold at most [`RECORDS_PER_ROUND`].
 pub(crate) fn rounds_of_distinct_deliveries(records: &[AttemptRecord]) -> Vec<Vec<usize>> {
     let mut rounds: Vec<(std::collections::HashSet<i64>, Vec<usize>)> = Vec::new();
     for (i, r) in records.iter().enumerate() {
         match rounds
             .iter_mut()
-            .find(|(ids, _)| !ids.contains(&r.delivery_id))
+            .find(|(ids, round)| round.len() < RECORDS_PER_ROUND && !ids.contains(&r.delivery_id))
         {
             Some((ids, round)) => {
                 ids.insert(r.delivery_id);
@@ -761,5 +765,15 @@ mod tests {
             [vec![0, 1, 3], vec![2, 5], vec![4]]
         );
         assert!(rounds_of_distinct_deliveries(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_round_stays_within_the_bound_values_a_statement_takes() {
+        let records: Vec<AttemptRecord> = (0..2500).map(|id| record(id, "a")).collect();
+        let sizes: Vec<usize> = rounds_of_distinct_deliveries(&records)
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes, [1000, 1000, 500]);
     }
 }

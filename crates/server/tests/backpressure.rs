@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::routing::post;
-use common::{RESOURCE, Server, client, follow, generic_event};
+use common::{RESOURCE, Server, client, event_ids, follow, generic_event};
 use serde_json::json;
 
 /// Answers handshakes, then never answers an event (until the test ends).
@@ -127,10 +127,7 @@ async fn a_flood_with_a_dead_receiver_keeps_memory_bounded() {
         &token,
     )
     .await;
-    let stored: HashSet<String> = events
-        .iter()
-        .map(|e| e["id"].as_str().expect("id").to_owned())
-        .collect();
+    let stored: HashSet<String> = event_ids(&events).into_iter().collect();
     let lost = acknowledged.difference(&stored).count();
     let (Some((rss_before, _)), Some((rss_after, peak))) = (baseline, after) else {
         eprintln!("no /proc here: memory not measured");

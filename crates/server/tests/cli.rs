@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{BIN, PERSON, PERSON_PARTY, RESOURCE, Server};
+use common::{BIN, PERSON, PERSON_PARTY, RESOURCE, Server, event_ids};
 use serde_json::{Value, json};
 
 /// How long to wait for something that should happen.
@@ -83,13 +83,6 @@ fn fails(output: Output) -> String {
 fn events(out: &str) -> Vec<Value> {
     out.lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}")))
-        .collect()
-}
-
-fn ids(events: &[Value]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| e["id"].as_str().expect("id").to_owned())
         .collect()
 }
 
@@ -182,7 +175,7 @@ fn publish_one_a_file_and_json_lines_then_query_returns_all_in_order() {
     expected.extend((1..=3).map(|i| format!("file-{i}")));
     expected.extend((0..1200).map(|i| format!("line-{i:04}")));
     expected.extend((0..30).map(|i| format!("more-{i:02}")));
-    assert_eq!(ids(&all), expected, "every event once, in order");
+    assert_eq!(event_ids(&all), expected, "every event once, in order");
     // Exactly as published.
     assert_eq!(all[1], event("file-1"));
     assert_eq!(all[500], event("line-0496"));
@@ -223,7 +216,7 @@ fn app_events_are_published_one_per_request_and_print_their_ids() {
         ],
     ] {
         let got = events(&ok(hendelse(&server, &person, &args, None)));
-        assert_eq!(ids(&got), new_ids, "{args:?}");
+        assert_eq!(event_ids(&got), new_ids, "{args:?}");
         assert_eq!(got[0]["resource"], "urn:altinn:resource:app_ttd_app1");
     }
     let none = ok(hendelse(
@@ -269,7 +262,7 @@ fn query_follows_next_across_pages_and_applies_the_filters() {
     let query = |extra: &[&str]| {
         let mut args = vec!["query", "--resource", RESOURCE, "--size", "3"];
         args.extend_from_slice(extra);
-        ids(&events(&ok(hendelse(&server, &ttd, &args, None))))
+        event_ids(&events(&ok(hendelse(&server, &ttd, &args, None))))
     };
     let expect = |pred: &dyn Fn(usize) -> bool| -> Vec<String> {
         (0..40)
@@ -476,7 +469,7 @@ fn errors_exit_non_zero_with_the_problem_detail_on_one_line() {
         );
     }
     // Nothing in the store but the good events the message named.
-    let stored = ids(&events(&ok(hendelse(
+    let stored = event_ids(&events(&ok(hendelse(
         &server,
         &ttd,
         &["query", "--resource", RESOURCE],

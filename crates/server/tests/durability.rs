@@ -5,7 +5,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use common::{RESOURCE, Server, client, follow, generic_event, get, publish};
+use common::{RESOURCE, Server, client, event_ids, follow, generic_event, get, publish};
 use tokio::sync::Mutex;
 
 /// Eight publishers and one reader following `next` at the same time: the reader sees every
@@ -137,11 +137,8 @@ async fn acknowledged_events_survive_kill_9() {
         &token,
     )
     .await;
-    let ids: Vec<&str> = events
-        .iter()
-        .map(|e| e["id"].as_str().expect("id"))
-        .collect();
-    let unique: HashSet<&str> = ids.iter().copied().collect();
+    let ids = event_ids(&events);
+    let unique: HashSet<&str> = ids.iter().map(String::as_str).collect();
     assert_eq!(unique.len(), ids.len(), "an event was stored twice");
     let lost: Vec<_> = acknowledged
         .iter()

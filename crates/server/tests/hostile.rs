@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{RESOURCE, Server, client, get, publish};
+use common::{RESOURCE, Server, client, get, page_ids, publish};
 use serde_json::json;
 
 /// Raw query values, already percent-encoded as they go on the wire.
@@ -204,13 +204,7 @@ async fn filter_metacharacters_match_literally() {
         )
         .await;
         assert_eq!(status, 200, "{filter}: {body}");
-        let ids: Vec<&str> = body
-            .as_array()
-            .expect("array")
-            .iter()
-            .map(|e| e["id"].as_str().expect("id"))
-            .collect();
-        assert_eq!(ids, expected, "{filter}");
+        assert_eq!(page_ids(&body), expected, "{filter}");
     }
 }
 

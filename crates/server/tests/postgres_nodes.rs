@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{BIN, RESOURCE, Server, generic_event, get, publish};
+use common::{BIN, RESOURCE, Server, generic_event, get, page_ids, publish};
 use hendelse_store::testing::TestDatabase;
 use tokio::sync::Mutex;
 
@@ -107,13 +107,8 @@ async fn an_acknowledged_event_is_readable_on_every_node_at_once() {
         );
         let (status, _, body) = get(&url(reader), &token).await;
         assert_eq!(status, 200);
-        let ids: Vec<&str> = body
-            .as_array()
-            .expect("array")
-            .iter()
-            .map(|e| e["id"].as_str().expect("id"))
-            .collect();
-        assert_eq!(ids.last(), Some(&id.as_str()), "{ids:?}");
+        let ids = page_ids(&body);
+        assert_eq!(ids.last(), Some(&id), "{ids:?}");
         assert_eq!(ids.len(), i + 1);
     }
     // The same event through the other node is still one event.

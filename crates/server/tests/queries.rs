@@ -6,7 +6,7 @@
 mod common;
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use common::{PERSON, RESOURCE, SUBSCRIBE, Server, client, get_with};
+use common::{PERSON, RESOURCE, SUBSCRIBE, Server, client, get_with, page_ids};
 use reqwest::Url;
 use serde_json::{Value, json};
 
@@ -61,14 +61,6 @@ fn qs(pairs: &[(&str, &str)]) -> String {
         s.append_pair(k, v);
     }
     s.finish()
-}
-
-fn ids(body: &Value) -> Vec<String> {
-    body.as_array()
-        .unwrap_or_else(|| panic!("not an array: {body}"))
-        .iter()
-        .map(|e| e["id"].as_str().expect("id").to_owned())
-        .collect()
 }
 
 fn id_list(ids: &[&str]) -> Vec<String> {
@@ -203,10 +195,14 @@ async fn after_is_an_event_id_and_reads_in_registration_order() {
     for route in routes {
         let (status, _, body) = fetch(&server, &ttd, &format!("{route}&after=0"), &[]).await;
         assert_eq!(status, 200, "{route}: {body}");
-        assert_eq!(ids(&body), id_list(&order), "{route} after=0");
+        assert_eq!(page_ids(&body), id_list(&order), "{route} after=0");
 
         let (_, _, body) = fetch(&server, &ttd, &format!("{route}&after=x"), &[]).await;
-        assert_eq!(ids(&body), id_list(&["a", "q", "c"]), "{route} after=x");
+        assert_eq!(
+            page_ids(&body),
+            id_list(&["a", "q", "c"]),
+            "{route} after=x"
+        );
 
         let (status, next, body) = fetch(&server, &ttd, &format!("{route}&after=c"), &[]).await;
         assert_eq!(status, 200);
@@ -219,7 +215,7 @@ async fn after_is_an_event_id_and_reads_in_registration_order() {
 
         // An id that is not in the store reads from the start, as Altinn does.
         let (_, _, body) = fetch(&server, &ttd, &format!("{route}&after=no-such-id"), &[]).await;
-        assert_eq!(ids(&body), id_list(&order), "{route} after=unknown");
+        assert_eq!(page_ids(&body), id_list(&order), "{route} after=unknown");
     }
 
     assert_bad_request(
@@ -385,14 +381,14 @@ async fn from_and_to_bound_the_registration_time() {
             let path = format!("{route}{}", qs(&pairs));
             let (status, _, body) = fetch(&server, &ttd, &path, &[]).await;
             assert_eq!(status, 200, "{path}: {body}");
-            assert_eq!(&ids(&body), expected, "{path}");
+            assert_eq!(&page_ids(&body), expected, "{path}");
         }
         // A `+` offset that was not percent-encoded arrives as a space; it still means `+`.
         let raw = plus_five(b_time);
         let path = format!("{route}after=0&from={raw}");
         let (status, _, body) = fetch(&server, &ttd, &path, &[]).await;
         assert_eq!(status, 200, "{path}: {body}");
-        assert_eq!(ids(&body), vec![b.clone()], "{path}");
+        assert_eq!(page_ids(&body), vec![b.clone()], "{path}");
 
         for bad in [
             "from=2023-02-16T18:00:00",
@@ -466,7 +462,7 @@ async fn party_unit_and_person_select_the_party() {
             let path = format!("{route}?after=0&{query}");
             let (status, _, body) = fetch(&server, &ttd, &path, headers).await;
             assert_eq!(status, 200, "{path} {headers:?}: {body}");
-            assert_eq!(ids(&body), id_list(expected), "{path} {headers:?}");
+            assert_eq!(page_ids(&body), id_list(expected), "{path} {headers:?}");
         }
     }
     // The end user reads their own events through the person header.
@@ -479,10 +475,10 @@ async fn party_unit_and_person_select_the_party() {
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(ids(&body), id_list(&["p1"]));
+    assert_eq!(page_ids(&body), id_list(&["p1"]));
     // /app/{org}/{app} needs no party.
     let (_, _, body) = fetch(&server, &ttd, "/events/api/v1/app/ttd/parties?after=0", &[]).await;
-    assert_eq!(ids(&body), id_list(&["p1", "p2", "p3", "p4", "p5"]));
+    assert_eq!(page_ids(&body), id_list(&["p1", "p2", "p3", "p4", "p5"]));
 }
 
 #[tokio::test]
@@ -665,7 +661,7 @@ async fn source_and_type_patterns() {
             let path = format!("{route}{}", qs(pairs));
             let (status, next, body) = fetch(&server, &ttd, &path, &[]).await;
             assert_eq!(status, 200, "{path}: {body}");
-            assert_eq!(ids(&body), id_list(expected), "{path}");
+            assert_eq!(page_ids(&body), id_list(expected), "{path}");
             // The filters survive into `next`.
             let next = Url::parse(&next.expect("next")).expect("absolute");
             let kept: Vec<(String, String)> = next
@@ -849,7 +845,7 @@ async fn next_is_always_present_absolute_and_percent_encoded() {
             .query_pairs()
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
-        let page = ids(&body);
+        let page = page_ids(&body);
         let expected_after = page
             .last()
             .cloned()
@@ -1139,7 +1135,7 @@ async fn authorization_filters_before_the_page_limit() {
     )
     .await;
     assert_eq!(
-        ids(&body).len(),
+        page_ids(&body).len(),
         20,
         "the other person reads their own party"
     );
@@ -1210,6 +1206,6 @@ async fn events_filter_by_subject_and_alternative_subject_header() {
         let path = format!("{base}{query}");
         let (status, _, body) = fetch(&server, &ttd, &path, &headers).await;
         assert_eq!(status, 200, "{path}: {body}");
-        assert_eq!(ids(&body), id_list(&expected), "{path} {headers:?}");
+        assert_eq!(page_ids(&body), id_list(&expected), "{path} {headers:?}");
     }
 }

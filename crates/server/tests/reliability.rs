@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use common::{RESOURCE, Server, client, follow, generic_event, publish};
+use common::{RESOURCE, Server, client, event_ids, follow, generic_event, publish};
 use serde_json::json;
 
 /// SIGTERM under load: every publish is either acknowledged and stored, or refused; the process
@@ -72,10 +72,7 @@ async fn sigterm_commits_or_refuses_every_publish() {
         &token,
     )
     .await;
-    let stored: HashSet<String> = events
-        .iter()
-        .map(|e| e["id"].as_str().expect("id").to_owned())
-        .collect();
+    let stored: HashSet<String> = event_ids(&events).into_iter().collect();
     let lost = acknowledged.difference(&stored).count();
     assert_eq!(lost, 0, "{lost} acknowledged events were lost");
     assert_eq!(stored.len(), events.len(), "an event was stored twice");
@@ -126,10 +123,7 @@ async fn a_full_ingest_queue_refuses_with_retry_after_and_loses_nothing() {
         &token,
     )
     .await;
-    let stored: HashSet<String> = events
-        .iter()
-        .map(|e| e["id"].as_str().expect("id").to_owned())
-        .collect();
+    let stored: HashSet<String> = event_ids(&events).into_iter().collect();
     assert_eq!(stored, acknowledged, "stored and acknowledged differ");
 }
 

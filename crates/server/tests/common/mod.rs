@@ -221,6 +221,22 @@ pub fn generic_event(id: &str) -> serde_json::Value {
 }
 
 /// GETs a path (or absolute URL) and returns status, `next` header and JSON body.
+/// The `id` of each event, in order.
+pub fn event_ids(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+/// The `id` of each event of a page (a JSON array), in order.
+pub fn page_ids(body: &serde_json::Value) -> Vec<String> {
+    event_ids(
+        body.as_array()
+            .unwrap_or_else(|| panic!("not an array: {body}")),
+    )
+}
+
 pub async fn get(url: &str, token: &str) -> (u16, Option<String>, serde_json::Value) {
     get_with(url, token, &[]).await
 }

@@ -172,7 +172,14 @@ fn publish_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     });
     let linked = written.and_then(|()| fs::hard_link(&temporary, path));
     let _ = fs::remove_file(&temporary);
-    linked
+    linked?;
+    // The key's name must be durable too, or a crash could leave tokens signed with a key that
+    // is gone after the restart. A write error (a full disk) is an error like any other: the key
+    // file is either complete or absent, never truncated.
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -50,6 +50,9 @@ impl EventStore for Flaky {
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        self.inner.probe_write().await
+    }
 }
 
 fn ttd() -> Principal {

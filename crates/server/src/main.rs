@@ -11,6 +11,7 @@ mod client;
 mod config;
 mod dialogs;
 mod listen;
+mod logging;
 mod metrics;
 mod openapi;
 mod params;
@@ -22,7 +23,7 @@ fn main() -> ExitCode {
     let args = match config::apply(std::env::args_os().collect()) {
         Ok(args) => args,
         Err(e) => {
-            eprintln!("hendelse: {}", one_line(&e));
+            say(&format!("hendelse: {}", one_line(&e)));
             return ExitCode::FAILURE;
         }
     };
@@ -33,17 +34,24 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("hendelse: cannot start the async runtime: {e}");
+            say(&format!("hendelse: cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("hendelse: {}", one_line(&e));
+            say(&format!("hendelse: {}", one_line(&e)));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The one-line reason of a failed run, on stderr; a stderr that cannot be written (a full disk)
+/// must not turn the exit into a panic.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// The reason and its causes on one line, leaving out a cause whose text the line already holds

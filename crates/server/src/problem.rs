@@ -66,6 +66,7 @@ fn type_uri(status: StatusCode) -> &'static str {
         429 => "https://tools.ietf.org/html/rfc6585#section-4",
         500 => "https://tools.ietf.org/html/rfc9110#section-15.6.1",
         503 => "https://tools.ietf.org/html/rfc9110#section-15.6.4",
+        507 => "https://tools.ietf.org/html/rfc4918#section-11.5",
         504 => "https://tools.ietf.org/html/rfc9110#section-15.6.5",
         _ => "about:blank",
     }
@@ -99,6 +100,10 @@ pub enum ApiError {
     /// The service cannot take the request now; nothing was stored. Retry after the given seconds.
     #[error("{message}")]
     Unavailable { message: String, retry_after: u32 },
+    /// The store has no room for the write (a full disk); nothing was stored. Retry once space
+    /// has been freed.
+    #[error("{message}")]
+    InsufficientStorage { message: String, retry_after: u32 },
     /// A fault of ours; the detail shown is generic and the cause is logged.
     #[error("internal error: {0}")]
     Internal(String),
@@ -117,6 +122,7 @@ impl ApiError {
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -124,13 +130,26 @@ impl ApiError {
 
 impl From<hendelse_store::StoreError> for ApiError {
     fn from(e: hendelse_store::StoreError) -> Self {
-        if e.is_unavailable() {
+        if e.is_storage_full() {
+            ApiError::storage_full()
+        } else if e.is_unavailable() {
             ApiError::Unavailable {
                 message: "the event store is not reachable; try again".into(),
                 retry_after: 1,
             }
         } else {
             ApiError::Internal(e.to_string())
+        }
+    }
+}
+
+impl ApiError {
+    fn storage_full() -> ApiError {
+        ApiError::InsufficientStorage {
+            message: "the event store's disk is full; nothing was stored, try again once space \
+                      has been freed"
+                .into(),
+            retry_after: 5,
         }
     }
 }
@@ -149,8 +168,16 @@ impl From<hendelse_store::IngestError> for ApiError {
                 message: "the service is shutting down; nothing was stored, try again".into(),
                 retry_after: 1,
             },
+            IngestError::Interrupted => ApiError::Unavailable {
+                message: "the commit was interrupted; the events may or may not be stored, \
+                          publish them again (the same source and id is stored once)"
+                    .into(),
+                retry_after: 1,
+            },
+            // One line for the writer's failure is logged by the writer; not one per request.
+            IngestError::Store { full: true, .. } => ApiError::storage_full(),
             IngestError::Store { message, .. } => {
-                tracing::error!(error = %message, "publish failed to commit");
+                tracing::debug!(error = %message, "publish failed to commit");
                 ApiError::Unavailable {
                     message: "the events could not be committed; nothing was stored, try again"
                         .into(),
@@ -201,7 +228,8 @@ impl IntoResponse for ApiError {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::Unavailable { retry_after, .. } => {
+            ApiError::Unavailable { retry_after, .. }
+            | ApiError::InsufficientStorage { retry_after, .. } => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));

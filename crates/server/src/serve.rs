@@ -11,14 +11,13 @@ use hendelse_auth::{
 use hendelse_push::{EndpointPolicy, Push, PushConfig};
 use hendelse_store::{EventStore, Ingest, IngestConfig, PushStore};
 use tokio::sync::watch;
-use tracing_subscriber::EnvFilter;
 
 use crate::app::{AppContext, AppState, router};
-use crate::cli::{LogFormat, ServeArgs};
+use crate::cli::ServeArgs;
 use crate::metrics::Metrics;
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format);
+    crate::logging::init(args.log_format);
     let registry = match &args.registry {
         Some(path) => Registry::load(path)?,
         None => {
@@ -120,9 +119,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     tracing::info!(%address, store = %args.store.describe(), "hendelse is listening");
     // Tests and scripts read this line to learn the port when listening on port 0.
-    println!("listening on http://{address}");
+    crate::logging::print_stdout(&format!("listening on http://{address}"));
 
-    crate::listen::serve(listener, router(state), shutdown_signal(stop_streams)).await?;
+    let served = crate::listen::serve(listener, router(state), shutdown_signal(stop_streams));
+    let mut writer = writer;
+    tokio::select! {
+        served = served => served?,
+        // The writer ends only when every Ingest is dropped, after serving; a writer that ends
+        // before is dead, and a node that cannot commit must not go on looking healthy: exit
+        // non-zero so that the supervisor starts it again.
+        ended = &mut writer => {
+            anyhow::bail!("the group-commit writer stopped while serving: {ended:?}");
+        }
+    }
     retention.abort();
     if let Some(forwarder) = dialog_forwarder {
         // Unforwarded outbox rows stay in the store for the next start. The forwarder holds an
@@ -208,18 +217,4 @@ async fn retention_sweep(store: Arc<dyn EventStore>, days: f64, interval_seconds
             Err(e) => tracing::warn!(error = %e, "retention sweep failed; will try again"),
         }
     }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("HENDELSE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    // Colours only for a terminal: a log file or collector would get the escape codes as text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Pretty => builder.try_init(),
-    };
 }

@@ -216,7 +216,7 @@ macro_rules! impl_dialog_store {
                 d: &$crate::dialog::DialogRecord,
                 events: &[$crate::dialog::OutboxEvent],
             ) -> Result<bool, $crate::StoreError> {
-                let mut tx = self.$write.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let inserted = sqlx::query(
                     "INSERT INTO dialogs (id, resource, subject_key, status, revision, change_id, \
                      deleted, created, updated, document) \
@@ -264,7 +264,7 @@ macro_rules! impl_dialog_store {
                 expected_revision: &str,
                 events: &[$crate::dialog::OutboxEvent],
             ) -> Result<bool, $crate::StoreError> {
-                let mut tx = self.$write.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let updated = sqlx::query(
                     "UPDATE dialogs SET status = $3, revision = $4, change_id = $5, deleted = $6, \
                      updated = $7, document = $8 WHERE id = $1 AND revision = $2",
@@ -294,7 +294,7 @@ macro_rules! impl_dialog_store {
                 expected_revision: &str,
                 events: &[$crate::dialog::OutboxEvent],
             ) -> Result<bool, $crate::StoreError> {
-                let mut tx = self.$write.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let purged = sqlx::query("DELETE FROM dialogs WHERE id = $1 AND revision = $2")
                     .bind(id.to_owned())
                     .bind(expected_revision.to_owned())
@@ -371,7 +371,7 @@ macro_rules! impl_dialog_store {
                 s: &$crate::dialog::SeenEntry,
                 events: &[$crate::dialog::OutboxEvent],
             ) -> Result<bool, $crate::StoreError> {
-                let mut tx = self.$write.begin().await?;
+                let mut tx = self.begin_write().await?;
                 // The unique (dialog_id, change_id, seen_by) index decides between concurrent
                 // readers: exactly one inserts, the others do nothing.
                 let inserted = sqlx::query(

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 
 pub use dialog::DialogStore;
 pub use error::StoreError;
-pub use ingest::{Ingest, IngestConfig, IngestError};
+pub use ingest::{Ingest, IngestConfig, IngestError, WriteFault, WriteHealth};
 pub use push::PushStore;
 pub use query::EventQuery;
 
@@ -89,6 +89,10 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// A small durable write that stores nothing of anyone's (one row of `write_probe`), to learn
+    /// whether the store takes writes again after it could not (a full disk).
+    async fn probe_write(&self) -> Result<(), StoreError>;
 
     /// Whether the group-commit writer should run on a thread of its own. Only for a backend whose
     /// I/O does not depend on the main runtime's reactor (SQLite's connections have worker

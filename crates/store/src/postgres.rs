@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "deliveries_due",
         include_str!("../migrations/postgres/0004_deliveries_due.sql"),
     ),
+    (
+        5,
+        "write_probe",
+        include_str!("../migrations/postgres/0005_write_probe.sql"),
+    ),
 ];
 
 pub struct PgStore {
@@ -59,10 +64,23 @@ impl PgStore {
                     Ok(())
                 })
             })
+            // A connection that comes back with a transaction open (a failed commit) is closed, not
+            // handed to the next request; PostgreSQL rolls back what the session held.
+            .after_release(|conn, _| {
+                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+            })
             .connect_with(options)
             .await?;
         crate::sql::migrator(MIGRATIONS).run(&pool).await?;
         Ok(PgStore { pool })
+    }
+
+    /// A write transaction. sqlx tracks PostgreSQL's transaction state from the server's own
+    /// answers (`ReadyForQuery`), so a plain `BEGIN` cannot be mistaken for a savepoint here.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+        self.pool.begin().await
     }
 
     pub async fn migrate(url: &str) -> Result<(), StoreError> {
@@ -101,7 +119,7 @@ crate::dialog::impl_dialog_store!(
 #[async_trait]
 impl EventStore for PgStore {
     async fn append(&self, events: &[NewEvent]) -> Result<AppendReceipt, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let tip = sqlx::query("SELECT seq, registered FROM event_tip WHERE singleton FOR UPDATE")
             .fetch_one(&mut *tx)
             .await?;
@@ -186,7 +204,7 @@ impl EventStore for PgStore {
     }
 
     async fn delete_registered_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let cut: Option<i64> =
             sqlx::query("SELECT max(last_seq) FROM commits WHERE registered < $1")
                 .bind(cutoff.timestamp_micros())
@@ -219,6 +237,17 @@ impl EventStore for PgStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO write_probe (id, at) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+        )
+        .bind(Utc::now().timestamp_micros())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

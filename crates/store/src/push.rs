@@ -323,7 +323,7 @@ macro_rules! impl_push_store {
                 handshake: &(dyn Fn(i64) -> $crate::push::NewDelivery + Send + Sync),
             ) -> Result<$crate::push::Subscription, $crate::StoreError> {
                 let now = chrono::Utc::now().timestamp_micros();
-                let mut tx = self.$write.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let sql = format!(
                     "INSERT INTO subscriptions (end_point, resource_filter, source_filter, \
                      subject_filter, alternative_subject_filter, type_filter, include_subunits, \
@@ -394,7 +394,7 @@ macro_rules! impl_push_store {
             }
 
             async fn delete_subscription(&self, id: i64) -> Result<bool, $crate::StoreError> {
-                let mut tx = self.$write.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let deleted = sqlx::query(
                     "UPDATE subscriptions SET deleted = TRUE WHERE id = $1 AND NOT deleted",
                 )
@@ -423,7 +423,7 @@ macro_rules! impl_push_store {
                 deliveries: &[$crate::push::NewDelivery],
             ) -> Result<bool, $crate::StoreError> {
                 let now = chrono::Utc::now().timestamp_micros();
-                let mut tx = self.$write.begin().await?;
+                let mut tx = self.begin_write().await?;
                 // Taking the row first makes concurrent dispatchers (other nodes) take turns.
                 let moved = sqlx::query(
                     "UPDATE dispatch_position SET seq = $2 WHERE singleton AND seq = $1",
@@ -550,7 +550,7 @@ macro_rules! impl_push_store {
                 if records.is_empty() {
                     return Ok(recorded);
                 }
-                let mut tx = self.$write.begin().await?;
+                let mut tx = self.begin_write().await?;
                 // A set of statements per round rather than per record: each statement is a
                 // round trip to the database. A round holds each delivery once, so that the ids
                 // an update returns say which records counted.
@@ -690,7 +690,7 @@ macro_rules! impl_push_store {
                 subscription_id: i64,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<u64, $crate::StoreError> {
-                let mut tx = self.$write.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let requeued = sqlx::query(
                     "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt = $2, \
                      lease_owner = NULL, lease_until = NULL \

@@ -47,6 +47,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "deliveries_due",
         include_str!("../migrations/sqlite/0005_deliveries_due.sql"),
     ),
+    (
+        6,
+        "write_probe",
+        include_str!("../migrations/sqlite/0006_write_probe.sql"),
+    ),
 ];
 
 pub struct SqliteStore {
@@ -87,6 +92,7 @@ impl SqliteStore {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
+            .after_release(|conn, _| Box::pin(async move { Ok(left_clean(conn).await) }))
             .connect_with(options.clone())
             .await?;
         crate::sql::migrator(MIGRATIONS).run(&writer).await?;
@@ -113,6 +119,24 @@ impl SqliteStore {
             readers,
             tip: Arc::new(Mutex::new(tip)),
         })
+    }
+
+    /// Opens a write transaction that can only be a real, outermost one.
+    ///
+    /// Why not `Pool::begin`: sqlx counts transaction depth itself, and after a failed `COMMIT`
+    /// (`SQLITE_FULL` on a full disk) its count stays at 1 while SQLite may already have rolled
+    /// back or may still hold the transaction open. Its next `begin` then issues
+    /// `SAVEPOINT`, and the matching "commit" is `RELEASE SAVEPOINT`, which inside a transaction
+    /// still open on the connection commits nothing — yet returns OK, so publishes were
+    /// acknowledged that were never written and vanished with the connection (issue 13: 374–755
+    /// of about 16,000 lost per run). A custom `BEGIN IMMEDIATE` is refused by sqlx at depth > 0
+    /// and by SQLite inside an open transaction, so an acknowledged commit is always a real
+    /// `COMMIT`; and [`left_clean`] retires any connection that comes back from a failed write,
+    /// so that the refusal cannot repeat for ever either.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
+        self.writer.begin_with("BEGIN IMMEDIATE").await
     }
 
     /// Applies pending migrations without keeping the store open.
@@ -155,7 +179,7 @@ impl EventStore for SqliteStore {
     async fn append(&self, events: &[NewEvent]) -> Result<AppendReceipt, StoreError> {
         let mut tip = self.tip.lock().await;
         let registered = Utc::now().timestamp_micros().max(tip.registered);
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut inserted = 0;
         for chunk in events.chunks(ROWS_PER_INSERT) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
@@ -232,7 +256,7 @@ impl EventStore for SqliteStore {
 
     async fn delete_registered_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         let _tip = self.tip.lock().await;
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let cut: Option<i64> =
             sqlx::query("SELECT max(last_seq) FROM commits WHERE registered < ?")
                 .bind(cutoff.timestamp_micros())
@@ -264,7 +288,40 @@ impl EventStore for SqliteStore {
         Ok(())
     }
 
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT INTO write_probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at")
+            .bind(Utc::now().timestamp_micros())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     fn writer_wants_own_thread(&self) -> bool {
         true
     }
+}
+
+/// Whether a write connection coming back to the pool may be used again: only when neither sqlx
+/// nor SQLite thinks a transaction is open on it. A connection returned by a failed write (its
+/// transaction dropped, its rollback not yet run or failed) is closed instead, and closing rolls
+/// back whatever it still held; the pool opens a fresh one for the next write.
+async fn left_clean(conn: &mut sqlx::SqliteConnection) -> bool {
+    use sqlx::Connection;
+    if conn.is_in_transaction() {
+        tracing::warn!("closing the write connection after a failed transaction");
+        return false;
+    }
+    let Ok(mut handle) = conn.lock_handle().await else {
+        return false;
+    };
+    // SAFETY: the locked handle keeps the worker thread off the connection while we call, and
+    // sqlite3_get_autocommit only reads a flag of the open database handle.
+    let autocommit =
+        unsafe { libsqlite3_sys::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) };
+    if autocommit == 0 {
+        tracing::warn!("closing the write connection: SQLite left a transaction open on it");
+    }
+    autocommit != 0
 }

@@ -96,16 +96,20 @@ async fn every_query_shape_reads_an_index_in_seq_order() {
     }
 }
 
-/// Counts the transactions the writer opens.
+/// Counts the transactions the writer opens; panics in the next append when told to.
 struct Counting {
     inner: SqliteStore,
     appends: AtomicUsize,
+    panic_next: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
 impl EventStore for Counting {
     async fn append(&self, events: &[NewEvent]) -> Result<AppendReceipt, StoreError> {
         self.appends.fetch_add(1, Ordering::SeqCst);
+        if self.panic_next.swap(false, Ordering::SeqCst) {
+            panic!("injected panic in the writer");
+        }
         self.inner.append(events).await
     }
     async fn query(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
@@ -123,6 +127,9 @@ impl EventStore for Counting {
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        self.inner.probe_write().await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,6 +138,7 @@ async fn concurrent_publishes_share_transactions() {
     let counting = Arc::new(Counting {
         inner: SqliteStore::open(dir.path()).await.expect("open"),
         appends: AtomicUsize::new(0),
+        panic_next: Default::default(),
     });
     let (ingest, _writer) = Ingest::start(counting.clone(), IngestConfig::default(), 0);
     let tasks: Vec<_> = (0..400)
@@ -156,4 +164,29 @@ async fn concurrent_publishes_share_transactions() {
         .expect("query");
     assert_eq!(all.len(), 400);
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+}
+
+/// A panic in a commit does not leave publishes without a writer: the publisher in hand is told
+/// the outcome is unknown, and the next publish is stored.
+#[tokio::test]
+async fn the_writer_survives_a_panic_in_a_commit() {
+    let dir = tempfile::tempdir().expect("dir");
+    let counting = Arc::new(Counting {
+        inner: SqliteStore::open(dir.path()).await.expect("open"),
+        appends: AtomicUsize::new(0),
+        panic_next: true.into(),
+    });
+    let (ingest, writer) = Ingest::start(counting.clone(), IngestConfig::default(), 0);
+    let first = ingest.publish(vec![event(1)]).await;
+    assert!(
+        matches!(first, Err(hendelse_store::IngestError::Interrupted)),
+        "{first:?}"
+    );
+    let second = ingest
+        .publish(vec![event(2)])
+        .await
+        .expect("publish after the panic");
+    assert_eq!(second.inserted, 1);
+    assert!(ingest.health().fault().is_none());
+    assert!(!writer.is_finished(), "the writer must still run");
 }

@@ -22,8 +22,8 @@ pub async fn live() -> Json<Value> {
     path = "/health",
     tag = crate::openapi::OPERATIONS,
     responses(
-        (status = 200, description = "The store answers", body = serde_json::Value),
-        (status = 503, description = "The store does not answer", body = crate::problem::Problem, content_type = "application/problem+json")
+        (status = 200, description = "The store answers and takes writes", body = serde_json::Value),
+        (status = 503, description = "The store does not answer, or cannot write (a full disk)", body = crate::problem::Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn health(state: State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -36,8 +36,8 @@ pub async fn health(state: State<AppState>) -> Result<Json<Value>, ApiError> {
     path = "/health/ready",
     tag = crate::openapi::OPERATIONS,
     responses(
-        (status = 200, description = "The store answers", body = serde_json::Value),
-        (status = 503, description = "The store does not answer", body = crate::problem::Problem, content_type = "application/problem+json")
+        (status = 200, description = "The store answers and takes writes", body = serde_json::Value),
+        (status = 503, description = "The store does not answer, or cannot write (a full disk)", body = crate::problem::Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -48,5 +48,20 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
             retry_after: 1,
         }
     })?;
+    // Reads still work when writes do not; readiness says so, as the issue of a full disk is one
+    // an operator must act on (publishes get 507 meanwhile).
+    if let Some(fault) = state.ingest.health().fault() {
+        let cause = if fault.full {
+            "the disk is full"
+        } else {
+            "its last commit failed"
+        };
+        return Err(ApiError::Unavailable {
+            message: format!(
+                "the event store cannot write: {cause}; queries still work, publishes are refused"
+            ),
+            retry_after: 5,
+        });
+    }
     Ok(Json(json!({"status": "ready"})))
 }

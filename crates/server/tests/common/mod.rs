@@ -40,6 +40,14 @@ impl Server {
         Self::launch(dir, data, extra_args)
     }
 
+    /// A server whose data directory and log both live in a new folder under `parent` (for tests
+    /// that need them on a filesystem of their own).
+    pub fn start_in(parent: &Path, extra_args: &[&str]) -> Server {
+        let dir = tempfile::tempdir_in(parent).expect("temp dir");
+        let data = dir.path().join("data");
+        Self::launch(dir, data, extra_args)
+    }
+
     /// Another node beside `other`: the same data directory (so the same development key) and
     /// these arguments (typically the same `--database-url`).
     pub fn start_beside(other: &Server, extra_args: &[&str]) -> Server {

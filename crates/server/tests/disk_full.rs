@@ -1,0 +1,653 @@
+//! A full disk: the SQLite store and the server's log on a small ext4 filesystem of the test's own
+//! (a loop-mounted image, so root is needed: CI runs as root). Sixteen publishers write until the
+//! disk is full, space is freed while they go on, then the server is stopped and started again.
+//! Every acknowledged event must be in the store exactly once, nothing may be answered 500, and
+//! publishing must resume before the restart.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{RESOURCE, Server, client, event_ids, follow};
+use serde_json::json;
+use tokio::sync::Mutex;
+
+const PUBLISHERS: usize = 16;
+const IMAGE_MIB: u64 = 96;
+
+/// A loop-mounted ext4 image, unmounted and removed on drop.
+struct SmallDisk {
+    _image_dir: tempfile::TempDir,
+    mount: PathBuf,
+}
+
+impl SmallDisk {
+    /// `None` when this machine does not let the test mount one (not root, no loop devices).
+    fn create() -> Option<SmallDisk> {
+        let image_dir = tempfile::tempdir().ok()?;
+        let image = image_dir.path().join("disk.img");
+        let mount = image_dir.path().join("mnt");
+        std::fs::create_dir(&mount).ok()?;
+        let ok = |cmd: &mut Command| cmd.status().map(|s| s.success()).unwrap_or(false);
+        let made = ok(Command::new("truncate")
+            .arg("-s")
+            .arg(format!("{IMAGE_MIB}M"))
+            .arg(&image))
+            // -m 0: no blocks reserved for root, so that root (which the server runs as in CI)
+            // meets the full disk too.
+            && ok(Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-m", "0"])
+                .arg(&image))
+            && ok(Command::new("mount").arg("-o").arg("loop").arg(&image).arg(&mount));
+        made.then_some(SmallDisk {
+            _image_dir: image_dir,
+            mount,
+        })
+    }
+
+    fn available(&self) -> u64 {
+        let out = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&self.mount)
+            .output()
+            .expect("df");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .expect("df output")
+    }
+
+    /// Fills the disk until about `free` bytes are left; returns the filler's path.
+    fn fill_leaving(&self, free: u64) -> PathBuf {
+        let filler = self.mount.join("filler");
+        let size = self.available().saturating_sub(free);
+        let status = Command::new("fallocate")
+            .arg("-l")
+            .arg(size.to_string())
+            .arg(&filler)
+            .status()
+            .expect("fallocate");
+        assert!(status.success(), "fallocate failed");
+        filler
+    }
+
+    /// Fills the disk to the last block.
+    fn fill_completely(&self) {
+        self.fill_leaving(1 << 20);
+        // dd stops with an error at the full disk; that is the point.
+        let _ = Command::new("dd")
+            .arg("if=/dev/zero")
+            .arg(format!("of={}", self.mount.join("top-up").display()))
+            .arg("bs=4096")
+            .output();
+        assert!(self.available() < 4096, "the disk is not full");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount).status();
+        // A process that still holds a file open would make a plain umount fail.
+        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+    }
+}
+
+fn small_disk_or_skip() -> Option<SmallDisk> {
+    if let Some(disk) = SmallDisk::create() {
+        return Some(disk);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but no loop-mounted filesystem could be made (root and mkfs.ext4 needed)");
+    }
+    eprintln!(
+        "\n*** SKIPPED disk_full: cannot mount a loop image here (needs root, mkfs.ext4, losetup) ***\n"
+    );
+    None
+}
+
+/// A generic event with about 2 KiB of data.
+fn event(id: &str) -> serde_json::Value {
+    json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": "https://example.com/disk-full",
+        "type": "no.example.disk",
+        "resource": RESOURCE,
+        "subject": "urn:altinn:organization:identifier-no:991825827",
+        "data": {"n": id, "padding": "x".repeat(2000)}
+    })
+}
+
+#[derive(Default)]
+struct Outcomes {
+    acknowledged: HashSet<String>,
+    statuses: HashMap<u16, usize>,
+    dropped: usize,
+    /// Acknowledgements that came after the filler was deleted.
+    acknowledged_after_free: usize,
+    /// Bodies of refused publishes, to check they name the cause.
+    refusal_details: Vec<String>,
+}
+
+/// Sixteen publishers, each sending its own events one at a time until `stop`, recording what
+/// each publish was answered.
+fn start_publishers(
+    url: &str,
+    token: &Arc<String>,
+    outcomes: &Arc<Mutex<Outcomes>>,
+    refused: &Arc<AtomicUsize>,
+    freed: &Arc<AtomicBool>,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut publishers = Vec::new();
+    for p in 0..PUBLISHERS {
+        let (token, outcomes, refused, freed, stop, url) = (
+            token.clone(),
+            outcomes.clone(),
+            refused.clone(),
+            freed.clone(),
+            stop.clone(),
+            url.to_owned(),
+        );
+        publishers.push(tokio::spawn(async move {
+            let http = client();
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let id = format!("p{p}-{i:06}");
+                i += 1;
+                let was_freed = freed.load(Ordering::Relaxed);
+                let sent = http
+                    .post(format!("{url}/events/api/v1/events"))
+                    .bearer_auth(token.as_str())
+                    .header("content-type", "application/cloudevents+json")
+                    .body(event(&id).to_string())
+                    .send()
+                    .await;
+                let mut o = outcomes.lock().await;
+                match sent {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        *o.statuses.entry(status).or_default() += 1;
+                        if status == 200 {
+                            o.acknowledged.insert(id);
+                            if was_freed {
+                                o.acknowledged_after_free += 1;
+                            }
+                        } else {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                            drop(o);
+                            let content_type = response
+                                .headers()
+                                .get("content-type")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned();
+                            let body = response.text().await.unwrap_or_default();
+                            let mut o = outcomes.lock().await;
+                            if o.refusal_details.len() < 50 {
+                                o.refusal_details
+                                    .push(format!("{status} {content_type} {body}"));
+                            }
+                            drop(o);
+                            // A refused publisher backs off a little, as a real one would.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                    Err(_) => o.dropped += 1,
+                }
+            }
+        }));
+    }
+    publishers
+}
+
+async fn run(free_bytes: u64) {
+    let Some(disk) = small_disk_or_skip() else {
+        return;
+    };
+    let filler = disk.fill_leaving(free_bytes);
+    let mut server = Server::start_in(&disk.mount, &[]);
+    let token = Arc::new(server.ttd());
+    let server_url = server.url.clone();
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let freed = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let publishers = start_publishers(&server_url, &token, &outcomes, &refused, &freed, &stop);
+
+    // Phase 1: publish until the disk is full and publishes have been refused for a while.
+    let started = Instant::now();
+    while refused.load(Ordering::Relaxed) < 1000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the disk never filled: {:?}; log: {}",
+            outcomes.lock().await.statuses,
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // While the disk is full: readiness says so, reads and the metric keep working.
+    let http = client();
+    let ready = http
+        .get(server.at("/health/ready"))
+        .send()
+        .await
+        .expect("ready");
+    let ready_status = ready.status().as_u16();
+    let ready_body = ready.text().await.unwrap_or_default();
+    let metrics = http
+        .get(server.at("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let (query_status, _, _) = common::get(
+        &server.at(&format!(
+            "/events/api/v1/events?resource={RESOURCE}&after=0&size=5"
+        )),
+        &token,
+    )
+    .await;
+
+    // Phase 2: free the space while the publishers go on; publishing must resume by itself.
+    std::fs::remove_file(&filler).expect("remove the filler");
+    freed.store(true, Ordering::Relaxed);
+    let freed_at = Instant::now();
+    while outcomes.lock().await.acknowledged_after_free < 500 {
+        assert!(
+            freed_at.elapsed() < Duration::from_secs(60),
+            "publishing did not resume after space came back: {:?}; log tail: {}",
+            outcomes.lock().await.statuses,
+            tail(&server.log())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ready_after = http
+        .get(server.at("/health/ready"))
+        .send()
+        .await
+        .expect("ready")
+        .status()
+        .as_u16();
+    stop.store(true, Ordering::Relaxed);
+    for p in publishers {
+        p.await.expect("publisher");
+    }
+
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "the server did not stop cleanly: {status:?}; log tail: {}",
+        tail(&server.log())
+    );
+    let integrity = integrity_check(&server.data_dir().join("events.db")).await;
+    server.restart();
+    let token = server.ttd();
+    let (events, _) = follow(
+        &server.at(&format!(
+            "/events/api/v1/events?resource={RESOURCE}&after=0&size=1000"
+        )),
+        &token,
+    )
+    .await;
+    let o = outcomes.lock().await;
+    check_outcomes(
+        &o,
+        &event_ids(&events),
+        &format!(
+            "SQLite, {} KiB free, acknowledged after the space came back within {:.1} s, \
+             ready while full {ready_status}, after {ready_after}; integrity {integrity}",
+            free_bytes / 1024,
+            freed_at.elapsed().as_secs_f64()
+        ),
+    );
+    assert_eq!(integrity, "ok");
+    assert!(
+        o.statuses.get(&507).copied().unwrap_or(0) > 0,
+        "no publish was answered 507: {:?}",
+        o.statuses
+    );
+    assert_eq!(
+        query_status, 200,
+        "queries must work while the disk is full"
+    );
+    assert_eq!(ready_status, 503, "readiness while full: {ready_body}");
+    assert!(ready_body.contains("cannot write"), "{ready_body}");
+    assert!(
+        metrics.contains("hendelse_store_writable 0"),
+        "the metric must say the store cannot write"
+    );
+    assert_eq!(ready_after, 200, "readiness after the space came back");
+    assert!(
+        !server.log().contains("panicked"),
+        "something panicked: {}",
+        tail(&server.log())
+    );
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// What every disk-full run must show: every acknowledged event stored, once; no 500; no dropped
+/// connection; every refusal problem details with 503 or 507, and a 507 that names the cause.
+fn check_outcomes(o: &Outcomes, stored: &[String], label: &str) {
+    let distinct: HashSet<&String> = stored.iter().collect();
+    let lost: Vec<&String> = o
+        .acknowledged
+        .iter()
+        .filter(|id| !distinct.contains(id))
+        .collect();
+    eprintln!(
+        "disk full ({label}): statuses {:?}, dropped connections {}, acknowledged {}, stored {}, \
+         lost {}, duplicated {}, acknowledged after the space came back {}",
+        o.statuses,
+        o.dropped,
+        o.acknowledged.len(),
+        stored.len(),
+        lost.len(),
+        stored.len() - distinct.len(),
+        o.acknowledged_after_free,
+    );
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged events were lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert_eq!(stored.len(), distinct.len(), "an event is stored twice");
+    assert!(
+        !o.statuses.contains_key(&500),
+        "a publish was answered 500: {:?}",
+        o.statuses
+    );
+    assert_eq!(o.dropped, 0, "publish connections were dropped");
+    for refusal in &o.refusal_details {
+        assert!(
+            refusal.starts_with("507 application/problem+json")
+                || refusal.starts_with("503 application/problem+json"),
+            "unexpected refusal: {refusal}"
+        );
+        if refusal.starts_with("507") {
+            assert!(refusal.contains("disk is full"), "{refusal}");
+        }
+    }
+}
+
+async fn integrity_check(db: &Path) -> String {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}?mode=ro", db.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("open the store file");
+    let result: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&mut conn)
+        .await
+        .expect("integrity_check");
+    result
+}
+
+/// The disk fills while a commit writes its WAL frames (little room from the start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_during_a_commit() {
+    run(2 << 20).await;
+}
+
+/// The disk fills after the WAL has grown past a checkpoint, so the checkpoint's writes into the
+/// database file meet it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_during_a_checkpoint() {
+    run(9 << 20).await;
+}
+
+/// More room: the database file itself has grown when the disk fills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_after_growth() {
+    run(24 << 20).await;
+}
+
+/// A start on a full disk (the development signing key and the store's file still to be made)
+/// fails with a one-line reason, and leaves nothing half-written behind: once space is freed the
+/// same data directory works.
+#[test]
+fn a_start_on_a_full_disk() {
+    let Some(disk) = small_disk_or_skip() else {
+        return;
+    };
+    let data = disk.mount.join("fresh");
+    std::fs::create_dir(&data).expect("data dir");
+    disk.fill_completely();
+    let out = Command::new(common::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("run hendelse serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    eprintln!("a start on a full disk: {last}");
+    assert!(
+        !out.status.success(),
+        "serve started on a full disk: {stderr}"
+    );
+    assert!(
+        last.starts_with("hendelse: ") && (last.contains("full") || last.contains("No space left")),
+        "the reason: {stderr}"
+    );
+    let temporary: Vec<_> = std::fs::read_dir(&data)
+        .expect("read data dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(temporary.is_empty(), "temporary files left: {temporary:?}");
+
+    std::fs::remove_file(disk.mount.join("filler")).expect("free space");
+    std::fs::remove_file(disk.mount.join("top-up")).expect("free space");
+    let token = Command::new(common::BIN)
+        .args(["token", "--org", "ttd", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("run hendelse token");
+    assert!(
+        token.status.success(),
+        "the key left behind is unusable: {}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    let mut server = Server::start_in(&disk.mount, &[]);
+    let (status, _, _) = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(common::get(
+            &server.at(&format!(
+                "/events/api/v1/events?resource={RESOURCE}&after=0"
+            )),
+            &server.ttd(),
+        ));
+    assert_eq!(status, 200);
+    assert!(server.terminate().success());
+}
+
+/// A PostgreSQL server of the test's own, its data directory on a small disk.
+struct SmallPostgres {
+    bin: PathBuf,
+    data: PathBuf,
+    log: PathBuf,
+    port: u16,
+}
+
+impl SmallPostgres {
+    fn create(disk: &SmallDisk, log_dir: &Path) -> Option<SmallPostgres> {
+        let version = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .max()?;
+        let bin = version.join("bin");
+        let data = disk.mount.join("pg");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let chown = |path: &Path| {
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(path)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !chown(&disk.mount) || !chown(log_dir) {
+            return None;
+        }
+        let initdb = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .ok()?;
+        if !initdb.status.success() {
+            eprintln!("initdb failed: {}", String::from_utf8_lossy(&initdb.stderr));
+            return None;
+        }
+        let pg = SmallPostgres {
+            bin,
+            data,
+            log: log_dir.join("postgres.log"),
+            port,
+        };
+        pg.start().then_some(pg)
+    }
+
+    fn start(&self) -> bool {
+        Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&self.log)
+            .arg("-o")
+            .arg(format!(
+                "-p {} -k /tmp -c listen_addresses=127.0.0.1 -c max_wal_size=32MB -c min_wal_size=32MB",
+                self.port
+            ))
+            .args(["-w", "-t", "30", "start"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    fn is_running(&self) -> bool {
+        Command::new(self.bin.join("pg_isready"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for SmallPostgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// PostgreSQL's own disk fills (its data and WAL on a small filesystem): publishes are refused
+/// with 503/507 and problem details, never 500 and never acknowledged unstored; when space comes
+/// back (and PostgreSQL runs again: it stops itself when it cannot write its WAL), the same
+/// Hendelse process publishes again, and after a restart every acknowledged event is there once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_full_disk() {
+    let Some(disk) = small_disk_or_skip() else {
+        return;
+    };
+    let logs = tempfile::tempdir().expect("log dir");
+    let Some(pg) = SmallPostgres::create(&disk, logs.path()) else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("CI=true but no PostgreSQL server of the test's own could be started");
+        }
+        eprintln!("\n*** SKIPPED postgres_full_disk: cannot run initdb/pg_ctl as postgres ***\n");
+        return;
+    };
+    let filler = disk.fill_leaving(6 << 20);
+    let url = pg.url();
+    let mut server = Server::start_with(&["--database-url", &url]);
+    let token = Arc::new(server.ttd());
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let freed = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let publishers = start_publishers(&server.url, &token, &outcomes, &refused, &freed, &stop);
+    let started = Instant::now();
+    while refused.load(Ordering::Relaxed) < 1000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "PostgreSQL's disk never filled: {:?}",
+            outcomes.lock().await.statuses
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (ready_status, _, _) = common::get(&server.at("/health/ready"), "").await;
+    std::fs::remove_file(&filler).expect("remove the filler");
+    freed.store(true, Ordering::Relaxed);
+    let restarted_postgres = if pg.is_running() { false } else { pg.start() };
+    let freed_at = Instant::now();
+    while outcomes.lock().await.acknowledged_after_free < 500 {
+        assert!(
+            freed_at.elapsed() < Duration::from_secs(90),
+            "publishing did not resume: {:?}; log tail: {}",
+            outcomes.lock().await.statuses,
+            tail(&server.log())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for p in publishers {
+        p.await.expect("publisher");
+    }
+    assert!(
+        server.terminate().success(),
+        "the server did not stop cleanly"
+    );
+    server.restart();
+    let token = server.ttd();
+    let (events, _) = follow(
+        &server.at(&format!(
+            "/events/api/v1/events?resource={RESOURCE}&after=0&size=1000"
+        )),
+        &token,
+    )
+    .await;
+    let o = outcomes.lock().await;
+    check_outcomes(
+        &o,
+        &event_ids(&events),
+        &format!(
+            "PostgreSQL, postgres restarted by the test: {restarted_postgres}, ready while full {ready_status}"
+        ),
+    );
+    assert!(
+        o.statuses.keys().all(|s| [200, 503, 507].contains(s)),
+        "{:?}",
+        o.statuses
+    );
+}

@@ -16,7 +16,16 @@ use crate::app::{AppContext, AppState, router};
 use crate::cli::ServeArgs;
 use crate::metrics::Metrics;
 
+/// `hendelse serve`: binds `--listen`, then [`serve_on`].
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    serve_on(args, listener).await
+}
+
+/// Runs the whole node on a listener the caller bound (port 0 in tests), until SIGTERM or Ctrl-C.
+pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     crate::logging::init(args.log_format);
     let registry = match &args.registry {
         Some(path) => Registry::load(path)?,
@@ -113,9 +122,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         dialogs,
     });
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, store = %args.store.describe(), "hendelse is listening");
     // Tests and scripts read this line to learn the port when listening on port 0.

@@ -3,14 +3,13 @@
 //! Publishes and reads answer 2xx or 503 with `Retry-After` (never a 500, never a 2xx for an event
 //! that was not committed) and the service recovers by itself.
 
-mod common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{RESOURCE, Server, client, follow, generic_event};
+use crate::common::{RESOURCE, Server, client, follow, generic_event};
 use hendelse_store::testing::{TestDatabase, admin_url};
 use sqlx::{Connection, PgConnection};
 use tokio::sync::Mutex;

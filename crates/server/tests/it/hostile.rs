@@ -2,13 +2,13 @@
 //! `%`, `_`, `\`, NUL, 10 KB strings and non-UTF-8 percent-encodings (400 problem details or a
 //! correct literal match, never a server error), and the limits on headers, URLs and slow clients.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{RESOURCE, Server, client, get, page_ids, publish};
+use crate::common::{RESOURCE, Server, client, get, page_ids, publish};
 use serde_json::json;
 
 /// Raw query values, already percent-encoded as they go on the wire.

@@ -1,11 +1,10 @@
 //! `/openapi.json` describes exactly the routes the server serves, with their parameters and
 //! problem-details errors.
 
-mod common;
 
 use std::collections::BTreeSet;
 
-use common::{Server, client};
+use crate::common::{Server, client};
 use serde_json::Value;
 
 /// Every route of the API. A route added to the router must be added here (and is then checked to

@@ -2,16 +2,15 @@
 //! the server's memory without bound; publishes are acknowledged or refused with 503 and
 //! `Retry-After`, and everything acknowledged is stored.
 
-mod common;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::common::{RESOURCE, Server, client, event_ids, follow, generic_event};
 use axum::http::StatusCode;
 use axum::routing::post;
-use common::{RESOURCE, Server, client, event_ids, follow, generic_event};
 use serde_json::json;
 
 /// Answers handshakes, then never answers an event (until the test ends).

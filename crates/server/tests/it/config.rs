@@ -1,10 +1,9 @@
 //! `--config FILE` through the binary: settings from TOML, flags win, bad files fail clearly.
 
-mod common;
 
 use std::process::Command;
 
-use common::{BIN, RESOURCE, Server, generic_event, get, publish};
+use crate::common::{BIN, RESOURCE, Server, generic_event, get, publish};
 
 #[tokio::test]
 async fn a_config_file_sets_what_flags_do_not() {

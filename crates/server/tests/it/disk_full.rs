@@ -4,7 +4,7 @@
 //! Every acknowledged event must be in the store exactly once, nothing may be answered 500, and
 //! publishing must resume before the restart.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{RESOURCE, Server, client, event_ids, follow};
+use crate::common::{RESOURCE, Server, client, event_ids, follow};
 use serde_json::json;
 use tokio::sync::Mutex;
 

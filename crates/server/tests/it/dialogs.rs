@@ -8,12 +8,12 @@
 //! published nothing, a later change of a marker dialog is awaited: the outbox is forwarded in
 //! order, so once the marker's event is in the store, everything written before it is too.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
+use crate::common::{PERSON, RESOURCE, SUBSCRIBE, Server, client};
 use chrono::{DateTime, Utc};
-use common::{PERSON, RESOURCE, SUBSCRIBE, Server, client};
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};

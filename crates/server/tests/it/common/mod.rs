@@ -1,5 +1,5 @@
 //! A real `hendelse serve` process on a loopback port, driven through HTTP and the CLI.
-#![allow(dead_code)] // each test binary uses a different part of the harness
+#![allow(dead_code)] // not every fixture is used by every run of a filtered test
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,11 +1,10 @@
 //! The cursor guarantee under concurrent writers, and durability across `kill -9`.
 
-mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use common::{RESOURCE, Server, client, event_ids, follow, generic_event, get, publish};
+use crate::common::{RESOURCE, Server, client, event_ids, follow, generic_event, get, publish};
 use tokio::sync::Mutex;
 
 /// Eight publishers and one reader following `next` at the same time: the reader sees every

@@ -1,16 +1,15 @@
 //! Graceful shutdown, back-pressure and isolation between webhook endpoints, through the binary.
 
-mod common;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::{RESOURCE, Server, client, event_ids, follow, generic_event, publish};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use common::{RESOURCE, Server, client, event_ids, follow, generic_event, publish};
 use serde_json::json;
 
 /// SIGTERM under load: every publish is either acknowledged and stored, or refused; the process

@@ -1,11 +1,11 @@
 //! The live stream (`text/event-stream`, resumable with `Last-Event-ID`) and `/metrics`, through
 //! HTTP against the real binary.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::{RESOURCE, Server, client, generic_event, publish};
+use crate::common::{RESOURCE, Server, client, generic_event, publish};
 
 /// An open event stream, read message by message.
 struct Stream {

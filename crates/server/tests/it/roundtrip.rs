@@ -2,9 +2,9 @@
 //! Dialogporten's events included. Publishing the same `source` + `id` again stores one event. App
 //! events get their `id`, `time`, `resource` and `resourceinstance` from the server.
 
-mod common;
+use crate::common;
 
-use common::{PERSON, PERSON_PARTY, RESOURCE, Server, client, get, get_with, publish};
+use crate::common::{PERSON, PERSON_PARTY, RESOURCE, Server, client, get, get_with, publish};
 use serde_json::{Value, json};
 
 const ORG_SUBJECT: &str = "urn:altinn:organization:identifier-no:991825827";

@@ -2,13 +2,12 @@
 //! clients, ten times; after every restart each acknowledged event is there exactly once (by
 //! `source` + `id`) and a reader following `next` from the start sees a gap-free sequence.
 
-mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{RESOURCE, Server, client, follow, generic_event};
+use crate::common::{RESOURCE, Server, client, follow, generic_event};
 use hendelse_store::testing::TestDatabase;
 
 const CYCLES: usize = 10;

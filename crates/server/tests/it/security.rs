@@ -3,14 +3,16 @@
 //! for parties one may not read; health routes are open; unknown routes and wrong methods are
 //! problem details too.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
 
+use crate::common::{
+    BIN, PERSON, PUBLISH, RESOURCE, SUBSCRIBE, Server, client, generic_event, publish,
+};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{BIN, PERSON, PUBLISH, RESOURCE, SUBSCRIBE, Server, client, generic_event, publish};
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};

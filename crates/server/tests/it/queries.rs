@@ -3,10 +3,9 @@
 //! party/unit/person, `source`/`type` patterns, `size`, the `next` link, and authorization before
 //! the page limit.
 
-mod common;
 
+use crate::common::{PERSON, RESOURCE, SUBSCRIBE, Server, client, get_with, page_ids};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use common::{PERSON, RESOURCE, SUBSCRIBE, Server, client, get_with, page_ids};
 use reqwest::Url;
 use serde_json::{Value, json};
 

@@ -1,12 +1,12 @@
 //! The README's five-minute walkthrough, run as written: the shell block after the
 //! `<!-- walkthrough -->` marker, against a real server, with the `hendelse` under test on `PATH`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::{BIN, Server};
+use crate::common::{BIN, Server};
 
 /// The walkthrough's shell block, from the README at the root of the workspace.
 fn walkthrough() -> String {

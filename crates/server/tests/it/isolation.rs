@@ -2,12 +2,12 @@
 //! deliveries, dialogs). Every cell inside the registry's access rules (tests/data/registry.json)
 //! sees exactly its events; every cell outside yields nothing: an empty page, 403 or 404.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{PUBLISH, RESOURCE, SUBSCRIBE, Server, client, follow, publish};
+use crate::common::{PUBLISH, RESOURCE, SUBSCRIBE, Server, client, follow, publish};
 use serde_json::{Value, json};
 
 const SKD_RESOURCE: &str = "urn:altinn:resource:skd-service";

@@ -1,14 +1,13 @@
 //! Several `hendelse serve` nodes on one PostgreSQL database, and the embedded store's and
 //! PostgreSQL's retention, through HTTP and the CLI.
 
-mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{BIN, RESOURCE, Server, generic_event, get, page_ids, publish};
+use crate::common::{BIN, RESOURCE, Server, generic_event, get, page_ids, publish};
 use hendelse_store::testing::TestDatabase;
 use tokio::sync::Mutex;
 

@@ -1,7 +1,7 @@
 //! The command-line client (`publish`, `query`, `tail`, `subscriptions`), black-box: the real
 //! binary against a real `hendelse serve`, as a person at a shell would use it.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{BIN, PERSON, PERSON_PARTY, RESOURCE, Server, event_ids};
+use crate::common::{BIN, PERSON, PERSON_PARTY, RESOURCE, Server, event_ids};
 use serde_json::{Value, json};
 
 /// How long to wait for something that should happen.

@@ -1,17 +1,16 @@
 //! Graceful shutdown with webhook deliveries in flight: each one either completes before the
 //! process exits or is sent again after the restart; no event is left undelivered.
 
-mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::{RESOURCE, Server, client, generic_event, publish};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use common::{RESOURCE, Server, client, generic_event, publish};
 use serde_json::json;
 
 #[derive(Clone, Default)]

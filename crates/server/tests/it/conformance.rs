@@ -3,9 +3,8 @@
 //! details naming the attribute at fault. Plus the resource rule for the plain vectors, binary
 //! content mode and the 1 MiB body limit.
 
-mod common;
 
-use common::{RESOURCE, Server, client, data_path, get};
+use crate::common::{RESOURCE, Server, client, data_path, get};
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 

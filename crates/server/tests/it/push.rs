@@ -2,7 +2,7 @@
 //! through HTTP only, delivering to real HTTP receivers (small axum servers on loopback inside the
 //! test) that record every request and answer as each test scripts them.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -10,13 +10,15 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::{
+    PERSON, PERSON_PARTY, PUBLISH, RESOURCE, SUBSCRIBE, Server, client, generic_event,
+};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use base64::Engine;
-use common::{PERSON, PERSON_PARTY, PUBLISH, RESOURCE, SUBSCRIBE, Server, client, generic_event};
 use hendelse_store::testing::TestDatabase;
 use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};

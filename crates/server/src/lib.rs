@@ -1,0 +1,77 @@
+//! Hendelse's server and command line as a library: the `hendelse` binary is [`main`], and tests
+//! or an embedding program can start the API on a listener of their own with [`serve_on`].
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod app;
+mod caller;
+pub mod cli;
+mod client;
+mod config;
+mod dialogs;
+mod listen;
+mod logging;
+mod metrics;
+mod openapi;
+mod params;
+mod problem;
+mod routes;
+mod serve;
+
+pub use serve::{serve, serve_on};
+
+/// The `hendelse` command: settings from the arguments, the environment and `--config`, then the
+/// verb; a failure is one line on stderr and a non-zero exit.
+pub fn main() -> ExitCode {
+    let args = match config::apply(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            say(&format!("hendelse: {}", one_line(&e)));
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = cli::Cli::parse_from(args);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            say(&format!("hendelse: cannot start the async runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            say(&format!("hendelse: {}", one_line(&e)));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The one-line reason of a failed run, on stderr; a stderr that cannot be written (a full disk)
+/// must not turn the exit into a panic.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// The reason and its causes on one line, leaving out a cause whose text the line already holds
+/// (many error types repeat their source in their own message).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}

@@ -1,0 +1,26 @@
+//! The server's black-box tests, as one test binary (one link of the dependency tree instead of
+//! one per file): each module drives a real `hendelse` process, or the library in process,
+//! through HTTP and the CLI. Shared fixtures are in `common`.
+
+mod backpressure;
+mod cli;
+mod common;
+mod config;
+mod conformance;
+mod crash;
+mod db_faults;
+mod dialogs;
+mod disk_full;
+mod durability;
+mod hostile;
+mod isolation;
+mod openapi;
+mod postgres_nodes;
+mod push;
+mod queries;
+mod reliability;
+mod roundtrip;
+mod security;
+mod shutdown;
+mod stream_metrics;
+mod walkthrough;

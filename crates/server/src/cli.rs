@@ -112,13 +112,13 @@ pub struct ServeArgs {
     #[arg(long, env = "HENDELSE_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Delete events registered longer ago than this many days.
-    #[arg(long, env = "HENDELSE_RETENTION_DAYS", default_value_t = 90.0)]
+    #[arg(long, env = "HENDELSE_RETENTION_DAYS", default_value_t = 90.0, value_parser = positive_days)]
     pub retention_days: f64,
     /// How often the retention sweep runs, in seconds.
-    #[arg(long, env = "HENDELSE_RETENTION_INTERVAL", default_value_t = 600)]
+    #[arg(long, env = "HENDELSE_RETENTION_INTERVAL", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_interval: u64,
     /// Publish requests that may wait for a commit before new ones get 503.
-    #[arg(long, env = "HENDELSE_INGEST_QUEUE", default_value_t = 4096)]
+    #[arg(long, env = "HENDELSE_INGEST_QUEUE", default_value_t = 4096, value_parser = at_least_one)]
     pub ingest_queue: usize,
     /// Log format.
     #[arg(long, env = "HENDELSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
@@ -149,11 +149,46 @@ pub struct PushArgs {
     )]
     pub retry_schedule: hendelse_push::RetrySchedule,
     /// Seconds a webhook may take to answer.
-    #[arg(long, env = "HENDELSE_WEBHOOK_TIMEOUT", default_value_t = 30)]
+    #[arg(long, env = "HENDELSE_WEBHOOK_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub webhook_timeout: u64,
     /// Webhook requests in flight at once on this node.
-    #[arg(long, env = "HENDELSE_PUSH_CONCURRENCY", default_value_t = 32)]
+    #[arg(long, env = "HENDELSE_PUSH_CONCURRENCY", default_value_t = 32, value_parser = at_least_one)]
     pub push_concurrency: usize,
+}
+
+impl ServeArgs {
+    /// Checks what clap cannot see in one value alone, before anything is opened or touched, so
+    /// that a wrong setting stops the start with one line instead of after the store migrated.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.public_url {
+            absolute_http_url("--public-url", url)?;
+        }
+        self.dialog.validate()
+    }
+}
+
+/// `value` parsed as an absolute `http` or `https` URL, or a one-line reason naming `flag`.
+pub fn absolute_http_url(flag: &str, value: &str) -> anyhow::Result<reqwest::Url> {
+    let parsed = reqwest::Url::parse(value.trim())
+        .with_context(|| format!("{flag} '{}' is not an absolute URL", value.trim()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        anyhow::bail!("{flag} must be an http or https URL");
+    }
+    Ok(parsed)
+}
+
+fn at_least_one(value: &str) -> Result<usize, String> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("'{value}' is not a whole number of at least 1")),
+    }
+}
+
+fn positive_days(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(days) if days.is_finite() && days > 0.0 => Ok(days),
+        _ => Err(format!("'{value}' is not a positive number of days")),
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

@@ -43,29 +43,31 @@ pub struct DialogArgs {
 
 impl DialogArgs {
     /// Starts the forwarder of the dialog outbox, unless this node runs none.
+    /// The dialog settings' own checks, made before the store is opened.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        crate::cli::absolute_http_url(
+            "--dialog-source-base",
+            self.dialog_source_base.trim().trim_end_matches('/'),
+        )?;
+        if let Some(url) = &self.dialog_events_url {
+            crate::cli::absolute_http_url("--dialog-events-url", url)?;
+        }
+        Ok(())
+    }
+
     pub fn start_forwarder(
         &self,
         store: Arc<dyn DialogStore>,
         ingest: Ingest,
         wake: Arc<Notify>,
     ) -> anyhow::Result<Option<JoinHandle<()>>> {
-        let base = self.dialog_source_base.trim().trim_end_matches('/');
-        let parsed = reqwest::Url::parse(base)
-            .with_context(|| format!("--dialog-source-base '{base}' is not an absolute URL"))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            anyhow::bail!("--dialog-source-base must be an http or https URL");
-        }
         if self.no_dialog_forwarder {
             tracing::info!("--no-dialog-forwarder: other nodes publish the dialog events");
             return Ok(None);
         }
         let sink = match (&self.dialog_events_url, &self.dialog_events_token) {
             (Some(url), Some(token)) => {
-                let parsed = reqwest::Url::parse(url.trim())
-                    .with_context(|| "--dialog-events-url is not an absolute URL".to_owned())?;
-                if !matches!(parsed.scheme(), "http" | "https") {
-                    anyhow::bail!("--dialog-events-url must be an http or https URL");
-                }
+                let parsed = crate::cli::absolute_http_url("--dialog-events-url", url)?;
                 tracing::info!(
                     host = parsed.host_str().unwrap_or_default(),
                     "dialog events go to a remote Events API"
@@ -76,7 +78,11 @@ impl DialogArgs {
             _ => Sink::InProcess(ingest),
         };
         let config = ForwarderConfig {
-            source_base: base.to_owned(),
+            source_base: self
+                .dialog_source_base
+                .trim()
+                .trim_end_matches('/')
+                .to_owned(),
             ..ForwarderConfig::default()
         };
         Ok(Some(hendelse_dialog::forwarder::start(

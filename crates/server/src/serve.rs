@@ -26,6 +26,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Runs the whole node on a listener the caller bound (port 0 in tests), until SIGTERM or Ctrl-C.
 pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    args.validate()?;
     crate::logging::init(args.log_format);
     let registry = match &args.registry {
         Some(path) => Registry::load(path)?,
@@ -83,8 +84,8 @@ pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> any
     } else {
         let config = PushConfig {
             schedule: args.push.retry_schedule.clone(),
-            timeout: Duration::from_secs(args.push.webhook_timeout.max(1)),
-            concurrency: args.push.push_concurrency.max(1),
+            timeout: Duration::from_secs(args.push.webhook_timeout),
+            concurrency: args.push.push_concurrency,
             policy: endpoint_policy,
             ..PushConfig::default()
         };
@@ -213,7 +214,7 @@ async fn follow_tip(
 
 async fn retention_sweep(store: Arc<dyn EventStore>, days: f64, interval_seconds: u64) {
     let keep = chrono::Duration::milliseconds((days * 86_400_000.0) as i64);
-    let mut tick = tokio::time::interval(Duration::from_secs(interval_seconds.max(1)));
+    let mut tick = tokio::time::interval(Duration::from_secs(interval_seconds));
     loop {
         tick.tick().await;
         let cutoff = chrono::Utc::now() - keep;

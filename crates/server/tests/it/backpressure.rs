@@ -2,7 +2,6 @@
 //! the server's memory without bound; publishes are acknowledged or refused with 503 and
 //! `Retry-After`, and everything acknowledged is stored.
 
-
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,6 +1,5 @@
 //! `--config FILE` through the binary: settings from TOML, flags win, bad files fail clearly.
 
-
 use std::process::Command;
 
 use crate::common::{BIN, RESOURCE, Server, generic_event, get, publish};
@@ -62,5 +61,41 @@ fn a_bad_config_file_is_a_one_line_error() {
         assert!(!out.status.success(), "{content}");
         assert!(stderr.contains(says), "{content}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+}
+
+/// A setting out of range stops the start with one line naming it, before the data directory (the
+/// store, the signing key) is touched; nothing is clamped silently.
+#[test]
+fn a_wrong_setting_stops_the_start_before_anything_is_opened() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    for (args, says) in [
+        (&["--webhook-timeout", "0"][..], "--webhook-timeout"),
+        (&["--push-concurrency", "0"][..], "--push-concurrency"),
+        (&["--ingest-queue", "0"][..], "--ingest-queue"),
+        (&["--retention-interval", "0"][..], "--retention-interval"),
+        (&["--retention-days=-1"][..], "--retention-days"),
+        (&["--retention-days", "0"][..], "--retention-days"),
+        (
+            &["--dialog-source-base", "not a url"][..],
+            "--dialog-source-base",
+        ),
+        (
+            &["--dialog-events-url", "ftp://x.example"][..],
+            "--dialog-events-url",
+        ),
+        (&["--public-url", "events.example"][..], "--public-url"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .args(args)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!data.exists(), "{args:?}: the data directory was touched");
     }
 }

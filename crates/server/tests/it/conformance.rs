@@ -3,7 +3,6 @@
 //! details naming the attribute at fault. Plus the resource rule for the plain vectors, binary
 //! content mode and the 1 MiB body limit.
 
-
 use crate::common::{RESOURCE, Server, client, data_path, get};
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};

@@ -2,7 +2,6 @@
 //! clients, ten times; after every restart each acknowledged event is there exactly once (by
 //! `source` + `id`) and a reader following `next` from the start sees a gap-free sequence.
 
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;

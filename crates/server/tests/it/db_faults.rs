@@ -3,7 +3,6 @@
 //! Publishes and reads answer 2xx or 503 with `Retry-After` (never a 500, never a 2xx for an event
 //! that was not committed) and the service recovers by itself.
 
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

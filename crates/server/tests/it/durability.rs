@@ -1,6 +1,5 @@
 //! The cursor guarantee under concurrent writers, and durability across `kill -9`.
 
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 

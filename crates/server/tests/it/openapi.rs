@@ -1,7 +1,6 @@
 //! `/openapi.json` describes exactly the routes the server serves, with their parameters and
 //! problem-details errors.
 
-
 use std::collections::BTreeSet;
 
 use crate::common::{Server, client};

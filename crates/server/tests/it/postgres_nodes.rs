@@ -1,7 +1,6 @@
 //! Several `hendelse serve` nodes on one PostgreSQL database, and the embedded store's and
 //! PostgreSQL's retention, through HTTP and the CLI.
 
-
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::sync::Arc;

@@ -3,7 +3,6 @@
 //! party/unit/person, `source`/`type` patterns, `size`, the `next` link, and authorization before
 //! the page limit.
 
-
 use crate::common::{PERSON, RESOURCE, SUBSCRIBE, Server, client, get_with, page_ids};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use reqwest::Url;

@@ -1,6 +1,5 @@
 //! Graceful shutdown, back-pressure and isolation between webhook endpoints, through the binary.
 
-
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

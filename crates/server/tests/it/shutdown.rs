@@ -1,7 +1,6 @@
 //! Graceful shutdown with webhook deliveries in flight: each one either completes before the
 //! process exits or is sent again after the restart; no event is left undelivered.
 
-
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

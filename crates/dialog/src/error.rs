@@ -25,9 +25,13 @@ pub enum DialogError {
     PreconditionFailed(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A stored dialog that cannot be read back: a fault of ours.
-    #[error("{0}")]
-    Internal(String),
+    /// A stored dialog that cannot be read back or written: a fault of ours.
+    #[error("{what}")]
+    Internal {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 impl From<Vec<hendelse_model::FieldError>> for DialogError {

@@ -100,17 +100,17 @@ fn encode(dialog: &Dialog, change_id: &str) -> Result<DialogRecord, DialogError>
         deleted: dialog.deleted_at.is_some(),
         created: dialog.created_at,
         updated: dialog.updated_at,
-        document: serde_json::to_string(dialog)
-            .map_err(|e| DialogError::Internal(format!("cannot store a dialog: {e}")))?,
+        document: serde_json::to_string(dialog).map_err(|source| DialogError::Internal {
+            what: "cannot store a dialog".into(),
+            source,
+        })?,
     })
 }
 
 fn decode(record: &DialogRecord) -> Result<Dialog, DialogError> {
-    serde_json::from_str(&record.document).map_err(|e| {
-        DialogError::Internal(format!(
-            "the stored dialog {} is unreadable: {e}",
-            record.id
-        ))
+    serde_json::from_str(&record.document).map_err(|source| DialogError::Internal {
+        what: format!("the stored dialog {} is unreadable", record.id),
+        source,
     })
 }
 
@@ -501,8 +501,11 @@ impl DialogService {
             ))
         })?;
         self.change(caller, id, conditions, true, |dialog, now| {
-            let mut document = serde_json::to_value(&*dialog)
-                .map_err(|e| DialogError::Internal(format!("cannot render a dialog: {e}")))?;
+            let mut document =
+                serde_json::to_value(&*dialog).map_err(|source| DialogError::Internal {
+                    what: "cannot render a dialog".into(),
+                    source,
+                })?;
             json_patch::patch(&mut document, &patch).map_err(|e| {
                 DialogError::BadRequest(format!("the patch cannot be applied: {e}"))
             })?;

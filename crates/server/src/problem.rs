@@ -104,9 +104,9 @@ pub enum ApiError {
     /// has been freed.
     #[error("{message}")]
     InsufficientStorage { message: String, retry_after: u32 },
-    /// A fault of ours; the detail shown is generic and the cause is logged.
+    /// A fault of ours; the detail shown is generic and the cause, with its sources, is logged.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl ApiError {
@@ -138,12 +138,36 @@ impl From<hendelse_store::StoreError> for ApiError {
                 retry_after: 1,
             }
         } else {
-            ApiError::Internal(e.to_string())
+            ApiError::Internal(e.into())
         }
     }
 }
 
+/// An error and its sources on one line, for the log.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // Many errors repeat their source in their own text.
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}
+
 impl ApiError {
+    /// A fault of ours, with what we were doing when `source` happened.
+    pub fn internal(
+        what: impl std::fmt::Display + Send + Sync + 'static,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> ApiError {
+        ApiError::Internal(anyhow::Error::new(source).context(what).into())
+    }
+
     fn storage_full() -> ApiError {
         ApiError::InsufficientStorage {
             message: "the event store's disk is full; nothing was stored, try again once space \
@@ -193,7 +217,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let mut problem = match &self {
             ApiError::Internal(cause) => {
-                tracing::error!(error = %cause, "request failed");
+                tracing::error!(error = %error_chain(cause.as_ref()), "request failed");
                 Problem::new(status, "an internal error occurred; it has been logged")
             }
             ApiError::Invalid(v) => {
@@ -320,5 +344,22 @@ fn default_detail(status: StatusCode) -> String {
             "an internal error occurred; it has been logged".into()
         }
         other => other.canonical_reason().unwrap_or("error").to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::{ApiError, error_chain};
+
+    #[test]
+    fn an_internal_error_logs_what_was_done_and_every_cause() {
+        let error = ApiError::internal(
+            "cannot render the app event",
+            std::io::Error::other("the disk said no"),
+        );
+        assert_eq!(
+            error_chain(&error),
+            "internal error: cannot render the app event: the disk said no"
+        );
     }
 }

@@ -31,7 +31,7 @@ impl From<DialogError> for ApiError {
             DialogError::Gone(m) => ApiError::Gone(m),
             DialogError::PreconditionFailed(m) => ApiError::PreconditionFailed(m),
             DialogError::Store(e) => ApiError::from(e),
-            DialogError::Internal(m) => ApiError::Internal(m),
+            internal @ DialogError::Internal { .. } => ApiError::Internal(internal.into()),
         }
     }
 }

@@ -218,7 +218,8 @@ fn binary_event(headers: &HeaderMap, body: &[u8]) -> Result<ValidatedEvent, ApiE
             map.insert("data_base64".into(), Value::String(encoded));
         }
     }
-    let json = serde_json::to_string(&map).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let json = serde_json::to_string(&map)
+        .map_err(|e| ApiError::internal("cannot render the binary-mode event", e))?;
     Ok(validate_map(&map, json)?)
 }
 
@@ -320,12 +321,13 @@ pub async fn publish_app(
         "resourceinstance".into(),
         Value::String(format!("{}/{}", app.party_id, app.instance)),
     );
-    let json = serde_json::to_string(&map).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let json = serde_json::to_string(&map)
+        .map_err(|e| ApiError::internal("cannot render the app event", e))?;
     let event = validate_map(&map, json)?;
     state.ingest.publish(vec![NewEvent::from(event)]).await?;
     metrics::counter!("hendelse_events_published_total", "endpoint" => "app").increment(1);
     let location = HeaderValue::from_str(&format!("/events/api/v1/app/{id}"))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| ApiError::internal("the Location is not a header value", e))?;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],

@@ -363,8 +363,8 @@ async fn respond(
         body,
     )
         .into_response();
-    let next =
-        HeaderValue::from_str(&next).map_err(|e| ApiError::Internal(format!("next link: {e}")))?;
+    let next = HeaderValue::from_str(&next)
+        .map_err(|e| ApiError::internal("the next link is not a header value", e))?;
     response.headers_mut().insert("next", next);
     Ok(response)
 }
@@ -437,6 +437,6 @@ async fn source_for_next(
         source: String,
     }
     let event: Source = serde_json::from_str(&last.body)
-        .map_err(|e| ApiError::Internal(format!("stored event {} has no source: {e}", last.seq)))?;
+        .map_err(|e| ApiError::internal(format!("stored event {} has no source", last.seq), e))?;
     Ok(Some(event.source))
 }

@@ -206,8 +206,8 @@ pub async fn create(
         Secret::parse(secret).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     }
     let consumer = consumer_of(&caller);
-    let principal =
-        serde_json::to_string(&caller).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let principal = serde_json::to_string(&caller)
+        .map_err(|e| ApiError::internal("cannot record the subscriber", e))?;
     let spec = NewSubscription {
         end_point,
         resource_filter,
@@ -244,7 +244,7 @@ pub async fn create(
     state.wake_workers();
     tracing::info!(subscription = created.id, consumer = %created.spec.consumer, "subscription created");
     let location = HeaderValue::from_str(&format!("{BASE}/{}", created.id))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| ApiError::internal("the Location is not a header value", e))?;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],

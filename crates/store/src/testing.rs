@@ -68,3 +68,34 @@ impl TestDatabase {
         }
     }
 }
+
+/// Runs each named `async fn case(store: Arc<dyn Store>)` of the calling module as two tests, one
+/// on a fresh SQLite store and one on a fresh PostgreSQL database (skipped loudly outside CI when
+/// no server answers), so that one suite proves the backends behave alike. The caller needs
+/// `tempfile` and `tokio` as (dev-)dependencies.
+#[macro_export]
+macro_rules! both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let dir = tempfile::tempdir().expect("temp dir");
+                    let store = $crate::sqlite::SqliteStore::open(dir.path()).await.expect("open sqlite");
+                    super::$case(std::sync::Arc::new(store) as std::sync::Arc<dyn $crate::Store>).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(db) = $crate::testing::TestDatabase::create().await else { return };
+                    let store = $crate::postgres::PgStore::connect(&db.url).await.expect("open postgres");
+                    super::$case(std::sync::Arc::new(store) as std::sync::Arc<dyn $crate::Store>).await;
+                    db.drop_database().await;
+                }
+            )*
+        }
+    };
+}

@@ -10,37 +10,8 @@ use hendelse_model::visibility::ResourceScope;
 use hendelse_model::{Grant, Visibility};
 use hendelse_store::Store;
 use hendelse_store::dialog::{DeletedFilter, DialogQuery, DialogRecord, OutboxEvent, SeenEntry};
-use hendelse_store::postgres::PgStore;
-use hendelse_store::sqlite::SqliteStore;
-use hendelse_store::testing::TestDatabase;
 
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let dir = tempfile::tempdir().expect("temp dir");
-                    let store = super::SqliteStore::open(dir.path()).await.expect("open sqlite");
-                    super::$case(std::sync::Arc::new(store) as std::sync::Arc<dyn super::Store>).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let Some(db) = super::TestDatabase::create().await else { return };
-                    let store = super::PgStore::connect(&db.url).await.expect("open postgres");
-                    super::$case(std::sync::Arc::new(store) as std::sync::Arc<dyn super::Store>).await;
-                    db.drop_database().await;
-                }
-            )*
-        }
-    };
-}
-
-both!(
+hendelse_store::both_backends!(
     inserts_once_per_id_with_its_events,
     updates_only_from_the_expected_revision,
     purges_with_the_seen_log,

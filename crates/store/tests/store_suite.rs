@@ -1,6 +1,6 @@
 //! The behaviour both store backends share, as one suite run against SQLite and PostgreSQL.
 //!
-//! Every case is an `async fn(Arc<dyn EventStore>)`; `both!` turns it into a test per backend. The
+//! Every case is an `async fn(Arc<dyn EventStore>)`; `hendelse_store::both_backends!` turns it into a test per backend. The
 //! PostgreSQL tests get a database of their own, and skip loudly when no server is reachable
 //! outside CI (with `CI=true` they fail instead).
 
@@ -18,33 +18,7 @@ use hendelse_store::sqlite::SqliteStore;
 use hendelse_store::testing::TestDatabase;
 use hendelse_store::{EventQuery, EventStore, Ingest, IngestConfig, NewEvent, Store, StoredEvent};
 
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let dir = tempfile::tempdir().expect("temp dir");
-                    let store = super::SqliteStore::open(dir.path()).await.expect("open sqlite");
-                    super::$case(std::sync::Arc::new(store) as std::sync::Arc<dyn super::Store>).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let Some(db) = super::TestDatabase::create().await else { return };
-                    let store = super::PgStore::connect(&db.url).await.expect("open postgres");
-                    super::$case(std::sync::Arc::new(store) as std::sync::Arc<dyn super::Store>).await;
-                    db.drop_database().await;
-                }
-            )*
-        }
-    };
-}
-
-both!(
+hendelse_store::both_backends!(
     stores_events_exactly_and_in_order,
     deduplicates_by_source_and_id,
     filters_by_subject_resource_and_alternative_subject,

@@ -127,6 +127,9 @@ mod tests {
         std::hint::black_box(x);
         let used = probe.finish().expect("/proc is readable");
         assert!(used.bench_cores > 0.0, "{used:?}");
-        assert_eq!(used.server_cores, Some(used.bench_cores));
+        // The "server" is this process too, read a moment after: other test threads may have run
+        // in between, so it can only have used as much or more.
+        let server = used.server_cores.expect("the server's ticks");
+        assert!(server >= used.bench_cores, "{used:?}");
     }
 }

@@ -34,7 +34,7 @@ pub enum IngestError {
     Overloaded,
     #[error("the writer has stopped")]
     Closed,
-    /// The writer failed while the request's batch was in hand (it panicked and was restarted):
+    /// The writer failed while the request's batch was in hand (it panicked; it goes on with the next):
     /// the events may or may not be stored. Publishing them again is safe (same `source` + `id`
     /// is stored once).
     #[error("the writer failed while committing")]

@@ -43,12 +43,14 @@ pub struct DialogArgs {
 
 impl DialogArgs {
     /// Starts the forwarder of the dialog outbox, unless this node runs none.
+    /// `{base}` of the events' `source`, without a trailing slash.
+    fn source_base(&self) -> &str {
+        self.dialog_source_base.trim().trim_end_matches('/')
+    }
+
     /// The dialog settings' own checks, made before the store is opened.
     pub fn validate(&self) -> anyhow::Result<()> {
-        crate::cli::absolute_http_url(
-            "--dialog-source-base",
-            self.dialog_source_base.trim().trim_end_matches('/'),
-        )?;
+        crate::cli::absolute_http_url("--dialog-source-base", self.source_base())?;
         if let Some(url) = &self.dialog_events_url {
             crate::cli::absolute_http_url("--dialog-events-url", url)?;
         }
@@ -78,11 +80,7 @@ impl DialogArgs {
             _ => Sink::InProcess(ingest),
         };
         let config = ForwarderConfig {
-            source_base: self
-                .dialog_source_base
-                .trim()
-                .trim_end_matches('/')
-                .to_owned(),
+            source_base: self.source_base().to_owned(),
             ..ForwarderConfig::default()
         };
         Ok(Some(hendelse_dialog::forwarder::start(

@@ -62,16 +62,6 @@ fn say(line: &str) {
 /// The reason and its causes on one line, leaving out a cause whose text the line already holds
 /// (many error types repeat their source in their own message).
 fn one_line(error: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string().replace('\n', " ");
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
+    let error: &(dyn std::error::Error + 'static) = error.as_ref();
+    problem::error_chain(error)
 }

@@ -143,18 +143,21 @@ impl From<hendelse_store::StoreError> for ApiError {
     }
 }
 
-/// An error and its sources on one line, for the log.
+/// An error and its causes on one line (for the log, and the CLI's one-line reason), leaving out
+/// a cause whose text the line already holds: many error types repeat their source in their own
+/// message.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        // Many errors repeat their source in their own text.
+    let mut line = String::new();
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        let text = cause.to_string().replace('\n', " ");
         if !line.contains(&text) {
-            line.push_str(": ");
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
             line.push_str(&text);
         }
-        source = cause.source();
+        next = cause.source();
     }
     line
 }

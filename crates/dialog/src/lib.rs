@@ -11,4 +11,4 @@ pub mod service;
 
 pub use error::DialogError;
 pub use forwarder::{ForwardError, ForwarderConfig, Sink};
-pub use service::{Conditions, DialogService, ListParams, etag};
+pub use service::{Conditions, DialogService, ListParams, Precondition};

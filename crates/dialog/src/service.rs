@@ -21,7 +21,7 @@ use crate::events::{
 use crate::model::{
     Activity, ActivityInput, Dialog, DialogInput, DialogView, Page, Problems, SeenBy, SeenView,
     Transmission, TransmissionInput, check_activity, check_fields, check_id, check_party,
-    check_resource, check_transmission, parse_status,
+    check_resource, check_transmission,
 };
 
 /// How often a change is tried again when another change of the same dialog wins the race.
@@ -32,40 +32,57 @@ pub const MAX_PAGE: u32 = 1000;
 /// The conditions of a change request.
 #[derive(Debug, Clone, Default)]
 pub struct Conditions {
-    /// The `If-Match` header: the change applies only to these revisions (`*`: any).
-    pub if_match: Option<String>,
+    /// The change applies only to a dialog at one of these revisions (`If-Match`).
+    pub if_match: Option<Precondition>,
     /// `isSilentUpdate=true`: publish nothing, and do not count as a change that users have yet to
     /// see (the revision still changes).
     pub silent: bool,
 }
 
-/// Filters of a listing, as the query string gives them.
-#[derive(Debug, Clone, Default)]
+/// The revisions a change is made on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// Whatever the dialog's revision is.
+    Any,
+    /// Only one of these (none: no revision will do).
+    OneOf(Vec<Uuid>),
+}
+
+impl Precondition {
+    pub fn allows(&self, revision: &Uuid) -> bool {
+        match self {
+            Precondition::Any => true,
+            Precondition::OneOf(revisions) => revisions.contains(revision),
+        }
+    }
+}
+
+/// Filters of a listing and where its page starts.
+#[derive(Debug, Clone)]
 pub struct ListParams {
     pub service_resources: Vec<String>,
     pub parties: Vec<String>,
+    /// Dialogporten's status names, as [`crate::model::parse_status`] gives them.
     pub statuses: Vec<String>,
-    /// `exclude` (default), `include` or `only`; service owners only.
-    pub deleted: Option<String>,
-    pub limit: Option<String>,
-    pub continuation_token: Option<String>,
+    /// Service owners only; end users never see deleted dialogs.
+    pub deleted: DeletedFilter,
+    /// Page size, 1 to [`MAX_PAGE`].
+    pub limit: u32,
+    /// The continuation token of the previous page: the position after which this one starts.
+    pub after: i64,
 }
 
-/// The `ETag` of a revision.
-pub fn etag(revision: &Uuid) -> String {
-    format!("\"{revision}\"")
-}
-
-/// Whether an `If-Match` header allows a change of `revision`: `*`, or a list of entity tags
-/// (quoted or not, weak or strong) one of which is the revision.
-pub fn if_match_allows(header: &str, revision: &Uuid) -> bool {
-    header.split(',').map(str::trim).any(|tag| {
-        if tag == "*" {
-            return true;
+impl Default for ListParams {
+    fn default() -> Self {
+        ListParams {
+            service_resources: Vec::new(),
+            parties: Vec::new(),
+            statuses: Vec::new(),
+            deleted: DeletedFilter::Exclude,
+            limit: DEFAULT_PAGE,
+            after: 0,
         }
-        let tag = tag.strip_prefix("W/").unwrap_or(tag).trim_matches('"');
-        Uuid::parse_str(tag).is_ok_and(|t| t == *revision)
-    })
+    }
 }
 
 /// The change's time, to the microsecond the store keeps.
@@ -298,7 +315,7 @@ impl DialogService {
 
     fn check_if_match(conditions: &Conditions, dialog: &Dialog) -> Result<(), DialogError> {
         match &conditions.if_match {
-            Some(header) if !if_match_allows(header, &dialog.revision) => {
+            Some(precondition) if !precondition.allows(&dialog.revision) => {
                 Err(DialogError::PreconditionFailed(format!(
                     "If-Match does not name the dialog's current revision {}",
                     dialog.revision
@@ -670,17 +687,6 @@ impl DialogService {
         params: &ListParams,
     ) -> Result<Page<Dialog>, DialogError> {
         let org = service_owner(caller)?.to_owned();
-        let deleted = match params.deleted.as_deref().map(str::trim) {
-            None | Some("") => DeletedFilter::Exclude,
-            Some(d) if d.eq_ignore_ascii_case("exclude") => DeletedFilter::Exclude,
-            Some(d) if d.eq_ignore_ascii_case("include") => DeletedFilter::Include,
-            Some(d) if d.eq_ignore_ascii_case("only") => DeletedFilter::Only,
-            Some(_) => {
-                return Err(DialogError::BadRequest(
-                    "deleted must be exclude, include or only".into(),
-                ));
-            }
-        };
         // What an org without its own party may read is exactly the resources it owns.
         let owner = Principal::Org {
             org: Some(org),
@@ -688,7 +694,7 @@ impl DialogService {
             scopes: Vec::new(),
         };
         let visibility = self.authorizer.visibility(&owner);
-        self.page(params, deleted, visibility).await
+        self.page(params, params.deleted, visibility).await
     }
 
     /// The dialogs of the parties the end user may read, in creation order.
@@ -707,36 +713,12 @@ impl DialogService {
         deleted: DeletedFilter,
         visibility: hendelse_model::Visibility,
     ) -> Result<Page<Dialog>, DialogError> {
-        let limit = match params.limit.as_deref().map(str::trim) {
-            None | Some("") => DEFAULT_PAGE,
-            Some(text) => match text.parse::<u32>() {
-                Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-                _ => {
-                    return Err(DialogError::BadRequest(format!(
-                        "limit must be a whole number from 1 to {MAX_PAGE}"
-                    )));
-                }
-            },
-        };
-        let after = match params.continuation_token.as_deref().map(str::trim) {
-            None | Some("") => 0,
-            Some(token) => token.parse::<i64>().map_err(|_| {
-                DialogError::BadRequest("continuationToken is not one this API gave".into())
-            })?,
-        };
-        let mut statuses = Vec::new();
-        for s in &params.statuses {
-            statuses.push(
-                parse_status(s)
-                    .ok_or_else(|| DialogError::BadRequest(format!("unknown status '{s}'")))?
-                    .to_owned(),
-            );
-        }
+        let limit = params.limit;
         let query = DialogQuery {
-            after,
+            after: params.after,
             resources: params.service_resources.clone(),
             subject_keys: params.parties.iter().map(|p| party_key(p.trim())).collect(),
-            statuses,
+            statuses: params.statuses.clone(),
             deleted,
             visibility,
             limit: limit + 1,
@@ -818,25 +800,5 @@ impl DialogService {
                 })
                 .collect(),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn if_match_forms() {
-        let r = Uuid::new_v4();
-        assert!(if_match_allows("*", &r));
-        assert!(if_match_allows(&etag(&r), &r));
-        assert!(if_match_allows(&r.to_string(), &r));
-        assert!(if_match_allows(&format!("W/\"{r}\""), &r));
-        assert!(if_match_allows(
-            &format!("\"{}\", \"{r}\"", Uuid::nil()),
-            &r
-        ));
-        assert!(!if_match_allows(&etag(&Uuid::nil()), &r));
-        assert!(!if_match_allows("garbage", &r));
     }
 }

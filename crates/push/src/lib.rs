@@ -1,13 +1,15 @@
 //! Webhook push: which events a subscription gets ([`filter`]), the dispatcher that turns the log
 //! into durable deliveries ([`dispatcher`]), the workers that send them ([`worker`]) with retries
-//! ([`schedule`]) and Standard Webhooks signatures ([`signing`]), and the guard that keeps
-//! webhooks off private networks ([`endpoint`]).
+//! ([`schedule`]) and Standard Webhooks signatures ([`signing`]), the guard that keeps
+//! webhooks off private networks ([`endpoint`]), and the rules of subscriptions as their owners
+//! manage them ([`subscriptions`]).
 
 pub mod dispatcher;
 pub mod endpoint;
 pub mod filter;
 pub mod schedule;
 pub mod signing;
+pub mod subscriptions;
 pub mod worker;
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use tokio::task::JoinHandle;
 
 pub use endpoint::EndpointPolicy;
 pub use schedule::RetrySchedule;
+pub use subscriptions::{SubscriptionError, SubscriptionService};
 
 /// The CloudEvent type of the validation handshake.
 pub const VALIDATION_EVENT_TYPE: &str = "platform.events.validatesubscription";

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use hendelse_auth::{Authorizer, TokenVerifier};
+use hendelse_auth::TokenVerifier;
 use hendelse_model::MAX_EVENT_BYTES;
-use hendelse_push::EndpointPolicy;
+use hendelse_push::SubscriptionService;
 use hendelse_store::{EventStore, Ingest, PushStore};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
+use crate::events::EventService;
 use crate::metrics::Metrics;
 use crate::openapi::{ApiDoc, Document};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -42,14 +43,13 @@ pub struct AppContext {
     pub store: Arc<dyn EventStore>,
     pub ingest: Ingest,
     pub verifier: Arc<TokenVerifier>,
-    pub authorizer: Arc<dyn Authorizer>,
+    /// Publishing and reading events: the rules between the routes and the store.
+    pub events: EventService,
     /// The externally visible base URL (`https://events.example`), when configured; otherwise
     /// links are built from the request's `Host`.
     pub public_url: Option<Arc<str>>,
     pub push: Arc<dyn PushStore>,
-    pub endpoint_policy: EndpointPolicy,
-    /// Wakes this node's delivery workers, when it runs them.
-    pub push_wake: Option<Arc<Notify>>,
+    pub subscriptions: SubscriptionService,
     /// The highest committed position of the log, on this node or any other.
     pub tip: watch::Receiver<i64>,
     /// Turns true when the server begins to shut down; long-lived responses end then.
@@ -57,15 +57,6 @@ pub struct AppContext {
     pub metrics: Metrics,
     /// The Dialogporten-compatible dialog service.
     pub dialogs: hendelse_dialog::DialogService,
-}
-
-impl AppContext {
-    /// Tells this node's delivery workers that there is work now rather than at their next poll.
-    pub fn wake_workers(&self) {
-        if let Some(wake) = &self.push_wake {
-            wake.notify_one();
-        }
-    }
 }
 
 /// Every route, registered together with its OpenAPI description, so that the document and the

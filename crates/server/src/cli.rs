@@ -1,4 +1,4 @@
-//! The command line: `serve`, `token` and `migrate`; the client verbs live in `crate::client`.
+//! The command line: `serve`, `token` and `migrate`; the client verbs live in `hendelse_client`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,15 +31,15 @@ pub enum Command {
     /// Create or upgrade the store's schema, then exit.
     Migrate(StoreArgs),
     /// Publish events given as JSON, from a file, or as JSON lines on standard input.
-    Publish(crate::client::publish::PublishArgs),
+    Publish(hendelse_client::publish::PublishArgs),
     /// Read events of a query, following `next` to the end (or on, with --follow).
-    Query(crate::client::query::QueryArgs),
+    Query(hendelse_client::query::QueryArgs),
     /// Print events as they are published (the live stream); reconnects where it left off.
-    Tail(crate::client::tail::TailArgs),
+    Tail(hendelse_client::tail::TailArgs),
     /// A local webhook endpoint that prints the events it receives (for trying subscriptions).
-    Receive(crate::client::receive::ReceiveArgs),
+    Receive(crate::receive::ReceiveArgs),
     /// List, create, delete and inspect webhook subscriptions.
-    Subscriptions(crate::client::subscriptions::SubscriptionsArgs),
+    Subscriptions(hendelse_client::subscriptions::SubscriptionsArgs),
 }
 
 #[derive(Args, Clone)]
@@ -237,11 +237,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("the store {} is up to date", args.describe());
             Ok(())
         }
-        Command::Publish(args) => crate::client::publish::run(args).await,
-        Command::Query(args) => crate::client::query::run(args).await,
-        Command::Tail(args) => crate::client::tail::run(args).await,
-        Command::Receive(args) => crate::client::receive::run(args).await,
-        Command::Subscriptions(args) => crate::client::subscriptions::run(args).await,
+        Command::Publish(args) => hendelse_client::publish::run(args).await,
+        Command::Query(args) => hendelse_client::query::run(args).await,
+        Command::Tail(args) => hendelse_client::tail::run(args).await,
+        Command::Receive(args) => crate::receive::run(args).await,
+        Command::Subscriptions(args) => hendelse_client::subscriptions::run(args).await,
     }
 }
 

@@ -8,15 +8,16 @@ use clap::Parser;
 mod app;
 mod caller;
 pub mod cli;
-mod client;
 mod config;
 mod dialogs;
+mod events;
 mod listen;
 mod logging;
 mod metrics;
 mod openapi;
 mod params;
 mod problem;
+mod receive;
 mod routes;
 mod serve;
 

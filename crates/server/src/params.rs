@@ -1,5 +1,5 @@
-//! Query-string handling shared by the query routes: repeated keys, Altinn's parameter rules and
-//! error texts, and the `next` link.
+//! The one query-string parser of every route: repeated keys, keys without regard to case, empty
+//! values as absent, Altinn's parameter rules and error texts, and the `next` link.
 
 use axum::http::HeaderMap;
 use axum::http::header::HOST;
@@ -25,29 +25,34 @@ impl Params {
         Params { pairs }
     }
 
-    /// A parameter that may appear once; empty values count as absent.
-    pub fn one(&self, name: &str) -> Result<Option<&str>, ApiError> {
-        let mut values = self
-            .pairs
+    /// The non-empty values of `name`: an empty value counts as absent.
+    fn values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+        self.pairs
             .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v);
+            .filter(move |(k, v)| k.eq_ignore_ascii_case(name) && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A parameter that may appear once.
+    pub fn one(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        let mut values = self.values(name);
         let first = values.next();
         if values.next().is_some() {
             return Err(ApiError::BadRequest(format!(
                 "The '{name}' parameter may be given only once."
             )));
         }
-        Ok(first.map(String::as_str).filter(|v| !v.is_empty()))
+        Ok(first)
     }
 
-    /// A parameter that may repeat (`type=a&type=b`).
+    /// A parameter that may repeat (`type=a&type=b`), as patterns.
     pub fn all(&self, name: &str) -> Vec<Pattern> {
-        self.pairs
-            .iter()
-            .filter(|(k, v)| k.eq_ignore_ascii_case(name) && !v.is_empty())
-            .map(|(_, v)| Pattern::new(v.clone()))
-            .collect()
+        self.values(name).map(Pattern::new).collect()
+    }
+
+    /// A parameter that may repeat, as texts.
+    pub fn texts(&self, name: &str) -> Vec<String> {
+        self.values(name).map(str::to_owned).collect()
     }
 
     /// The same query with `after` set to `after` (and [`AFTER_SOURCE`] to `after_source`, or

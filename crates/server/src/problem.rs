@@ -9,40 +9,41 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hendelse_auth::AuthError;
+use hendelse_dialog::DialogError;
 use hendelse_model::ValidationError;
+use hendelse_push::SubscriptionError;
 use http_body_util::BodyExt;
-use serde::Serialize;
 
-pub const PROBLEM_JSON: &str = "application/problem+json";
+use crate::events::EventError;
+
+pub use hendelse_wire::Problem;
+pub use hendelse_wire::problem::PROBLEM_JSON;
+
 /// Error bodies larger than this are not read back when wrapping them.
 const MAX_WRAPPED_BODY: usize = 64 * 1024;
 
-/// A problem-details body (RFC 9457).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Problem {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
-    pub status: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub errors: BTreeMap<String, Vec<String>>,
-    #[serde(rename = "traceId", skip_serializing_if = "Option::is_none")]
-    pub trace_id: Option<String>,
+/// The problem of `status`, with its RFC section as type and reason as title.
+pub fn problem(status: StatusCode, detail: impl Into<String>) -> Problem {
+    Problem {
+        kind: type_uri(status).to_owned(),
+        title: status.canonical_reason().unwrap_or("Error").to_owned(),
+        status: status.as_u16(),
+        detail: Some(detail.into()),
+        errors: BTreeMap::new(),
+        trace_id: None,
+    }
 }
 
-impl Problem {
-    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        Problem {
-            kind: type_uri(status).to_owned(),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
-            status: status.as_u16(),
-            detail: Some(detail.into()),
-            errors: BTreeMap::new(),
-            trace_id: None,
-        }
+/// A problem that names each invalid field and what is wrong with it.
+fn with_field_errors(status: StatusCode, what: &str, invalid: &ValidationError) -> Problem {
+    let mut p = problem(status, format!("{what} is not valid: {invalid}"));
+    for e in &invalid.errors {
+        p.errors
+            .entry(e.field.clone())
+            .or_default()
+            .push(e.message.clone());
     }
+    p
 }
 
 /// The RFC 9110 section of a status, as ASP.NET (and so Altinn) writes problem types.
@@ -215,35 +216,59 @@ impl From<hendelse_store::IngestError> for ApiError {
     }
 }
 
+// The services' errors, each to the status it means.
+
+impl From<EventError> for ApiError {
+    fn from(e: EventError) -> Self {
+        match e {
+            EventError::Invalid(v) => ApiError::Invalid(v),
+            EventError::Forbidden(m) => ApiError::Forbidden(m),
+            EventError::Ingest(e) => ApiError::from(e),
+            EventError::Store(e) => ApiError::from(e),
+            internal @ EventError::Internal { .. } => ApiError::Internal(internal.into()),
+        }
+    }
+}
+
+impl From<SubscriptionError> for ApiError {
+    fn from(e: SubscriptionError) -> Self {
+        match e {
+            SubscriptionError::Invalid(m) => ApiError::BadRequest(m),
+            SubscriptionError::Forbidden(m) => ApiError::Forbidden(m),
+            not_found @ SubscriptionError::NotFound(_) => ApiError::NotFound(not_found.to_string()),
+            SubscriptionError::Store(e) => ApiError::from(e),
+            internal @ SubscriptionError::Internal(_) => ApiError::Internal(internal.into()),
+        }
+    }
+}
+
+impl From<DialogError> for ApiError {
+    fn from(e: DialogError) -> Self {
+        match e {
+            DialogError::Invalid(v) => ApiError::InvalidRequest(v),
+            DialogError::BadRequest(m) => ApiError::BadRequest(m),
+            DialogError::Forbidden(m) => ApiError::Forbidden(m),
+            DialogError::NotFound(m) => ApiError::NotFound(m),
+            DialogError::Conflict(m) => ApiError::Conflict(m),
+            DialogError::Gone(m) => ApiError::Gone(m),
+            DialogError::PreconditionFailed(m) => ApiError::PreconditionFailed(m),
+            DialogError::Store(e) => ApiError::from(e),
+            internal @ DialogError::Internal { .. } => ApiError::Internal(internal.into()),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let mut problem = match &self {
             ApiError::Internal(cause) => {
                 tracing::error!(error = %error_chain(cause.as_ref()), "request failed");
-                Problem::new(status, "an internal error occurred; it has been logged")
+                problem(status, "an internal error occurred; it has been logged")
             }
-            ApiError::Invalid(v) => {
-                let mut p = Problem::new(status, format!("the event is not valid: {v}"));
-                for e in &v.errors {
-                    p.errors
-                        .entry(e.field.clone())
-                        .or_default()
-                        .push(e.message.clone());
-                }
-                p
-            }
-            ApiError::InvalidRequest(v) => {
-                let mut p = Problem::new(status, format!("the request is not valid: {v}"));
-                for e in &v.errors {
-                    p.errors
-                        .entry(e.field.clone())
-                        .or_default()
-                        .push(e.message.clone());
-                }
-                p
-            }
-            other => Problem::new(status, other.to_string()),
+            ApiError::Invalid(v) => with_field_errors(status, "the event", v),
+            ApiError::InvalidRequest(v) => with_field_errors(status, "the request", v),
+            other => problem(status, other.to_string()),
         };
         if let ApiError::Unauthorized(_) = &self {
             problem.title = "Unauthorized".into();
@@ -323,7 +348,7 @@ pub async fn problem_details(request: Request, next: Next) -> Response {
         } else {
             text
         };
-        serde_json::to_value(Problem::new(status, detail)).unwrap_or_default()
+        serde_json::to_value(problem(status, detail)).unwrap_or_default()
     });
     if let Some(map) = problem.as_object_mut() {
         map.entry("traceId").or_insert_with(|| trace_id.into());

@@ -8,12 +8,13 @@ use anyhow::Context;
 use hendelse_auth::{
     Authorizer, DevKey, Registry, RegistryAuthorizer, TokenVerifier, TrustedIssuer,
 };
-use hendelse_push::{EndpointPolicy, Push, PushConfig};
+use hendelse_push::{EndpointPolicy, Push, PushConfig, SubscriptionService};
 use hendelse_store::{EventStore, Ingest, IngestConfig, PushStore};
 use tokio::sync::watch;
 
 use crate::app::{AppContext, AppState, router};
 use crate::cli::ServeArgs;
+use crate::events::EventService;
 use crate::metrics::Metrics;
 
 /// `hendelse serve`: binds `--listen`, then [`serve_on`].
@@ -111,14 +112,18 @@ pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> any
     let (stop_streams, stopping) = watch::channel(false);
     let state = AppState::new(AppContext {
         stopping,
+        events: EventService::new(store.clone(), ingest.clone(), authorizer.clone()),
         store,
         ingest,
         verifier: Arc::new(TokenVerifier::new(issuers)),
-        authorizer,
         public_url: args.public_url.as_deref().map(Arc::from),
+        subscriptions: SubscriptionService::new(
+            push_store.clone(),
+            authorizer.clone(),
+            endpoint_policy,
+            push.as_ref().map(|p| p.wake.clone()),
+        ),
         push: push_store,
-        endpoint_policy,
-        push_wake: push.as_ref().map(|p| p.wake.clone()),
         tip,
         metrics,
         dialogs,

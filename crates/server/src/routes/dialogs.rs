@@ -8,102 +8,120 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use hendelse_dialog::{Conditions, DialogError, ListParams, etag};
+use hendelse_dialog::model::parse_status;
+use hendelse_dialog::service::{DEFAULT_PAGE, MAX_PAGE};
+use hendelse_dialog::{Conditions, ListParams, Precondition};
+use hendelse_store::dialog::DeletedFilter;
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::caller::Caller;
+use crate::openapi::params::{ChangeConditions, DialogFilters};
+use crate::openapi::problems::{
+    BadRequest, Conflict, Gone, NotFound, PreconditionFailed, Refusals, StorageFull,
+};
+use crate::params::Params;
 use crate::problem::ApiError;
 
 /// The OpenAPI tag of these routes.
 pub const TAG: &str = "dialogs";
 pub const SERVICE_OWNER_BASE: &str = "/dialogporten/api/v1/serviceowner/dialogs";
 
-impl From<DialogError> for ApiError {
-    fn from(e: DialogError) -> Self {
-        match e {
-            DialogError::Invalid(v) => ApiError::InvalidRequest(v),
-            DialogError::BadRequest(m) => ApiError::BadRequest(m),
-            DialogError::Forbidden(m) => ApiError::Forbidden(m),
-            DialogError::NotFound(m) => ApiError::NotFound(m),
-            DialogError::Conflict(m) => ApiError::Conflict(m),
-            DialogError::Gone(m) => ApiError::Gone(m),
-            DialogError::PreconditionFailed(m) => ApiError::PreconditionFailed(m),
-            DialogError::Store(e) => ApiError::from(e),
-            internal @ DialogError::Internal { .. } => ApiError::Internal(internal.into()),
-        }
+/// `isSilentUpdate=true`.
+fn silent(params: &Params) -> Result<bool, ApiError> {
+    match params.one("isSilentUpdate")? {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(_) => Err(ApiError::BadRequest(
+            "isSilentUpdate must be true or false".into(),
+        )),
     }
 }
 
-/// The query string's pairs; keys are compared without regard to case, as ASP.NET does.
-struct Query(Vec<(String, String)>);
-
-impl Query {
-    fn parse(raw: Option<String>) -> Query {
-        Query(
-            form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .filter(|(_, v)| !v.is_empty())
-                .collect(),
-        )
-    }
-
-    fn all(&self, name: &str) -> Vec<String> {
-        self.0
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-
-    fn one(&self, name: &str) -> Result<Option<String>, ApiError> {
-        let mut values = self.all(name);
-        if values.len() > 1 {
-            return Err(ApiError::BadRequest(format!(
-                "The '{name}' parameter may be given only once."
-            )));
+/// The filters and page of a listing.
+fn list_params(params: &Params) -> Result<ListParams, ApiError> {
+    let deleted = match params.one("deleted")?.map(str::trim) {
+        None | Some("") => DeletedFilter::Exclude,
+        Some(d) if d.eq_ignore_ascii_case("exclude") => DeletedFilter::Exclude,
+        Some(d) if d.eq_ignore_ascii_case("include") => DeletedFilter::Include,
+        Some(d) if d.eq_ignore_ascii_case("only") => DeletedFilter::Only,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "deleted must be exclude, include or only".into(),
+            ));
         }
-        Ok(values.pop())
-    }
-
-    /// `isSilentUpdate=true`.
-    fn silent(&self) -> Result<bool, ApiError> {
-        match self.one("isSilentUpdate")?.as_deref() {
-            None => Ok(false),
-            Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
-            Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
-            Some(_) => Err(ApiError::BadRequest(
-                "isSilentUpdate must be true or false".into(),
-            )),
-        }
-    }
-
-    fn list_params(&self) -> Result<ListParams, ApiError> {
-        Ok(ListParams {
-            service_resources: self.all("serviceResource"),
-            parties: self.all("party"),
-            statuses: self.all("status"),
-            deleted: self.one("deleted")?,
-            limit: self.one("limit")?,
-            continuation_token: self.one("continuationToken")?,
+    };
+    let limit = match params.one("limit")?.map(str::trim) {
+        None | Some("") => DEFAULT_PAGE,
+        Some(text) => match text.parse::<u32>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "limit must be a whole number from 1 to {MAX_PAGE}"
+                )));
+            }
+        },
+    };
+    let after = match params.one("continuationToken")?.map(str::trim) {
+        None | Some("") => 0,
+        Some(token) => token.parse::<i64>().map_err(|_| {
+            ApiError::BadRequest("continuationToken is not one this API gave".into())
+        })?,
+    };
+    let statuses = params
+        .texts("status")
+        .into_iter()
+        .map(|s| {
+            parse_status(&s)
+                .map(str::to_owned)
+                .ok_or_else(|| ApiError::BadRequest(format!("unknown status '{s}'")))
         })
-    }
+        .collect::<Result<_, _>>()?;
+    Ok(ListParams {
+        service_resources: params.texts("serviceResource"),
+        parties: params.texts("party"),
+        statuses,
+        deleted,
+        limit,
+        after,
+    })
 }
 
-fn conditions(headers: &HeaderMap, query: &Query) -> Result<Conditions, ApiError> {
+/// `If-Match`: `*`, or a list of entity tags (quoted or not, weak or strong) naming revisions. A
+/// tag that names no revision can match none.
+fn precondition(header: &str) -> Precondition {
+    let tags: Vec<&str> = header.split(',').map(str::trim).collect();
+    if tags.contains(&"*") {
+        return Precondition::Any;
+    }
+    Precondition::OneOf(
+        tags.iter()
+            .filter_map(|tag| {
+                let tag = tag.strip_prefix("W/").unwrap_or(tag).trim_matches('"');
+                Uuid::parse_str(tag).ok()
+            })
+            .collect(),
+    )
+}
+
+fn conditions(headers: &HeaderMap, params: &Params) -> Result<Conditions, ApiError> {
     let if_match = match headers.get(header::IF_MATCH) {
         None => None,
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| ApiError::BadRequest("If-Match is not readable text".into()))?
-                .to_owned(),
-        ),
+        Some(v) => Some(precondition(v.to_str().map_err(|_| {
+            ApiError::BadRequest("If-Match is not readable text".into())
+        })?)),
     };
     Ok(Conditions {
         if_match,
-        silent: query.silent()?,
+        silent: silent(params)?,
     })
+}
+
+/// The `ETag` of a revision.
+fn etag(revision: &Uuid) -> String {
+    format!("\"{revision}\"")
 }
 
 fn json_body(body: &Bytes) -> Result<Value, ApiError> {
@@ -144,10 +162,7 @@ fn no_content(revision: &Uuid) -> Response {
     request_body(content = Value, description = "serviceResource, party, process, precedingProcess, status, extendedStatus, externalReference, progress, content, activities, transmissions; optional id (UUID)"),
     responses(
         (status = 201, description = "Created: the new id as a JSON string", body = String, headers(("Location" = String), ("ETag" = String))),
-        (status = 400, description = "Invalid request (see detail and errors)", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an org token of the service resource's owner", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A dialog with the id exists", body = crate::problem::Problem, content_type = "application/problem+json")
+        BadRequest, Conflict, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]
@@ -157,7 +172,7 @@ pub async fn create(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let silent = Query::parse(raw).silent()?;
+    let silent = silent(&Params::parse(raw.as_deref()))?;
     let dialog = state
         .dialogs
         .create(&caller, json_body(&body)?, silent)
@@ -176,18 +191,12 @@ pub async fn create(
     tag = TAG,
     description = "The caller's dialogs (of the service resources it owns), in creation order.",
     params(
-        ("serviceResource" = Option<Vec<String>>, Query, description = "Only these service resources (repeatable)"),
-        ("party" = Option<Vec<String>>, Query, description = "Only these parties (repeatable)"),
-        ("status" = Option<Vec<String>>, Query, description = "Only these statuses (repeatable)"),
-        ("deleted" = Option<String>, Query, description = "exclude (default), include or only"),
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 100)"),
-        ("continuationToken" = Option<String>, Query, description = "From the previous page")
+        DialogFilters,
+        ("deleted" = Option<String>, Query, description = "exclude (default), include or only")
     ),
     responses(
         (status = 200, description = "{items, hasNextPage, continuationToken}", body = Value),
-        (status = 400, description = "Invalid parameters", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an org token", body = crate::problem::Problem, content_type = "application/problem+json")
+        BadRequest, Refusals
     ),
     security(("bearer" = []))
 )]
@@ -196,7 +205,7 @@ pub async fn list(
     Caller(caller): Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = Query::parse(raw).list_params()?;
+    let params = list_params(&Params::parse(raw.as_deref()))?;
     Ok(Json(state.dialogs.list(&caller, &params).await?).into_response())
 }
 
@@ -208,9 +217,7 @@ pub async fn list(
     params(("id" = String, Path, description = "Dialog id (UUID)")),
     responses(
         (status = 200, description = "The dialog, with seenSinceLastUpdate; ETag is its revision", body = Value, headers(("ETag" = String))),
-        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the owner of the dialog's service resource", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such dialog", body = crate::problem::Problem, content_type = "application/problem+json")
+        NotFound, Refusals
     ),
     security(("bearer" = []))
 )]
@@ -232,18 +239,12 @@ pub async fn get(
     description = "Replace the dialog's fields (absent ones become empty; status is kept when absent). Activities and transmissions are append-only: those with new ids are added. Publishes dialogporten.dialog.updated.v1, then one event per new activity and transmission.",
     params(
         ("id" = String, Path, description = "Dialog id (UUID)"),
-        ("isSilentUpdate" = Option<bool>, Query, description = "true: publish nothing"),
-        ("If-Match" = Option<String>, Header, description = "Only if the dialog is at this revision")
+        ChangeConditions
     ),
     request_body(content = Value, description = "The dialog's fields"),
     responses(
         (status = 204, description = "Updated; ETag is the new revision", headers(("ETag" = String))),
-        (status = 400, description = "Invalid request (see detail and errors)", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the owner of the dialog's service resource", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such dialog", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 410, description = "The dialog is deleted", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names another revision", body = crate::problem::Problem, content_type = "application/problem+json")
+        BadRequest, NotFound, Gone, PreconditionFailed, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]
@@ -255,7 +256,7 @@ pub async fn replace(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let conditions = conditions(&headers, &Query::parse(raw))?;
+    let conditions = conditions(&headers, &Params::parse(raw.as_deref()))?;
     let dialog = state
         .dialogs
         .replace(&caller, &id, json_body(&body)?, &conditions)
@@ -271,18 +272,12 @@ pub async fn replace(
     description = "Apply a JSON Patch (RFC 6902, application/json-patch+json) to the dialog as GET shows it; then as PUT.",
     params(
         ("id" = String, Path, description = "Dialog id (UUID)"),
-        ("isSilentUpdate" = Option<bool>, Query, description = "true: publish nothing"),
-        ("If-Match" = Option<String>, Header, description = "Only if the dialog is at this revision")
+        ChangeConditions
     ),
     request_body(content = Value, content_type = "application/json-patch+json", description = "An array of JSON Patch operations"),
     responses(
         (status = 204, description = "Updated; ETag is the new revision", headers(("ETag" = String))),
-        (status = 400, description = "Invalid patch or result (see detail and errors)", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the owner of the dialog's service resource", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such dialog", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 410, description = "The dialog is deleted", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names another revision", body = crate::problem::Problem, content_type = "application/problem+json")
+        BadRequest, NotFound, Gone, PreconditionFailed, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]
@@ -294,7 +289,7 @@ pub async fn patch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let conditions = conditions(&headers, &Query::parse(raw))?;
+    let conditions = conditions(&headers, &Params::parse(raw.as_deref()))?;
     let dialog = state
         .dialogs
         .patch(&caller, &id, json_body(&body)?, &conditions)
@@ -310,16 +305,11 @@ pub async fn patch(
     description = "Soft delete: publishes dialogporten.dialog.deleted.v1. End users no longer see the dialog; restore undoes it.",
     params(
         ("id" = String, Path, description = "Dialog id (UUID)"),
-        ("isSilentUpdate" = Option<bool>, Query, description = "true: publish nothing"),
-        ("If-Match" = Option<String>, Header, description = "Only if the dialog is at this revision")
+        ChangeConditions
     ),
     responses(
         (status = 204, description = "Deleted; ETag is the new revision", headers(("ETag" = String))),
-        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the owner of the dialog's service resource", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such dialog", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 410, description = "The dialog is already deleted", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names another revision", body = crate::problem::Problem, content_type = "application/problem+json")
+        NotFound, Gone, PreconditionFailed, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]
@@ -330,7 +320,7 @@ pub async fn delete(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let conditions = conditions(&headers, &Query::parse(raw))?;
+    let conditions = conditions(&headers, &Params::parse(raw.as_deref()))?;
     let dialog = state.dialogs.delete(&caller, &id, &conditions).await?;
     Ok(no_content(&dialog.revision))
 }
@@ -343,15 +333,11 @@ pub async fn delete(
     description = "Undo a soft delete: publishes dialogporten.dialog.restored.v1 (a dialog that is not deleted is left as it is).",
     params(
         ("id" = String, Path, description = "Dialog id (UUID)"),
-        ("isSilentUpdate" = Option<bool>, Query, description = "true: publish nothing"),
-        ("If-Match" = Option<String>, Header, description = "Only if the dialog is at this revision")
+        ChangeConditions
     ),
     responses(
         (status = 204, description = "Restored; ETag is the revision", headers(("ETag" = String))),
-        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the owner of the dialog's service resource", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such dialog", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names another revision", body = crate::problem::Problem, content_type = "application/problem+json")
+        NotFound, PreconditionFailed, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]
@@ -362,7 +348,7 @@ pub async fn restore(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let conditions = conditions(&headers, &Query::parse(raw))?;
+    let conditions = conditions(&headers, &Params::parse(raw.as_deref()))?;
     let dialog = state.dialogs.restore(&caller, &id, &conditions).await?;
     Ok(no_content(&dialog.revision))
 }
@@ -375,15 +361,11 @@ pub async fn restore(
     description = "Remove the dialog for good: publishes dialogporten.dialog.deleted.v1 when it was not deleted, nothing when it was.",
     params(
         ("id" = String, Path, description = "Dialog id (UUID)"),
-        ("isSilentUpdate" = Option<bool>, Query, description = "true: publish nothing"),
-        ("If-Match" = Option<String>, Header, description = "Only if the dialog is at this revision")
+        ChangeConditions
     ),
     responses(
         (status = 204, description = "Purged"),
-        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the owner of the dialog's service resource", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such dialog", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names another revision", body = crate::problem::Problem, content_type = "application/problem+json")
+        NotFound, PreconditionFailed, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]
@@ -394,7 +376,7 @@ pub async fn purge(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let conditions = conditions(&headers, &Query::parse(raw))?;
+    let conditions = conditions(&headers, &Params::parse(raw.as_deref()))?;
     state.dialogs.purge(&caller, &id, &conditions).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -407,19 +389,12 @@ pub async fn purge(
     description = "Add one activity: publishes dialogporten.dialog.updated.v1 and dialogporten.dialog.activity.<type>.v1.",
     params(
         ("id" = String, Path, description = "Dialog id (UUID)"),
-        ("isSilentUpdate" = Option<bool>, Query, description = "true: publish nothing"),
-        ("If-Match" = Option<String>, Header, description = "Only if the dialog is at this revision")
+        ChangeConditions
     ),
     request_body(content = Value, description = "type (Dialogporten's name, e.g. SignatureProvided), optional id, extendedType, createdAt, transmissionId, performedBy, description"),
     responses(
         (status = 201, description = "Added: the activity's id as a JSON string; ETag is the dialog's new revision", body = String, headers(("Location" = String), ("ETag" = String))),
-        (status = 400, description = "Invalid activity (see detail and errors)", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the owner of the dialog's service resource", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such dialog", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The dialog has an activity with that id", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 410, description = "The dialog is deleted", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names another revision", body = crate::problem::Problem, content_type = "application/problem+json")
+        BadRequest, NotFound, Conflict, Gone, PreconditionFailed, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]
@@ -431,7 +406,7 @@ pub async fn add_activity(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let conditions = conditions(&headers, &Query::parse(raw))?;
+    let conditions = conditions(&headers, &Params::parse(raw.as_deref()))?;
     let (dialog, activity) = state
         .dialogs
         .add_activity(&caller, &id, json_body(&body)?, &conditions)
@@ -451,19 +426,12 @@ pub async fn add_activity(
     description = "Add one transmission: publishes dialogporten.dialog.updated.v1 and dialogporten.dialog.transmission.created.v1.",
     params(
         ("id" = String, Path, description = "Dialog id (UUID)"),
-        ("isSilentUpdate" = Option<bool>, Query, description = "true: publish nothing"),
-        ("If-Match" = Option<String>, Header, description = "Only if the dialog is at this revision")
+        ChangeConditions
     ),
     request_body(content = Value, description = "type (Information, Acceptance, Rejection, Request, Alert, Decision, Submission, Correction), sender {actorType: ServiceOwner or PartyRepresentative}, optional id, extendedType, createdAt, relatedTransmissionId, content, attachments"),
     responses(
         (status = 201, description = "Added: the transmission's id as a JSON string; ETag is the dialog's new revision", body = String, headers(("Location" = String), ("ETag" = String))),
-        (status = 400, description = "Invalid transmission (see detail and errors)", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the owner of the dialog's service resource", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such dialog", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The dialog has a transmission with that id", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 410, description = "The dialog is deleted", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names another revision", body = crate::problem::Problem, content_type = "application/problem+json")
+        BadRequest, NotFound, Conflict, Gone, PreconditionFailed, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]
@@ -475,7 +443,7 @@ pub async fn add_transmission(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let conditions = conditions(&headers, &Query::parse(raw))?;
+    let conditions = conditions(&headers, &Params::parse(raw.as_deref()))?;
     let (dialog, transmission) = state
         .dialogs
         .add_transmission(&caller, &id, json_body(&body)?, &conditions)
@@ -497,16 +465,11 @@ pub async fn add_transmission(
     tag = TAG,
     description = "The dialogs of the parties the caller may read (registry access), in creation order; deleted dialogs are left out.",
     params(
-        ("serviceResource" = Option<Vec<String>>, Query, description = "Only these service resources (repeatable)"),
-        ("party" = Option<Vec<String>>, Query, description = "Only these parties (repeatable)"),
-        ("status" = Option<Vec<String>>, Query, description = "Only these statuses (repeatable)"),
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 100)"),
-        ("continuationToken" = Option<String>, Query, description = "From the previous page")
+        DialogFilters
     ),
     responses(
         (status = 200, description = "{items, hasNextPage, continuationToken}", body = Value),
-        (status = 400, description = "Invalid parameters", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json")
+        BadRequest, Refusals
     ),
     security(("bearer" = []))
 )]
@@ -515,13 +478,13 @@ pub async fn enduser_list(
     Caller(caller): Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let query = Query::parse(raw);
-    if query.one("deleted")?.is_some() {
+    let params = Params::parse(raw.as_deref());
+    if params.one("deleted")?.is_some() {
         return Err(ApiError::BadRequest(
             "end users do not see deleted dialogs".into(),
         ));
     }
-    let params = query.list_params()?;
+    let params = list_params(&params)?;
     Ok(Json(state.dialogs.enduser_list(&caller, &params).await?).into_response())
 }
 
@@ -537,9 +500,7 @@ pub async fn enduser_list(
     ),
     responses(
         (status = 200, description = "The dialog, with seenSinceLastUpdate; ETag is its revision", body = Value, headers(("ETag" = String))),
-        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such dialog of a party the caller may read", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 410, description = "The dialog is deleted", body = crate::problem::Problem, content_type = "application/problem+json")
+        NotFound, Gone, Refusals
     ),
     security(("bearer" = []))
 )]
@@ -549,8 +510,26 @@ pub async fn enduser_get(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let silent = Query::parse(raw).silent()?;
+    let silent = silent(&Params::parse(raw.as_deref()))?;
     let view = state.dialogs.enduser_get(&caller, &id, silent).await?;
     let revision = view.dialog.revision;
     Ok(with_etag(Json(view).into_response(), &revision))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_match_forms() {
+        let r = Uuid::new_v4();
+        let allows = |header: &str| precondition(header).allows(&r);
+        assert!(allows("*"));
+        assert!(allows(&etag(&r)));
+        assert!(allows(&r.to_string()));
+        assert!(allows(&format!("W/\"{r}\"")));
+        assert!(allows(&format!("\"{}\", \"{r}\"", Uuid::nil())));
+        assert!(!allows(&etag(&Uuid::nil())));
+        assert!(!allows("garbage"));
+    }
 }

@@ -7,16 +7,15 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use hendelse_auth::{Principal, SCOPE_PUBLISH, SCOPE_PUBLISH_ADMIN};
 use hendelse_model::cloudevent::validate_map;
-use hendelse_model::subject::is_digits;
-use hendelse_model::{RESOURCE_PREFIX, ValidatedEvent, ValidationError, validate_event};
-use hendelse_store::NewEvent;
+use hendelse_model::{ValidatedEvent, ValidationError, validate_event};
+use hendelse_wire::paths;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::app::AppState;
 use crate::caller::Caller;
+use crate::openapi::problems::{BadRequest, Refusals, StorageFull, TooLarge, UnsupportedType};
 use crate::problem::ApiError;
 
 const STRUCTURED: &str = "application/cloudevents+json";
@@ -35,12 +34,7 @@ const BATCH: &str = "application/cloudevents-batch+json";
     )),
     responses(
         (status = 200, description = "Stored (or already stored): the event id, or {\"accepted\": n} for a batch", body = serde_json::Value),
-        (status = 400, description = "Invalid parameters or event (see detail and errors)", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope or right", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 1 MiB", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Unsupported content type", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded or the store is unreachable; nothing was stored (see Retry-After)", body = crate::problem::Problem, content_type = "application/problem+json")
+        BadRequest, TooLarge, UnsupportedType, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]
@@ -50,7 +44,7 @@ pub async fn publish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_publish_scope(&caller)?;
+    state.events.may_publish(&caller)?;
     let content_type = media_type(&headers);
     let (events, batch) = if content_type == BATCH {
         (parse_batch(&body)?, true)
@@ -63,64 +57,13 @@ pub async fn publish(
             "publish with Content-Type {STRUCTURED}, {BATCH}, or in binary mode with ce- headers (got '{content_type}')"
         )));
     };
-    for (i, event) in events.iter().enumerate() {
-        let field = if batch {
-            format!("[{i}].resource")
-        } else {
-            "resource".to_owned()
-        };
-        authorize_resource(&state, &caller, event, &field)?;
-    }
     let first_id = events.first().map(|e| e.id.clone());
-    let count = events.len();
-    if count > 0 {
-        state
-            .ingest
-            .publish(events.into_iter().map(NewEvent::from).collect())
-            .await?;
-        metrics::counter!("hendelse_events_published_total", "endpoint" => "events")
-            .increment(count as u64);
-    }
+    let count = state.events.publish(&caller, events, batch).await?;
     Ok(if batch {
         Json(serde_json::json!({ "accepted": count })).into_response()
     } else {
         Json(first_id.unwrap_or_default()).into_response()
     })
-}
-
-fn require_publish_scope(caller: &Principal) -> Result<(), ApiError> {
-    if caller.has_scope(SCOPE_PUBLISH) || caller.has_scope(SCOPE_PUBLISH_ADMIN) {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(format!(
-            "the token lacks the scope {SCOPE_PUBLISH}"
-        )))
-    }
-}
-
-fn authorize_resource(
-    state: &AppState,
-    caller: &Principal,
-    event: &ValidatedEvent,
-    field: &str,
-) -> Result<(), ApiError> {
-    match &event.resource {
-        // Only an administrator may publish events outside every resource (such as the plain
-        // conformance vectors); nobody but administrators can read them.
-        None if caller.has_scope(SCOPE_PUBLISH_ADMIN) => Ok(()),
-        None => Err(ValidationError::single(
-            field,
-            format!("is required and must start with {RESOURCE_PREFIX}"),
-        )
-        .into()),
-        Some(r) if !r.starts_with(RESOURCE_PREFIX) => {
-            Err(ValidationError::single(field, format!("must start with {RESOURCE_PREFIX}")).into())
-        }
-        Some(r) if !state.authorizer.may_publish(caller, r) => Err(ApiError::Forbidden(format!(
-            "the caller may not publish events for the resource {r}"
-        ))),
-        Some(_) => Ok(()),
-    }
 }
 
 /// The media type without parameters, lower-cased.
@@ -237,11 +180,7 @@ fn looks_like_json(body: &[u8]) -> bool {
     request_body(content = crate::openapi::CloudEvent, content_type = "application/cloudevents+json"),
     responses(
         (status = 201, description = "The new event id", body = String, headers(("Location" = String))),
-        (status = 400, description = "Invalid parameters or event (see detail and errors)", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope or right", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Unsupported content type", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded or the store is unreachable; nothing was stored (see Retry-After)", body = crate::problem::Problem, content_type = "application/problem+json")
+        BadRequest, UnsupportedType, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]
@@ -251,82 +190,20 @@ pub async fn publish_app(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_publish_scope(&caller)?;
+    state.events.may_publish(&caller)?;
     let content_type = media_type(&headers);
     if !(content_type == STRUCTURED || content_type == "application/json") {
         return Err(ApiError::UnsupportedMediaType(format!(
             "publish app events as {STRUCTURED} or application/json (got '{content_type}')"
         )));
     }
-    let mut map: Map<String, Value> = serde_json::from_slice(&body).map_err(|e| {
+    let event: Map<String, Value> = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "the body must be one CloudEvent as a JSON object: {e}"
         ))
     })?;
-    let source = map
-        .get("source")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let app = AppSource::parse(&source).ok_or_else(|| {
-        ValidationError::single(
-            "source",
-            "must be https://{org}.apps.{host}/{org}/{app}/instances/{partyId}/{instanceGuid}",
-        )
-    })?;
-    let owner_ok = caller.org() == Some(app.org.as_str()) || caller.has_scope(SCOPE_PUBLISH_ADMIN);
-    if !owner_ok {
-        return Err(ApiError::Forbidden(format!(
-            "only the org '{}' may publish events for its apps",
-            app.org
-        )));
-    }
-    match map.get("subject").and_then(Value::as_str) {
-        Some(s) if s == format!("/party/{}", app.party_id) => {}
-        _ => {
-            return Err(ValidationError::single(
-                "subject",
-                format!("must be /party/{} (the party in source)", app.party_id),
-            )
-            .into());
-        }
-    }
-    if let Some(alt) = map.get("alternativesubject").and_then(Value::as_str) {
-        let ok = alt
-            .strip_prefix("/person/")
-            .is_some_and(|p| is_digits(p, 11))
-            || alt
-                .strip_prefix("/organisation/")
-                .is_some_and(|o| is_digits(o, 9));
-        if !ok {
-            return Err(ValidationError::single(
-                "alternativesubject",
-                "must be /person/{11 digits} or /organisation/{9 digits}",
-            )
-            .into());
-        }
-    }
-    let id = uuid::Uuid::new_v4().to_string();
-    map.entry("specversion").or_insert_with(|| "1.0".into());
-    map.insert("id".into(), Value::String(id.clone()));
-    map.insert(
-        "time".into(),
-        Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
-    );
-    map.insert(
-        "resource".into(),
-        Value::String(format!("{RESOURCE_PREFIX}app_{}_{}", app.org, app.app)),
-    );
-    map.insert(
-        "resourceinstance".into(),
-        Value::String(format!("{}/{}", app.party_id, app.instance)),
-    );
-    let json = serde_json::to_string(&map)
-        .map_err(|e| ApiError::internal("cannot render the app event", e))?;
-    let event = validate_map(&map, json)?;
-    state.ingest.publish(vec![NewEvent::from(event)]).await?;
-    metrics::counter!("hendelse_events_published_total", "endpoint" => "app").increment(1);
-    let location = HeaderValue::from_str(&format!("/events/api/v1/app/{id}"))
+    let id = state.events.publish_app(&caller, event).await?;
+    let location = HeaderValue::from_str(&format!("{}/{id}", paths::APP))
         .map_err(|e| ApiError::internal("the Location is not a header value", e))?;
     Ok((
         StatusCode::CREATED,
@@ -336,68 +213,8 @@ pub async fn publish_app(
         .into_response())
 }
 
-/// The parts of an app instance URL.
-#[derive(Debug, PartialEq, Eq)]
-struct AppSource {
-    org: String,
-    app: String,
-    party_id: i64,
-    instance: String,
-}
-
-impl AppSource {
-    fn parse(source: &str) -> Option<AppSource> {
-        let rest = source.strip_prefix("https://")?;
-        let (host, path) = rest.split_once('/')?;
-        let host_org = host.split('.').next()?;
-        let mut segments = path.split('/');
-        let org = segments.next()?;
-        let app = segments.next()?;
-        if segments.next()? != "instances" {
-            return None;
-        }
-        let party_id = segments.next()?.parse().ok()?;
-        let instance = segments.next()?;
-        let plain = |s: &str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        };
-        if segments.next().is_some()
-            || host_org != org
-            || !host.contains(".apps.")
-            || !plain(org)
-            || !plain(app)
-            || !plain(instance)
-        {
-            return None;
-        }
-        Some(AppSource {
-            org: org.to_owned(),
-            app: app.to_owned(),
-            party_id,
-            instance: instance.to_owned(),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::AppSource;
-
-    #[test]
-    fn app_sources() {
-        let s = AppSource::parse("https://ttd.apps.altinn.no/ttd/app-1/instances/50002598/3ebaa1a2-9113-4905-ab26-a84fc3ec8acc")
-            .expect("valid");
-        assert_eq!(
-            (s.org.as_str(), s.app.as_str(), s.party_id),
-            ("ttd", "app-1", 50002598)
-        );
-        assert!(AppSource::parse("https://ttd.apps.altinn.no/skd/app/instances/1/x").is_none());
-        assert!(AppSource::parse("http://ttd.apps.altinn.no/ttd/app/instances/1/x").is_none());
-        assert!(AppSource::parse("https://ttd.apps.altinn.no/ttd/app/instances/x/y").is_none());
-    }
-
     mod properties {
         use super::super::{binary_event, parse_batch};
         use crate::problem::ApiError;

@@ -18,6 +18,8 @@ use tokio::sync::watch;
 
 use crate::app::AppState;
 use crate::caller::Caller;
+use crate::openapi::params::{AppSubject, EventFilters, GenericSubject, Resume};
+use crate::openapi::problems::{BadRequest, Refusals};
 use crate::params::{self, Params};
 use crate::problem::ApiError;
 use crate::routes::query::{self, Start};
@@ -35,23 +37,13 @@ const IDLE_RECHECK: Duration = Duration::from_secs(5);
     description = "Live stream of the /events query; starts at the end of the log unless after, from or Last-Event-ID say otherwise.",
     params(
         ("resource" = String, Query, description = "The resource, `urn:altinn:resource:…`"),
-        ("after" = Option<String>, Query, description = "Replay from after this event id"),
-        ("afterSource" = Option<String>, Query, description = "Source of the `after` event, added by `next` when its id is shared"),
-        ("subject" = Option<String>, Query, description = "Party subject (URN or /party/N)"),
-        ("Altinn-AlternativeSubject" = Option<String>, Header, description = "Alternative subject"),
-        ("from" = Option<String>, Query, description = "Registered at or after"),
-        ("to" = Option<String>, Query, description = "Registered at or before"),
-        ("source" = Option<Vec<String>>, Query, explode, description = "Event sources, `%` wildcards"),
-        ("type" = Option<Vec<String>>, Query, explode, description = "Event types, `%` wildcards"),
-        ("size" = Option<i64>, Query, description = "Page size: default 50, clamped to 1..1000"),
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")
+        Resume,
+        EventFilters,
+        GenericSubject
     ),
     responses(
         (status = 200, description = "One message per event: `id` the event id, `data` its JSON; resume with `Last-Event-ID`", content_type = "text/event-stream"),
-        (status = 400, description = "Invalid parameters or event (see detail and errors)", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope or right", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded or the store is unreachable; nothing was stored (see Retry-After)", body = crate::problem::Problem, content_type = "application/problem+json")
+        BadRequest, Refusals
     ),
     security(("bearer" = []))
 )]
@@ -73,24 +65,13 @@ pub async fn generic(
     tag = crate::openapi::EVENTS,
     description = "Live stream of the /app/party query.",
     params(
-        ("after" = Option<String>, Query, description = "Id of the last event read; results are events registered after it"),
-        ("afterSource" = Option<String>, Query, description = "Source of the `after` event, added by `next` when its id is shared"),
-        ("from" = Option<String>, Query, description = "Registered at or after (RFC 3339 with time zone; seconds optional)"),
-        ("to" = Option<String>, Query, description = "Registered at or before"),
-        ("source" = Option<Vec<String>>, Query, explode, description = "Event sources, `%` matches any run of characters"),
-        ("type" = Option<Vec<String>>, Query, explode, description = "Event types, `%` wildcards"),
-        ("size" = Option<i64>, Query, description = "Page size: default 50, at most 1000"),
-        ("party" = Option<i64>, Query, description = "Party id of the subject"),
-        ("unit" = Option<String>, Query, description = "Organisation number (9 digits) of the alternative subject"),
-        ("person" = Option<String>, Header, description = "National identity number (11 digits) of the alternative subject"),
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")
+        Resume,
+        EventFilters,
+        AppSubject
     ),
     responses(
         (status = 200, description = "One message per event: `id` the event id, `data` its JSON; resume with `Last-Event-ID`", content_type = "text/event-stream"),
-        (status = 400, description = "Invalid parameters or event (see detail and errors)", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the scope or right", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded or the store is unreachable; nothing was stored (see Retry-After)", body = crate::problem::Problem, content_type = "application/problem+json")
+        BadRequest, Refusals
     ),
     security(("bearer" = []))
 )]
@@ -111,22 +92,19 @@ async fn open(
     headers: &HeaderMap,
     mut query: EventQuery,
 ) -> Result<Response, ApiError> {
-    query::narrow_visibility(&mut query);
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty());
     let cursor = match (last_event_id, params.one("after")?) {
-        (Some(id), _) => query::position(&state, Some(id), None, &query).await?,
+        (Some(id), _) => state.events.position(Some(id), None, &query).await?,
         (None, Some(after)) => {
-            query::position(
-                &state,
-                Some(after),
-                params.one(params::AFTER_SOURCE)?,
-                &query,
-            )
-            .await?
+            let after_source = params.one(params::AFTER_SOURCE)?;
+            state
+                .events
+                .position(Some(after), after_source, &query)
+                .await?
         }
         // `from` alone replays from that time; nothing at all means "from now on".
         (None, None) if query.from.is_some() => 0,

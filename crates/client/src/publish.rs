@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use clap::{ArgGroup, Args};
+use hendelse_wire::paths;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::Method;
 use reqwest::header::CONTENT_TYPE;
@@ -303,7 +304,7 @@ impl Sender<'_> {
             for item in batch {
                 let request = self
                     .api
-                    .request(Method::POST, self.api.endpoint("/events/api/v1/app"))
+                    .request(Method::POST, self.api.endpoint(paths::APP))
                     .header(CONTENT_TYPE, "application/json")
                     .body(item.json.get().to_owned());
                 self.requests += 1;
@@ -331,7 +332,7 @@ impl Sender<'_> {
         };
         let request = self
             .api
-            .request(Method::POST, self.api.endpoint("/events/api/v1/events"))
+            .request(Method::POST, self.api.endpoint(paths::EVENTS))
             .header(CONTENT_TYPE, content_type)
             .body(body);
         self.requests += 1;

@@ -1,6 +1,9 @@
 //! The OpenAPI 3.1 document: generated from the handlers' `#[utoipa::path]` annotations as the
 //! router registers them (`utoipa_axum`), so a route cannot be served without being documented.
 
+pub mod params;
+pub mod problems;
+
 use axum::Extension;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};

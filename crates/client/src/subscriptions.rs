@@ -1,12 +1,11 @@
 //! `hendelse subscriptions`: manage webhook subscriptions; prints the API's JSON.
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
+use hendelse_wire::paths::SUBSCRIPTIONS as BASE;
+use hendelse_wire::subscriptions::{DELIVERY_STATES, SubscriptionRequest};
 use reqwest::Method;
-use serde_json::{Map, Value};
 
 use super::{Api, Connection, json_body, print_line};
-
-const BASE: &str = "/events/api/v1/subscriptions";
 
 #[derive(Args, Debug)]
 pub struct SubscriptionsArgs {
@@ -30,18 +29,11 @@ pub enum Action {
     Deliveries {
         id: i64,
         /// Only deliveries in this state.
-        #[arg(long, value_enum)]
-        state: Option<DeliveryState>,
+        #[arg(long, value_parser = DELIVERY_STATES)]
+        state: Option<String>,
     },
     /// Queue a subscription's dead letters again.
     Redrive { id: i64 },
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum DeliveryState {
-    Pending,
-    Delivered,
-    Dead,
 }
 
 #[derive(Args, Debug)]
@@ -73,26 +65,17 @@ pub struct CreateArgs {
 }
 
 impl CreateArgs {
-    fn body(&self) -> Value {
-        let mut body = Map::new();
-        body.insert("endPoint".into(), Value::from(self.endpoint.clone()));
-        let optional = [
-            ("resourceFilter", &self.resource),
-            ("sourceFilter", &self.source),
-            ("subjectFilter", &self.subject),
-            ("alternativeSubjectFilter", &self.alternative_subject),
-            ("typeFilter", &self.kind),
-            ("secret", &self.secret),
-        ];
-        for (name, value) in optional {
-            if let Some(value) = value {
-                body.insert(name.into(), Value::from(value.clone()));
-            }
+    fn body(&self) -> SubscriptionRequest {
+        SubscriptionRequest {
+            end_point: Some(self.endpoint.clone()),
+            resource_filter: self.resource.clone(),
+            source_filter: self.source.clone(),
+            subject_filter: self.subject.clone(),
+            alternative_subject_filter: self.alternative_subject.clone(),
+            type_filter: self.kind.clone(),
+            include_subunits: self.include_subunits,
+            secret: self.secret.clone(),
         }
-        if self.include_subunits {
-            body.insert("includeSubunits".into(), Value::Bool(true));
-        }
-        Value::Object(body)
     }
 }
 
@@ -109,11 +92,6 @@ pub async fn run(args: SubscriptionsArgs) -> anyhow::Result<()> {
         Action::Deliveries { id, state } => {
             let mut url = one(*id, "/deliveries");
             if let Some(state) = state {
-                let state = match state {
-                    DeliveryState::Pending => "pending",
-                    DeliveryState::Delivered => "delivered",
-                    DeliveryState::Dead => "dead",
-                };
                 url.query_pairs_mut().append_pair("state", state);
             }
             api.request(Method::GET, url)
@@ -150,7 +128,7 @@ mod tests {
             secret: None,
         };
         assert_eq!(
-            args.body().to_string(),
+            serde_json::to_string(&args.body()).expect("json"),
             r#"{"endPoint":"https://hooks.example.com/x","resourceFilter":"urn:altinn:resource:r","subjectFilter":"/party/1","typeFilter":"a.%","includeSubunits":true}"#
         );
     }

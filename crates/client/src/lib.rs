@@ -1,10 +1,10 @@
-//! The command-line client: `publish`, `query`, `tail` and `subscriptions` talk to a running
-//! Hendelse (or any Altinn Events API) over HTTP. Every failure becomes one line: the problem
-//! details' `detail` for an error response, the root cause for a connection error.
+//! The command-line client of Hendelse: `publish`, `query`, `tail` and `subscriptions` talk to a
+//! running Hendelse (or any Altinn Events API) over HTTP, with the request and response shapes of
+//! `hendelse-wire`. It knows nothing of the server's insides. Every failure becomes one line: the
+//! problem details' `detail` for an error response, the root cause for a connection error.
 
 pub mod publish;
 pub mod query;
-pub mod receive;
 pub mod subscriptions;
 pub mod tail;
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use hendelse_wire::paths;
 use reqwest::{Method, Url};
 use serde_json::value::RawValue;
 
@@ -105,19 +106,19 @@ pub fn plan(
     size: Option<u32>,
 ) -> anyhow::Result<Plan> {
     let stream = matches!(route, Route::Stream);
-    let suffix = if stream { "/stream" } else { "" };
+    let suffix = if stream { paths::STREAM_SUFFIX } else { "" };
     let mut headers = Vec::new();
     let mut params: Vec<(&str, String)> = Vec::new();
     let generic = target.resource.is_some();
     let url = if let Some(resource) = &target.resource {
         params.push(("resource", resource.clone()));
-        api.endpoint(&format!("/events/api/v1/events{suffix}"))
+        api.endpoint(&format!("{}{suffix}", paths::EVENTS))
     } else if let Route::Query { app: Some(app) } = route {
         let (org, name) = app
             .split_once('/')
             .filter(|(org, name)| !org.is_empty() && !name.is_empty() && !name.contains('/'))
             .with_context(|| format!("--app must be ORG/APP (got {app:?})"))?;
-        let mut url = api.endpoint("/events/api/v1/app");
+        let mut url = api.endpoint(paths::APP);
         url.path_segments_mut()
             .map_err(|()| anyhow::anyhow!("the base URL cannot take a path"))?
             .push(org)
@@ -133,7 +134,7 @@ pub fn plan(
         } else {
             anyhow::bail!("say which events: --resource, --party, --unit, --person or --app");
         }
-        api.endpoint(&format!("/events/api/v1/app/party{suffix}"))
+        api.endpoint(&format!("{}{suffix}", paths::APP_PARTY))
     };
     match (&filter.after, &filter.from) {
         (Some(after), _) => params.push(("after", after.clone())),
@@ -231,7 +232,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::Connection;
+    use crate::Connection;
 
     fn api() -> Api {
         Api::new(&Connection {

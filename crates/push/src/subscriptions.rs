@@ -1,0 +1,326 @@
+//! The rules of webhook subscriptions, between the API's routes and the push store: who may
+//! subscribe to what, what a new subscription must name, who owns it, and the validation handshake
+//! that goes out before its first event. The routes only extract, call one function here and
+//! render.
+
+use std::sync::Arc;
+
+use chrono::{SecondsFormat, Utc};
+use hendelse_auth::{Authorizer, Principal, SCOPE_SUBSCRIBE};
+use hendelse_model::RESOURCE_PREFIX;
+use hendelse_model::subject::party_key;
+use hendelse_store::push::{DeliveryState, DeliveryView, NewDelivery, NewSubscription};
+use hendelse_store::{PushStore, StoreError, push::Subscription};
+use hendelse_wire::paths;
+use hendelse_wire::subscriptions::SubscriptionRequest;
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::signing::Secret;
+use crate::{EndpointPolicy, VALIDATION_EVENT_TYPE};
+
+/// Deliveries a listing shows at the most.
+pub const MAX_DELIVERIES: u32 = 1000;
+
+/// Every way a subscription request can fail; the server renders each as problem details.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscriptionError {
+    /// The request is wrong (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The caller may not do this (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such subscription of the caller's: someone else's is as absent as a missing one (404).
+    #[error("there is no subscription {0}")]
+    NotFound(i64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The caller cannot be recorded as the subscriber: a fault of ours.
+    #[error("cannot record the subscriber")]
+    Internal(#[source] serde_json::Error),
+}
+
+/// Subscriptions as their owners manage them.
+pub struct SubscriptionService {
+    store: Arc<dyn PushStore>,
+    authorizer: Arc<dyn Authorizer>,
+    policy: EndpointPolicy,
+    /// This node's delivery workers, when it runs them: new work is theirs at once.
+    wake: Option<Arc<Notify>>,
+}
+
+impl SubscriptionService {
+    pub fn new(
+        store: Arc<dyn PushStore>,
+        authorizer: Arc<dyn Authorizer>,
+        policy: EndpointPolicy,
+        wake: Option<Arc<Notify>>,
+    ) -> Self {
+        SubscriptionService {
+            store,
+            authorizer,
+            policy,
+            wake,
+        }
+    }
+
+    /// Whether `caller`'s token may manage subscriptions at all.
+    pub fn may_subscribe(&self, caller: &Principal) -> Result<(), SubscriptionError> {
+        require_subscribe_scope(caller)
+    }
+
+    fn wake_workers(&self) {
+        if let Some(wake) = &self.wake {
+            wake.notify_one();
+        }
+    }
+
+    /// A new subscription of `caller`'s, once its endpoint and filters pass the rules; its
+    /// validation handshake is queued with it. `public_base` is the API's absolute base URL, the
+    /// handshake's source.
+    pub async fn create(
+        &self,
+        caller: &Principal,
+        request: SubscriptionRequest,
+        public_base: &str,
+    ) -> Result<Subscription, SubscriptionError> {
+        require_subscribe_scope(caller)?;
+        let end_point = given(request.end_point).ok_or_else(|| {
+            SubscriptionError::Invalid("Missing or invalid endpoint to push events towards.".into())
+        })?;
+        crate::endpoint::check(&end_point, self.policy)
+            .await
+            .map_err(|e| SubscriptionError::Invalid(e.to_string()))?;
+        let source_filter = given(request.source_filter);
+        let resource_filter = given(request.resource_filter)
+            .or_else(|| source_filter.as_deref().and_then(app_resource_of))
+            .ok_or_else(|| {
+                SubscriptionError::Invalid(
+                    "A resourceFilter is required (or a sourceFilter naming an app).".into(),
+                )
+            })?;
+        if !resource_filter.starts_with(RESOURCE_PREFIX) {
+            return Err(SubscriptionError::Invalid(format!(
+                "resourceFilter must start with '{RESOURCE_PREFIX}'."
+            )));
+        }
+        let subject_filter = given(request.subject_filter);
+        self.may_read(caller, &resource_filter, subject_filter.as_deref())?;
+        let secret = given(request.secret);
+        if let Some(secret) = &secret {
+            Secret::parse(secret).map_err(|e| SubscriptionError::Invalid(e.to_string()))?;
+        }
+        let consumer = consumer_of(caller);
+        let principal = serde_json::to_string(caller).map_err(SubscriptionError::Internal)?;
+        let spec = NewSubscription {
+            end_point,
+            resource_filter,
+            source_filter,
+            subject_filter,
+            alternative_subject_filter: given(request.alternative_subject_filter),
+            type_filter: given(request.type_filter),
+            include_subunits: request.include_subunits,
+            created_by: consumer.clone(),
+            consumer,
+            principal,
+            secret,
+        };
+        let source_base = format!("{public_base}{}", paths::SUBSCRIPTIONS);
+        let created = self
+            .store
+            .create_subscription(&spec, &|id| handshake(&source_base, id))
+            .await?;
+        self.wake_workers();
+        tracing::info!(subscription = created.id, consumer = %created.spec.consumer, "subscription created");
+        Ok(created)
+    }
+
+    /// Whether `caller` may receive the events of `resource` (about `subject`): the resource's
+    /// owner may have them all; anyone else names a party whose events it may read.
+    fn may_read(
+        &self,
+        caller: &Principal,
+        resource: &str,
+        subject: Option<&str>,
+    ) -> Result<(), SubscriptionError> {
+        if self.authorizer.owns(caller, resource) {
+            return Ok(());
+        }
+        let Some(subject) = subject else {
+            return Err(SubscriptionError::Invalid(
+                "A subjectFilter is required when the subscriber does not own the resource.".into(),
+            ));
+        };
+        if self
+            .authorizer
+            .visibility(caller)
+            .covers(Some(&party_key(subject)), Some(resource))
+        {
+            Ok(())
+        } else {
+            Err(SubscriptionError::Forbidden(format!(
+                "the subscriber may not read events of {resource} about {subject}"
+            )))
+        }
+    }
+
+    /// The caller's subscriptions.
+    pub async fn list(&self, caller: &Principal) -> Result<Vec<Subscription>, SubscriptionError> {
+        require_subscribe_scope(caller)?;
+        Ok(self.store.subscriptions_of(&consumer_of(caller)).await?)
+    }
+
+    /// The caller's own subscription `id`.
+    pub async fn get(
+        &self,
+        caller: &Principal,
+        id: i64,
+    ) -> Result<Subscription, SubscriptionError> {
+        require_subscribe_scope(caller)?;
+        match self.store.subscription(id).await? {
+            Some(s) if s.spec.consumer == consumer_of(caller) => Ok(s),
+            _ => Err(SubscriptionError::NotFound(id)),
+        }
+    }
+
+    /// Deletes the caller's subscription `id` with its pending deliveries; returns what it was.
+    pub async fn delete(
+        &self,
+        caller: &Principal,
+        id: i64,
+    ) -> Result<Subscription, SubscriptionError> {
+        let subscription = self.get(caller, id).await?;
+        if !self.store.delete_subscription(id).await? {
+            return Err(SubscriptionError::NotFound(id));
+        }
+        tracing::info!(subscription = id, "subscription deleted");
+        Ok(subscription)
+    }
+
+    /// Recent deliveries of the caller's subscription `id`, newest first, in `state` if given.
+    pub async fn deliveries(
+        &self,
+        caller: &Principal,
+        id: i64,
+        state: Option<&str>,
+    ) -> Result<Vec<DeliveryView>, SubscriptionError> {
+        self.get(caller, id).await?;
+        let filter = match state.filter(|s| !s.is_empty()) {
+            None => None,
+            Some(text) => Some(DeliveryState::parse(text).ok_or_else(|| {
+                SubscriptionError::Invalid(format!(
+                    "state must be pending, delivered or dead (got '{text}')"
+                ))
+            })?),
+        };
+        Ok(self.store.deliveries(id, filter, MAX_DELIVERIES).await?)
+    }
+
+    /// Puts the dead letters of the caller's subscription `id` back in the queue; returns how
+    /// many.
+    pub async fn redrive(&self, caller: &Principal, id: i64) -> Result<u64, SubscriptionError> {
+        self.get(caller, id).await?;
+        let requeued = self.store.redrive(id, Utc::now()).await?;
+        self.wake_workers();
+        tracing::info!(subscription = id, requeued, "dead letters redriven");
+        Ok(requeued)
+    }
+}
+
+fn require_subscribe_scope(caller: &Principal) -> Result<(), SubscriptionError> {
+    if caller.has_scope(SCOPE_SUBSCRIBE) {
+        Ok(())
+    } else {
+        Err(SubscriptionError::Forbidden(format!(
+            "the token lacks the scope {SCOPE_SUBSCRIBE}"
+        )))
+    }
+}
+
+/// Who owns the subscriptions a principal creates, in Altinn's notation.
+fn consumer_of(caller: &Principal) -> String {
+    match caller {
+        Principal::Org { org: Some(org), .. } => format!("/org/{org}"),
+        Principal::Org {
+            org_number: Some(orgno),
+            ..
+        } => format!("/organisation/{orgno}"),
+        Principal::Org { .. } => "/org/unknown".to_owned(),
+        Principal::Person {
+            user_id: Some(id), ..
+        } => format!("/user/{id}"),
+        Principal::Person { pid, .. } => format!("/person/{pid}"),
+    }
+}
+
+/// An empty text counts as absent.
+fn given(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// The validation event for subscription `id`, whose source is the subscription's own URL.
+fn handshake(source_base: &str, id: i64) -> NewDelivery {
+    let event_id = uuid::Uuid::new_v4().to_string();
+    let body = json!({
+        "specversion": "1.0",
+        "id": event_id,
+        "type": VALIDATION_EVENT_TYPE,
+        "source": format!("{source_base}/{id}"),
+        "time": Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+    })
+    .to_string();
+    NewDelivery {
+        subscription_id: id,
+        event_seq: None,
+        webhook_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
+        event_id,
+        body,
+    }
+}
+
+/// `urn:altinn:resource:app_{org}_{app}` from an app source filter
+/// (`https://{org}.apps.{host}/{org}/{app}…`).
+fn app_resource_of(source_filter: &str) -> Option<String> {
+    let rest = source_filter.strip_prefix("https://")?;
+    let (host, path) = rest.split_once('/')?;
+    let (host_org, domain) = host.split_once('.')?;
+    let mut segments = path.split('/');
+    let org = segments.next()?;
+    let app = segments.next()?;
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    (host_org == org && domain.starts_with("apps.") && plain(org) && plain(app))
+        .then(|| format!("{RESOURCE_PREFIX}app_{org}_{app}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_sources_name_their_resource() {
+        assert_eq!(
+            app_resource_of("https://ttd.apps.altinn.no/ttd/app-1/instances/%").as_deref(),
+            Some("urn:altinn:resource:app_ttd_app-1")
+        );
+        assert_eq!(app_resource_of("https://ttd.apps.altinn.no/skd/app/"), None);
+        assert_eq!(app_resource_of("https://example.com/ttd/app/"), None);
+        assert_eq!(app_resource_of("https://ttd.apps.altinn.no/ttd/ap%"), None);
+    }
+
+    #[test]
+    fn subscribers_are_named_as_altinn_does() {
+        let org = Principal::Org {
+            org: Some("ttd".into()),
+            org_number: Some("991825827".into()),
+            scopes: Vec::new(),
+        };
+        assert_eq!(consumer_of(&org), "/org/ttd");
+        assert_eq!(given(Some("  ".into())), None);
+        assert_eq!(given(Some(" x ".into())).as_deref(), Some("x"));
+    }
+}

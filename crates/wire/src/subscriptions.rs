@@ -1,0 +1,117 @@
+//! Webhook subscriptions and their deliveries, in Altinn's shapes (camelCase, `endPoint`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// A new subscription; see the README's "Webhooks" for the rules. Empty texts count as absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_point: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_filter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_filter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_filter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alternative_subject_filter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub type_filter: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub include_subunits: bool,
+    /// Standard Webhooks signing secret (`whsec_` + base64); never shown again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// A subscription as the API shows it; the secret never leaves the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Subscription {
+    pub id: i64,
+    pub end_point: String,
+    pub resource_filter: String,
+    pub source_filter: Option<String>,
+    pub subject_filter: Option<String>,
+    pub alternative_subject_filter: Option<String>,
+    pub type_filter: Option<String>,
+    pub include_subunits: bool,
+    pub consumer: String,
+    pub created_by: String,
+    pub created: String,
+    pub validated: bool,
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    pub has_secret: bool,
+}
+
+/// `{"count", "subscriptions"}`, as Altinn answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SubscriptionList {
+    pub count: usize,
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// The states a delivery can be in, as the `state` parameter and field write them.
+pub const DELIVERY_STATES: [&str; 3] = ["pending", "delivered", "dead"];
+
+/// One delivery of an event to a subscription, with every attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    pub id: i64,
+    pub event_id: String,
+    pub webhook_id: String,
+    /// pending, delivered or dead
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt: Option<String>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    /// Every attempt: `at`, `status`, `error`.
+    pub history: Vec<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryList {
+    pub count: usize,
+    pub deliveries: Vec<Delivery>,
+}
+
+/// The answer of a redrive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Redriven {
+    pub requeued: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_carries_only_what_was_given() {
+        let request = SubscriptionRequest {
+            end_point: Some("https://hooks.example.com/x".into()),
+            subject_filter: Some("/party/1".into()),
+            ..SubscriptionRequest::default()
+        };
+        let json = serde_json::to_string(&request).expect("json");
+        assert_eq!(
+            json,
+            r#"{"endPoint":"https://hooks.example.com/x","subjectFilter":"/party/1"}"#
+        );
+        let back: SubscriptionRequest = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, request);
+        let minimal: SubscriptionRequest =
+            serde_json::from_str(r#"{"includeSubunits":true}"#).expect("parses");
+        assert!(minimal.include_subunits && minimal.end_point.is_none());
+    }
+}

@@ -1,5 +1,7 @@
 //! The dialog service: every operation of the service-owner and end-user APIs, with its
 //! authorization, revision checks and the events it writes to the outbox in the same transaction.
+//! (Over 600 lines because it is one type whose operations share one load-change-retry protocol;
+//! what a change does to a dialog is in `changes.rs`, validation in `validate.rs`.)
 
 use std::sync::Arc;
 
@@ -13,77 +15,23 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::changes::{add_items, new_items, replace_with};
 use crate::error::DialogError;
 use crate::events::{
     DIALOG_CREATED, DIALOG_DELETED, DIALOG_RESTORED, DIALOG_SEEN, DIALOG_UPDATED, Occurrence,
     outbox_event,
 };
 use crate::model::{
-    Activity, ActivityInput, Dialog, DialogInput, DialogView, Page, Problems, SeenBy, SeenView,
-    Transmission, TransmissionInput, check_activity, check_fields, check_id, check_party,
-    check_resource, check_transmission,
+    ActivityInput, Dialog, DialogInput, DialogView, Page, SeenBy, SeenView, TransmissionInput,
+};
+use crate::request::{Conditions, ListParams};
+use crate::validate::{
+    Problems, check_activity, check_fields, check_id, check_party, check_resource,
+    check_transmission,
 };
 
 /// How often a change is tried again when another change of the same dialog wins the race.
 const MAX_ATTEMPTS: usize = 8;
-pub const DEFAULT_PAGE: u32 = 100;
-pub const MAX_PAGE: u32 = 1000;
-
-/// The conditions of a change request.
-#[derive(Debug, Clone, Default)]
-pub struct Conditions {
-    /// The change applies only to a dialog at one of these revisions (`If-Match`).
-    pub if_match: Option<Precondition>,
-    /// `isSilentUpdate=true`: publish nothing, and do not count as a change that users have yet to
-    /// see (the revision still changes).
-    pub silent: bool,
-}
-
-/// The revisions a change is made on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Precondition {
-    /// Whatever the dialog's revision is.
-    Any,
-    /// Only one of these (none: no revision will do).
-    OneOf(Vec<Uuid>),
-}
-
-impl Precondition {
-    pub fn allows(&self, revision: &Uuid) -> bool {
-        match self {
-            Precondition::Any => true,
-            Precondition::OneOf(revisions) => revisions.contains(revision),
-        }
-    }
-}
-
-/// Filters of a listing and where its page starts.
-#[derive(Debug, Clone)]
-pub struct ListParams {
-    pub service_resources: Vec<String>,
-    pub parties: Vec<String>,
-    /// Dialogporten's status names, as [`crate::model::parse_status`] gives them.
-    pub statuses: Vec<String>,
-    /// Service owners only; end users never see deleted dialogs.
-    pub deleted: DeletedFilter,
-    /// Page size, 1 to [`MAX_PAGE`].
-    pub limit: u32,
-    /// The continuation token of the previous page: the position after which this one starts.
-    pub after: i64,
-}
-
-impl Default for ListParams {
-    fn default() -> Self {
-        ListParams {
-            service_resources: Vec::new(),
-            parties: Vec::new(),
-            statuses: Vec::new(),
-            deleted: DeletedFilter::Exclude,
-            limit: DEFAULT_PAGE,
-            after: 0,
-        }
-    }
-}
 
 /// The change's time, to the microsecond the store keeps.
 fn now() -> DateTime<Utc> {
@@ -151,116 +99,6 @@ fn service_owner(caller: &Principal) -> Result<&str, DialogError> {
             "the service-owner API needs an org token (claim urn:altinn:org)".into(),
         )
     })
-}
-
-/// New activities and transmissions of a request: those whose id the dialog already has are
-/// skipped (activities and transmissions never change once added); a repeated new id is an error.
-fn new_items(
-    activities: &[ActivityInput],
-    transmissions: &[TransmissionInput],
-    dialog: &Dialog,
-    now: DateTime<Utc>,
-    problems: &mut Problems,
-) -> (Vec<(Activity, &'static str)>, Vec<Transmission>) {
-    let known = |id: &Option<String>, existing: &[Uuid]| {
-        id.as_deref()
-            .and_then(|t| Uuid::parse_str(t.trim()).ok())
-            .is_some_and(|id| existing.contains(&id))
-    };
-    let activity_ids: Vec<Uuid> = dialog.activities.iter().map(|a| a.id).collect();
-    let transmission_ids: Vec<Uuid> = dialog.transmissions.iter().map(|t| t.id).collect();
-    let mut new_transmissions: Vec<Transmission> = Vec::new();
-    for (i, input) in transmissions.iter().enumerate() {
-        if known(&input.id, &transmission_ids) {
-            continue;
-        }
-        let field = format!("transmissions[{i}]");
-        if let Some(t) = check_transmission(&field, input, now, problems) {
-            if new_transmissions.iter().any(|n| n.id == t.id) {
-                problems.add(format!("{field}.id"), "is used twice");
-            } else {
-                new_transmissions.push(t);
-            }
-        }
-    }
-    let mut new_activities: Vec<(Activity, &'static str)> = Vec::new();
-    for (i, input) in activities.iter().enumerate() {
-        if known(&input.id, &activity_ids) {
-            continue;
-        }
-        let field = format!("activities[{i}]");
-        if let Some((a, suffix)) = check_activity(&field, input, now, problems) {
-            if new_activities.iter().any(|(n, _)| n.id == a.id) {
-                problems.add(format!("{field}.id"), "is used twice");
-            } else {
-                new_activities.push((a, suffix));
-            }
-        }
-    }
-    (new_activities, new_transmissions)
-}
-
-/// Adds the new items to the dialog; the occurrences in the order the events go out: activities,
-/// then transmissions.
-fn add_items(
-    dialog: &mut Dialog,
-    activities: Vec<(Activity, &'static str)>,
-    transmissions: Vec<Transmission>,
-    occurrences: &mut Vec<Occurrence>,
-) {
-    for (activity, suffix) in activities {
-        dialog.activities.push(activity.clone());
-        occurrences.push(Occurrence::Activity(activity, suffix));
-    }
-    for transmission in transmissions {
-        dialog.transmissions.push(transmission.clone());
-        occurrences.push(Occurrence::Transmission(transmission));
-    }
-}
-
-/// A replace of the dialog's fields by `input`, adding its new activities and transmissions.
-fn replace_with(
-    dialog: &mut Dialog,
-    input: &DialogInput,
-    now: DateTime<Utc>,
-) -> Result<Vec<Occurrence>, DialogError> {
-    let mut problems = Problems::default();
-    let unchanged = |given: &Option<String>, current: &str, same: &dyn Fn(&str) -> bool| {
-        given
-            .as_deref()
-            .map(str::trim)
-            .is_none_or(|g| g == current || same(g))
-    };
-    if !unchanged(&input.id, &dialog.id.to_string(), &|g| {
-        Uuid::parse_str(g).is_ok_and(|g| g == dialog.id)
-    }) {
-        problems.add("id", "cannot be changed");
-    }
-    if !unchanged(&input.service_resource, &dialog.service_resource, &|_| {
-        false
-    }) {
-        problems.add("serviceResource", "cannot be changed");
-    }
-    if !unchanged(&input.party, &dialog.party, &|g| {
-        party_key(g) == party_key(&dialog.party)
-    }) {
-        problems.add("party", "cannot be changed");
-    }
-    let fields = check_fields(input, &mut problems);
-    let (activities, transmissions) = new_items(
-        input.activities.as_deref().unwrap_or_default(),
-        input.transmissions.as_deref().unwrap_or_default(),
-        dialog,
-        now,
-        &mut problems,
-    );
-    if !problems.is_empty() {
-        return Err(problems.0.into());
-    }
-    fields.apply(dialog);
-    let mut occurrences = vec![Occurrence::Dialog(DIALOG_UPDATED)];
-    add_items(dialog, activities, transmissions, &mut occurrences);
-    Ok(occurrences)
 }
 
 /// Dialogs and their events. Cheap to clone.

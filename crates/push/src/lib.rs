@@ -33,6 +33,9 @@ pub struct PushConfig {
     pub timeout: Duration,
     /// Deliveries in flight at once on this node.
     pub concurrency: usize,
+    /// Deliveries of one subscription in flight at once on this node (at most `concurrency`), so
+    /// that one slow or hanging endpoint holds only so many of the slots.
+    pub per_subscription: usize,
     pub policy: EndpointPolicy,
     /// How often the dispatcher and the workers look for work nobody told them about (other
     /// nodes' events, retries coming due).
@@ -45,6 +48,7 @@ impl Default for PushConfig {
             schedule: RetrySchedule::default(),
             timeout: Duration::from_secs(30),
             concurrency: 32,
+            per_subscription: 8,
             policy: EndpointPolicy::default(),
             poll_interval: Duration::from_millis(250),
         }

@@ -49,10 +49,14 @@ pub async fn run(
 ) {
     let owner = format!("worker-{}", uuid::Uuid::new_v4().simple());
     let concurrency = config.concurrency.max(1);
-    // One endpoint may hold a quarter of the slots: a slow one cannot starve the others.
-    let per_subscription = u32::try_from((concurrency / 4).max(1)).unwrap_or(u32::MAX);
+    // One endpoint may hold only so many slots: a slow one cannot starve the others.
+    let per_subscription =
+        u32::try_from(config.per_subscription.clamp(1, concurrency)).unwrap_or(u32::MAX);
     let slots = Arc::new(Semaphore::new(concurrency));
     let in_flight = Arc::new(Mutex::new(HashMap::<i64, u32>::new()));
+    // Rung by every finished (and recorded) attempt: its subscription has room again, or has
+    // just been validated, so that is the moment to lease, not the next poll.
+    let freed = Arc::new(Notify::new());
     let lease_for = config.timeout + Duration::from_secs(30);
     let grace = config.timeout.min(Duration::from_secs(10));
     let (recorder, records) = mpsc::channel(concurrency.saturating_mul(2));
@@ -71,11 +75,20 @@ pub async fn run(
             permit = slots.acquire() => drop(permit),
             _ = shutdown.changed() => continue,
         }
-        let exclude: Vec<i64> = lock(&in_flight)
-            .iter()
-            .filter(|(_, n)| **n >= per_subscription)
-            .map(|(id, _)| *id)
-            .collect();
+        let (exclude, room): (Vec<i64>, Vec<(i64, u32)>) = {
+            let counts = lock(&in_flight);
+            let exclude = counts
+                .iter()
+                .filter(|(_, n)| **n >= per_subscription)
+                .map(|(id, _)| *id)
+                .collect();
+            let room = counts
+                .iter()
+                .filter(|(_, n)| **n < per_subscription)
+                .map(|(id, n)| (*id, per_subscription - n))
+                .collect();
+            (exclude, room)
+        };
         let now = Utc::now();
         let request = LeaseRequest {
             owner: &context.owner,
@@ -84,6 +97,7 @@ pub async fn run(
             limit: u32::try_from(slots.available_permits()).unwrap_or(u32::MAX),
             per_subscription,
             exclude: &exclude,
+            room: &room,
         };
         let leased = match context.push.lease(&request).await {
             Ok(leased) => leased,
@@ -93,8 +107,12 @@ pub async fn run(
             }
         };
         if leased.is_empty() {
+            // Nothing due that has room. A finished attempt may make some: room for a
+            // subscription at its cap, or a validated subscription whose queue may now go out.
+            // New work, a retry coming due or another node's work come with a wake or the poll.
             tokio::select! {
                 _ = wake.notified() => {}
+                _ = freed.notified() => {}
                 _ = shutdown.changed() => {}
                 _ = tokio::time::sleep(context.config.poll_interval) => {}
             }
@@ -108,20 +126,24 @@ pub async fn run(
             let subscription = subscriptions.get(&delivery.subscription_id).cloned();
             let context = context.clone();
             let in_flight = in_flight.clone();
+            let freed = freed.clone();
             *lock(&in_flight)
                 .entry(delivery.subscription_id)
                 .or_default() += 1;
             tokio::spawn(async move {
                 let id = delivery.subscription_id;
                 context.deliver(delivery, subscription).await;
-                let mut counts = lock(&in_flight);
-                if let Some(n) = counts.get_mut(&id) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        counts.remove(&id);
+                {
+                    let mut counts = lock(&in_flight);
+                    if let Some(n) = counts.get_mut(&id) {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            counts.remove(&id);
+                        }
                     }
                 }
                 drop(permit);
+                freed.notify_one();
             });
         }
     }

@@ -126,7 +126,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub push: PushArgs,
     #[command(flatten)]
-    pub dialog: crate::dialogs::DialogArgs,
+    pub dialog: crate::dialog_settings::DialogArgs,
 }
 
 #[derive(Args, Clone)]
@@ -154,6 +154,18 @@ pub struct PushArgs {
     /// Webhook requests in flight at once on this node.
     #[arg(long, env = "HENDELSE_PUSH_CONCURRENCY", default_value_t = 32, value_parser = at_least_one)]
     pub push_concurrency: usize,
+    /// Webhook requests of one subscription in flight at once on this node, so that one slow
+    /// endpoint cannot hold every slot (default: a quarter of --push-concurrency).
+    #[arg(long, env = "HENDELSE_PUSH_PER_SUBSCRIPTION", value_parser = at_least_one)]
+    pub push_per_subscription: Option<usize>,
+}
+
+impl PushArgs {
+    /// `--push-per-subscription`, or its default.
+    pub fn per_subscription(&self) -> usize {
+        self.push_per_subscription
+            .unwrap_or((self.push_concurrency / 4).max(1))
+    }
 }
 
 impl ServeArgs {
@@ -162,6 +174,14 @@ impl ServeArgs {
     pub fn validate(&self) -> anyhow::Result<()> {
         if let Some(url) = &self.public_url {
             absolute_http_url("--public-url", url)?;
+        }
+        if let Some(n) = self.push.push_per_subscription
+            && n > self.push.push_concurrency
+        {
+            anyhow::bail!(
+                "--push-per-subscription ({n}) cannot exceed --push-concurrency ({})",
+                self.push.push_concurrency
+            );
         }
         self.dialog.validate()
     }

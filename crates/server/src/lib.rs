@@ -9,7 +9,7 @@ mod app;
 mod caller;
 pub mod cli;
 mod config;
-mod dialogs;
+mod dialog_settings;
 mod events;
 mod listen;
 mod logging;

@@ -87,6 +87,7 @@ pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> any
             schedule: args.push.retry_schedule.clone(),
             timeout: Duration::from_secs(args.push.webhook_timeout),
             concurrency: args.push.push_concurrency,
+            per_subscription: args.push.per_subscription(),
             policy: endpoint_policy,
             ..PushConfig::default()
         };

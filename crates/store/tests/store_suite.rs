@@ -617,6 +617,7 @@ async fn lease(
             limit,
             per_subscription: 10_000,
             exclude: &[],
+            room: &[],
         })
         .await
 }
@@ -1067,6 +1068,7 @@ async fn one_subscription_cannot_take_every_lease(store: Arc<dyn Store>) {
         limit: 20,
         per_subscription: 4,
         exclude,
+        room: &[],
     };
     let first = store.lease(&request(&[])).await.expect("lease");
     let of = |leased: &[LeasedDelivery], id: i64| {
@@ -1081,5 +1083,16 @@ async fn one_subscription_cannot_take_every_lease(store: Arc<dyn Store>) {
     assert_eq!(of(&second, fast), 1, "the last of fast");
     // Released leases are offered again at once.
     assert_eq!(store.release("w").await.expect("release"), 9);
+    // With three of `slow` still in flight, a lease tops it up to its cap and no further.
+    let room: &'static [(i64, u32)] = Box::leak(vec![(slow, 1)].into_boxed_slice());
+    let topped = store
+        .lease(&LeaseRequest {
+            room,
+            ..request(&[])
+        })
+        .await
+        .expect("lease");
+    assert_eq!((of(&topped, slow), of(&topped, fast)), (1, 4));
+    assert_eq!(store.release("w").await.expect("release"), 5);
     assert_eq!(store.lease(&request(&[])).await.expect("lease").len(), 8);
 }

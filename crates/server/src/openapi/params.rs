@@ -41,6 +41,16 @@ const fn header(name: &'static str, description: &'static str) -> Declared {
     }
 }
 
+/// A path segment, which is always there.
+const fn path(name: &'static str, description: &'static str) -> Declared {
+    Declared {
+        name,
+        place: ParameterIn::Path,
+        value: Value::Text,
+        description,
+    }
+}
+
 fn build(declared: &[Declared]) -> Vec<Parameter> {
     declared
         .iter()
@@ -57,7 +67,11 @@ fn build(declared: &[Declared]) -> Vec<Parameter> {
             ParameterBuilder::new()
                 .name(d.name)
                 .parameter_in(d.place.clone())
-                .required(Required::False)
+                .required(if matches!(d.place, ParameterIn::Path) {
+                    Required::True
+                } else {
+                    Required::False
+                })
                 .description(Some(d.description))
                 .schema(Some(schema))
                 .explode(matches!(d.value, Value::Texts).then_some(true))
@@ -106,6 +120,8 @@ params! {
         query("after", Value::Text, "Replay from after this event id"),
         header("Last-Event-ID", "Resume after this event id"),
     ];
+    /// The dialog a route is about.
+    DialogId => [path("id", "Dialog id (UUID)")];
     /// The conditions of a change of a dialog.
     ChangeConditions => [
         query("isSilentUpdate", Value::Boolean, "true: publish nothing"),

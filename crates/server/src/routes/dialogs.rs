@@ -5,11 +5,12 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use hendelse_dialog::model::parse_status;
-use hendelse_dialog::service::{DEFAULT_PAGE, MAX_PAGE};
+use hendelse_dialog::request::{DEFAULT_PAGE, MAX_PAGE};
+use hendelse_dialog::validate::parse_status;
 use hendelse_dialog::{Conditions, ListParams, Precondition};
 use hendelse_store::dialog::DeletedFilter;
 use serde_json::Value;
@@ -17,7 +18,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::caller::Caller;
-use crate::openapi::params::{ChangeConditions, DialogFilters};
+use crate::openapi::params::{ChangeConditions, DialogFilters, DialogId};
 use crate::openapi::problems::{
     BadRequest, Conflict, Gone, NotFound, PreconditionFailed, Refusals, StorageFull,
 };
@@ -124,12 +125,46 @@ fn etag(revision: &Uuid) -> String {
     format!("\"{revision}\"")
 }
 
-fn json_body(body: &Bytes) -> Result<Value, ApiError> {
-    if body.is_empty() {
-        return Err(ApiError::BadRequest("a JSON body is required".into()));
+/// The conditions of a change: `If-Match` and `isSilentUpdate`.
+pub struct Change(Conditions);
+
+impl<S: Send + Sync> FromRequestParts<S> for Change {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let params = Params::parse(parts.uri.query());
+        conditions(&parts.headers, &params).map(Change)
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))
+}
+
+/// `isSilentUpdate` alone, where `If-Match` means nothing (a new dialog, a read).
+pub struct Silent(bool);
+
+impl<S: Send + Sync> FromRequestParts<S> for Silent {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        silent(&Params::parse(parts.uri.query())).map(Silent)
+    }
+}
+
+/// A JSON request body; an empty or malformed one is a 400.
+pub struct JsonBody(Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if body.is_empty() {
+            return Err(ApiError::BadRequest("a JSON body is required".into()).into_response());
+        }
+        serde_json::from_slice(&body).map(JsonBody).map_err(|e| {
+            ApiError::BadRequest(format!("the body is not valid JSON: {e}")).into_response()
+        })
+    }
 }
 
 fn with_etag(mut response: Response, revision: &Uuid) -> Response {
@@ -169,14 +204,10 @@ fn no_content(revision: &Uuid) -> Response {
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
+    Silent(silent): Silent,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let silent = silent(&Params::parse(raw.as_deref()))?;
-    let dialog = state
-        .dialogs
-        .create(&caller, json_body(&body)?, silent)
-        .await?;
+    let dialog = state.dialogs.create(&caller, body, silent).await?;
     Ok(created(
         format!("{SERVICE_OWNER_BASE}/{}", dialog.id),
         &dialog.id,
@@ -214,7 +245,7 @@ pub async fn list(
     get,
     path = "/dialogporten/api/v1/serviceowner/dialogs/{id}",
     tag = TAG,
-    params(("id" = String, Path, description = "Dialog id (UUID)")),
+    params(DialogId),
     responses(
         (status = 200, description = "The dialog, with seenSinceLastUpdate; ETag is its revision", body = Value, headers(("ETag" = String))),
         NotFound, Refusals
@@ -238,7 +269,7 @@ pub async fn get(
     tag = TAG,
     description = "Replace the dialog's fields (absent ones become empty; status is kept when absent). Activities and transmissions are append-only: those with new ids are added. Publishes dialogporten.dialog.updated.v1, then one event per new activity and transmission.",
     params(
-        ("id" = String, Path, description = "Dialog id (UUID)"),
+        DialogId,
         ChangeConditions
     ),
     request_body(content = Value, description = "The dialog's fields"),
@@ -252,14 +283,12 @@ pub async fn replace(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
+    Change(conditions): Change,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let conditions = conditions(&headers, &Params::parse(raw.as_deref()))?;
     let dialog = state
         .dialogs
-        .replace(&caller, &id, json_body(&body)?, &conditions)
+        .replace(&caller, &id, body, &conditions)
         .await?;
     Ok(no_content(&dialog.revision))
 }
@@ -271,7 +300,7 @@ pub async fn replace(
     tag = TAG,
     description = "Apply a JSON Patch (RFC 6902, application/json-patch+json) to the dialog as GET shows it; then as PUT.",
     params(
-        ("id" = String, Path, description = "Dialog id (UUID)"),
+        DialogId,
         ChangeConditions
     ),
     request_body(content = Value, content_type = "application/json-patch+json", description = "An array of JSON Patch operations"),
@@ -285,15 +314,10 @@ pub async fn patch(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
+    Change(conditions): Change,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let conditions = conditions(&headers, &Params::parse(raw.as_deref()))?;
-    let dialog = state
-        .dialogs
-        .patch(&caller, &id, json_body(&body)?, &conditions)
-        .await?;
+    let dialog = state.dialogs.patch(&caller, &id, body, &conditions).await?;
     Ok(no_content(&dialog.revision))
 }
 
@@ -304,7 +328,7 @@ pub async fn patch(
     tag = TAG,
     description = "Soft delete: publishes dialogporten.dialog.deleted.v1. End users no longer see the dialog; restore undoes it.",
     params(
-        ("id" = String, Path, description = "Dialog id (UUID)"),
+        DialogId,
         ChangeConditions
     ),
     responses(
@@ -317,10 +341,8 @@ pub async fn delete(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
+    Change(conditions): Change,
 ) -> Result<Response, ApiError> {
-    let conditions = conditions(&headers, &Params::parse(raw.as_deref()))?;
     let dialog = state.dialogs.delete(&caller, &id, &conditions).await?;
     Ok(no_content(&dialog.revision))
 }
@@ -332,7 +354,7 @@ pub async fn delete(
     tag = TAG,
     description = "Undo a soft delete: publishes dialogporten.dialog.restored.v1 (a dialog that is not deleted is left as it is).",
     params(
-        ("id" = String, Path, description = "Dialog id (UUID)"),
+        DialogId,
         ChangeConditions
     ),
     responses(
@@ -345,10 +367,8 @@ pub async fn restore(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
+    Change(conditions): Change,
 ) -> Result<Response, ApiError> {
-    let conditions = conditions(&headers, &Params::parse(raw.as_deref()))?;
     let dialog = state.dialogs.restore(&caller, &id, &conditions).await?;
     Ok(no_content(&dialog.revision))
 }
@@ -360,7 +380,7 @@ pub async fn restore(
     tag = TAG,
     description = "Remove the dialog for good: publishes dialogporten.dialog.deleted.v1 when it was not deleted, nothing when it was.",
     params(
-        ("id" = String, Path, description = "Dialog id (UUID)"),
+        DialogId,
         ChangeConditions
     ),
     responses(
@@ -373,10 +393,8 @@ pub async fn purge(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
+    Change(conditions): Change,
 ) -> Result<Response, ApiError> {
-    let conditions = conditions(&headers, &Params::parse(raw.as_deref()))?;
     state.dialogs.purge(&caller, &id, &conditions).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -388,7 +406,7 @@ pub async fn purge(
     tag = TAG,
     description = "Add one activity: publishes dialogporten.dialog.updated.v1 and dialogporten.dialog.activity.<type>.v1.",
     params(
-        ("id" = String, Path, description = "Dialog id (UUID)"),
+        DialogId,
         ChangeConditions
     ),
     request_body(content = Value, description = "type (Dialogporten's name, e.g. SignatureProvided), optional id, extendedType, createdAt, transmissionId, performedBy, description"),
@@ -402,14 +420,12 @@ pub async fn add_activity(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
+    Change(conditions): Change,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let conditions = conditions(&headers, &Params::parse(raw.as_deref()))?;
     let (dialog, activity) = state
         .dialogs
-        .add_activity(&caller, &id, json_body(&body)?, &conditions)
+        .add_activity(&caller, &id, body, &conditions)
         .await?;
     Ok(created(
         format!("{SERVICE_OWNER_BASE}/{}/activities/{activity}", dialog.id),
@@ -425,7 +441,7 @@ pub async fn add_activity(
     tag = TAG,
     description = "Add one transmission: publishes dialogporten.dialog.updated.v1 and dialogporten.dialog.transmission.created.v1.",
     params(
-        ("id" = String, Path, description = "Dialog id (UUID)"),
+        DialogId,
         ChangeConditions
     ),
     request_body(content = Value, description = "type (Information, Acceptance, Rejection, Request, Alert, Decision, Submission, Correction), sender {actorType: ServiceOwner or PartyRepresentative}, optional id, extendedType, createdAt, relatedTransmissionId, content, attachments"),
@@ -439,14 +455,12 @@ pub async fn add_transmission(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
+    Change(conditions): Change,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let conditions = conditions(&headers, &Params::parse(raw.as_deref()))?;
     let (dialog, transmission) = state
         .dialogs
-        .add_transmission(&caller, &id, json_body(&body)?, &conditions)
+        .add_transmission(&caller, &id, body, &conditions)
         .await?;
     Ok(created(
         format!(
@@ -495,7 +509,7 @@ pub async fn enduser_list(
     tag = TAG,
     description = "One dialog of a party the caller may read. The first read by a user after a change marks it seen: publishes dialogporten.dialog.updated.v1 and dialogporten.dialog.seen.v1, once per user and change.",
     params(
-        ("id" = String, Path, description = "Dialog id (UUID)"),
+        DialogId,
         ("isSilentUpdate" = Option<bool>, Query, description = "true: do not mark the dialog seen")
     ),
     responses(
@@ -508,9 +522,8 @@ pub async fn enduser_get(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    Silent(silent): Silent,
 ) -> Result<Response, ApiError> {
-    let silent = silent(&Params::parse(raw.as_deref()))?;
     let view = state.dialogs.enduser_get(&caller, &id, silent).await?;
     let revision = view.dialog.revision;
     Ok(with_etag(Json(view).into_response(), &revision))

@@ -54,15 +54,7 @@ pub async fn app_party(
 ) -> Result<Response, ApiError> {
     let params = Params::parse(uri.query());
     let query = app_party_query(&state, &caller, &params, &headers, Start::Required)?;
-    respond(
-        &state,
-        &params,
-        &headers,
-        uri.path(),
-        query,
-        params.one("after")?,
-    )
-    .await
+    respond(&state, &params, &headers, uri.path(), query).await
 }
 
 /// The query of `/app/party` (and its stream).
@@ -108,15 +100,7 @@ pub async fn app_events(
     let mut query = app_query(&params, &headers, false, Start::Required)?;
     query.resource = Some(format!("{RESOURCE_PREFIX}app_{org}_{app}"));
     state.events.restrict(&caller, &mut query);
-    respond(
-        &state,
-        &params,
-        &headers,
-        uri.path(),
-        query,
-        params.one("after")?,
-    )
-    .await
+    respond(&state, &params, &headers, uri.path(), query).await
 }
 
 /// `GET /events/api/v1/events`: generic events of one resource.
@@ -145,15 +129,7 @@ pub async fn generic_events(
 ) -> Result<Response, ApiError> {
     let params = Params::parse(uri.query());
     let query = generic_query(&state, &caller, &params, &headers, Start::Required)?;
-    respond(
-        &state,
-        &params,
-        &headers,
-        uri.path(),
-        query,
-        params.one("after")?,
-    )
-    .await
+    respond(&state, &params, &headers, uri.path(), query).await
 }
 
 /// The query of `/events` (and its stream).
@@ -297,8 +273,8 @@ async fn respond(
     headers: &HeaderMap,
     path: &str,
     query: EventQuery,
-    after: Option<&str>,
 ) -> Result<Response, ApiError> {
+    let after = params.one("after")?;
     let after_source = params.one(params::AFTER_SOURCE)?;
     let page = state.events.page(query, after, after_source).await?;
     let next = format!(

@@ -1,0 +1,484 @@
+//! The SQL of [`super::PushStore`], written once and instantiated per backend: `$n` placeholders
+//! work on SQLite too, and the few spellings that differ come in as the macro's arguments.
+
+/// Implements [`PushStore`] for a backend: `$store` with pools `$read`/`$write` of database `$db`,
+/// `$tip` the SQL of the current end of the log, `$skip_locked` the locking clause of the lease.
+macro_rules! impl_push_store {
+    ($store:ty, $db:ty, read: $read:ident, write: $write:ident, tip: $tip:expr, skip_locked: $skip_locked:expr) => {
+        impl $store {
+            fn subscription_from(
+                row: &<$db as sqlx::Database>::Row,
+            ) -> Result<$crate::push::Subscription, $crate::StoreError> {
+                use sqlx::Row;
+                Ok($crate::push::Subscription {
+                    id: row.try_get("id")?,
+                    spec: $crate::push::NewSubscription {
+                        end_point: row.try_get("end_point")?,
+                        resource_filter: row.try_get("resource_filter")?,
+                        source_filter: row.try_get("source_filter")?,
+                        subject_filter: row.try_get("subject_filter")?,
+                        alternative_subject_filter: row.try_get("alternative_subject_filter")?,
+                        type_filter: row.try_get("type_filter")?,
+                        include_subunits: row.try_get("include_subunits")?,
+                        consumer: row.try_get("consumer")?,
+                        created_by: row.try_get("created_by")?,
+                        principal: row.try_get("principal")?,
+                        secret: row.try_get("secret")?,
+                    },
+                    created: $crate::micros_to_time(row.try_get("created")?),
+                    start_seq: row.try_get("start_seq")?,
+                    validated: row.try_get("validated")?,
+                    enabled: row.try_get("enabled")?,
+                    disabled_reason: row.try_get("disabled_reason")?,
+                })
+            }
+
+            async fn subscriptions_where(
+                &self,
+                filter: &str,
+                bind: Option<&str>,
+            ) -> Result<Vec<$crate::push::Subscription>, $crate::StoreError> {
+                let sql = $crate::push::subscription_select(filter);
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                if let Some(value) = bind {
+                    query = query.bind(value.to_owned());
+                }
+                query
+                    .fetch_all(&self.$read)
+                    .await?
+                    .iter()
+                    .map(Self::subscription_from)
+                    .collect()
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::push::PushStore for $store {
+            async fn create_subscription(
+                &self,
+                s: &$crate::push::NewSubscription,
+                handshake: &(dyn Fn(i64) -> $crate::push::NewDelivery + Send + Sync),
+            ) -> Result<$crate::push::Subscription, $crate::StoreError> {
+                let now = chrono::Utc::now().timestamp_micros();
+                let mut tx = self.begin_write().await?;
+                let sql = format!(
+                    "INSERT INTO subscriptions (end_point, resource_filter, source_filter, \
+                     subject_filter, alternative_subject_filter, type_filter, include_subunits, \
+                     consumer, created_by, principal, secret, created, start_seq) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, ({})) RETURNING id",
+                    $tip
+                );
+                let id: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(&s.end_point)
+                    .bind(&s.resource_filter)
+                    .bind(&s.source_filter)
+                    .bind(&s.subject_filter)
+                    .bind(&s.alternative_subject_filter)
+                    .bind(&s.type_filter)
+                    .bind(s.include_subunits)
+                    .bind(&s.consumer)
+                    .bind(&s.created_by)
+                    .bind(&s.principal)
+                    .bind(&s.secret)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let d = handshake(id);
+                sqlx::query(
+                    "INSERT INTO deliveries (subscription_id, event_seq, event_id, webhook_id, body, \
+                     next_attempt, created) VALUES ($1, NULL, $2, $3, $4, $5, $5)",
+                )
+                .bind(id)
+                .bind(&d.event_id)
+                .bind(&d.webhook_id)
+                .bind(&d.body)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let sql = $crate::push::subscription_select("AND id = $1");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let created = Self::subscription_from(&row)?;
+                tx.commit().await?;
+                Ok(created)
+            }
+
+            async fn subscription(
+                &self,
+                id: i64,
+            ) -> Result<Option<$crate::push::Subscription>, $crate::StoreError> {
+                let sql = $crate::push::subscription_select("AND id = $1");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .fetch_optional(&self.$read)
+                    .await?;
+                row.as_ref().map(Self::subscription_from).transpose()
+            }
+
+            async fn subscriptions_of(
+                &self,
+                consumer: &str,
+            ) -> Result<Vec<$crate::push::Subscription>, $crate::StoreError> {
+                self.subscriptions_where("AND consumer = $1", Some(consumer)).await
+            }
+
+            async fn live_subscriptions(
+                &self,
+            ) -> Result<Vec<$crate::push::Subscription>, $crate::StoreError> {
+                self.subscriptions_where("AND enabled", None).await
+            }
+
+            async fn delete_subscription(&self, id: i64) -> Result<bool, $crate::StoreError> {
+                let mut tx = self.begin_write().await?;
+                let deleted = sqlx::query(
+                    "UPDATE subscriptions SET deleted = TRUE WHERE id = $1 AND NOT deleted",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                sqlx::query("DELETE FROM deliveries WHERE subscription_id = $1 AND state = 'pending'")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(deleted > 0)
+            }
+
+            async fn dispatch_position(&self) -> Result<i64, $crate::StoreError> {
+                Ok(sqlx::query_scalar("SELECT seq FROM dispatch_position WHERE singleton")
+                    .fetch_one(&self.$read)
+                    .await?)
+            }
+
+            async fn enqueue(
+                &self,
+                from: i64,
+                to: i64,
+                deliveries: &[$crate::push::NewDelivery],
+            ) -> Result<bool, $crate::StoreError> {
+                let now = chrono::Utc::now().timestamp_micros();
+                let mut tx = self.begin_write().await?;
+                // Taking the row first makes concurrent dispatchers (other nodes) take turns.
+                let moved = sqlx::query(
+                    "UPDATE dispatch_position SET seq = $2 WHERE singleton AND seq = $1",
+                )
+                .bind(from)
+                .bind(to)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if moved == 0 {
+                    return Ok(false);
+                }
+                for chunk in deliveries.chunks($crate::push::DELIVERIES_PER_INSERT) {
+                    let mut qb: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                        "INSERT INTO deliveries (subscription_id, event_seq, event_id, webhook_id, \
+                         body, next_attempt, created) ",
+                    );
+                    qb.push_values(chunk, |mut row, d| {
+                        row.push_bind(d.subscription_id)
+                            .push_bind(d.event_seq)
+                            .push_bind(d.event_id.clone())
+                            .push_bind(d.webhook_id.clone())
+                            .push_bind(d.body.clone())
+                            .push_bind(now)
+                            .push_bind(now);
+                    });
+                    qb.push(" ON CONFLICT (subscription_id, event_seq) DO NOTHING");
+                    qb.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn lease(
+                &self,
+                request: &$crate::push::LeaseRequest<'_>,
+            ) -> Result<Vec<$crate::push::LeasedDelivery>, $crate::StoreError> {
+                use sqlx::Row;
+                let now = request.now.timestamp_micros();
+                let mut qb: sqlx::QueryBuilder<$db> =
+                    sqlx::QueryBuilder::new("UPDATE deliveries SET lease_owner = ");
+                qb.push_bind(request.owner.to_owned())
+                    .push(", lease_until = ")
+                    .push_bind(request.until.timestamp_micros())
+                    .push(
+                        " WHERE id IN (SELECT d.id FROM deliveries d WHERE d.id IN (\
+                           SELECT id FROM (SELECT w.id, w.subscription_id, row_number() OVER (\
+                               PARTITION BY w.subscription_id ORDER BY w.next_attempt, w.id) AS rank \
+                             FROM (SELECT c.id, c.subscription_id, c.next_attempt \
+                             FROM deliveries c WHERE c.state = 'pending' AND c.next_attempt <= ",
+                    )
+                    .push_bind(now)
+                    .push(" AND (c.lease_until IS NULL OR c.lease_until < ")
+                    .push_bind(now)
+                    // The subscription's state as a correlated subquery, not a join: a join
+                    // lets PostgreSQL hash every due delivery before it can sort and stop, while
+                    // this keeps the read in index order, stopping at the slice's end.
+                    .push(
+                        ") AND (SELECT s.enabled AND NOT s.deleted \
+                         AND (s.validated OR c.event_seq IS NULL) \
+                         FROM subscriptions s WHERE s.id = c.subscription_id)",
+                    );
+                if !request.exclude.is_empty() {
+                    qb.push(" AND c.subscription_id NOT IN (");
+                    let mut ids = qb.separated(", ");
+                    for id in request.exclude {
+                        ids.push_bind(*id);
+                    }
+                    qb.push(")");
+                }
+                // The lease conditions again on `d`, the level that locks: PostgreSQL rechecks a
+                // row another node leased meanwhile against these, not against the subquery's
+                // snapshot, so a delivery is never leased twice.
+                // Only the earliest due deliveries are ranked, so a lease costs the same however
+                // long the queue; subscriptions at their cap are excluded above, so the slice is
+                // not filled by one endpoint's backlog.
+                qb.push(" ORDER BY c.next_attempt, c.id LIMIT ")
+                    .push_bind(i64::from(request.limit.max(8)).saturating_mul(8))
+                    .push(") w) ranked WHERE rank <= ");
+                if request.room.is_empty() {
+                    qb.push_bind(i64::from(request.per_subscription.max(1)));
+                } else {
+                    qb.push("CASE ranked.subscription_id");
+                    for (id, room) in request.room {
+                        qb.push(" WHEN ")
+                            .push_bind(*id)
+                            .push(" THEN ")
+                            .push_bind(i64::from(*room));
+                    }
+                    qb.push(" ELSE ")
+                        .push_bind(i64::from(request.per_subscription.max(1)))
+                        .push(" END");
+                }
+                qb
+                    .push(") AND d.state = 'pending' AND d.next_attempt <= ")
+                    .push_bind(now)
+                    .push(" AND (d.lease_until IS NULL OR d.lease_until < ")
+                    .push_bind(now)
+                    .push(") ORDER BY d.next_attempt, d.id LIMIT ")
+                    .push_bind(i64::from(request.limit))
+                    .push(format_args!(
+                        " {}) RETURNING id, subscription_id, event_seq, event_id, webhook_id, body, attempts",
+                        $skip_locked
+                    ));
+                let rows = qb.build().fetch_all(&self.$write).await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok($crate::push::LeasedDelivery {
+                            id: r.try_get("id")?,
+                            subscription_id: r.try_get("subscription_id")?,
+                            event_seq: r.try_get("event_seq")?,
+                            event_id: r.try_get("event_id")?,
+                            webhook_id: r.try_get("webhook_id")?,
+                            body: r.try_get("body")?,
+                            attempts: r.try_get("attempts")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn release(&self, owner: &str) -> Result<u64, $crate::StoreError> {
+                Ok(sqlx::query(
+                    "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL \
+                     WHERE lease_owner = $1 AND state = 'pending'",
+                )
+                .bind(owner.to_owned())
+                .execute(&self.$write)
+                .await?
+                .rows_affected())
+            }
+
+            async fn record_attempts(
+                &self,
+                records: &[$crate::push::AttemptRecord],
+            ) -> Result<Vec<bool>, $crate::StoreError> {
+                use sqlx::Row;
+                let mut recorded = vec![false; records.len()];
+                if records.is_empty() {
+                    return Ok(recorded);
+                }
+                let mut tx = self.begin_write().await?;
+                // A set of statements per round rather than per record: each statement is a
+                // round trip to the database. A round holds each delivery once, so that the ids
+                // an update returns say which records counted.
+                for round in $crate::push::rounds_of_distinct_deliveries(records) {
+                    let mut qb: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                        "UPDATE deliveries SET state = v.column2, attempts = attempts + 1, \
+                         next_attempt = v.column3, last_status = v.column4, last_error = v.column5, \
+                         lease_owner = NULL, lease_until = NULL FROM (",
+                    );
+                    qb.push_values(round.iter().map(|i| &records[*i]), |mut row, r| {
+                        let (state, next_attempt) = r.next.state_and_time(r.at);
+                        row.push_bind(r.delivery_id)
+                            .push_bind(state)
+                            .push_bind(next_attempt.timestamp_micros())
+                            .push_bind(r.status.map(i64::from))
+                            .push_bind(r.error.clone())
+                            .push_bind(r.lease_owner.clone());
+                    });
+                    // Nothing updated for a record: someone else holds the delivery now (its lease
+                    // ran out), or it was dropped with its subscription; theirs is the record
+                    // that counts.
+                    qb.push(
+                        ") AS v WHERE deliveries.id = v.column1 AND deliveries.lease_owner = v.column6 \
+                         RETURNING deliveries.id",
+                    );
+                    let updated: std::collections::HashSet<i64> = qb
+                        .build()
+                        .fetch_all(&mut *tx)
+                        .await?
+                        .iter()
+                        .map(|row| row.try_get::<i64, _>(0))
+                        .collect::<Result<_, _>>()?;
+                    let counted: Vec<usize> = round
+                        .into_iter()
+                        .filter(|i| updated.contains(&records[*i].delivery_id))
+                        .collect();
+                    if counted.is_empty() {
+                        continue;
+                    }
+                    let mut qb: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                        "INSERT INTO delivery_attempts (delivery_id, at, status, error) ",
+                    );
+                    qb.push_values(counted.iter().map(|i| &records[*i]), |mut row, r| {
+                        row.push_bind(r.delivery_id)
+                            .push_bind(r.at.timestamp_micros())
+                            .push_bind(r.status.map(i64::from))
+                            .push_bind(r.error.clone());
+                    });
+                    qb.build().execute(&mut *tx).await?;
+                    for i in counted {
+                        recorded[i] = true;
+                        let r = &records[i];
+                        if r.validates {
+                            sqlx::query("UPDATE subscriptions SET validated = TRUE WHERE id = $1")
+                                .bind(r.subscription_id)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        if let Some(reason) = &r.disable {
+                            sqlx::query(
+                                "UPDATE subscriptions SET enabled = FALSE, disabled_reason = $2 \
+                                 WHERE id = $1",
+                            )
+                            .bind(r.subscription_id)
+                            .bind(reason)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
+                }
+                tx.commit().await?;
+                Ok(recorded)
+            }
+
+            async fn deliveries(
+                &self,
+                subscription_id: i64,
+                state: Option<$crate::push::DeliveryState>,
+                limit: u32,
+            ) -> Result<Vec<$crate::push::DeliveryView>, $crate::StoreError> {
+                use sqlx::Row;
+                let mut qb: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                    "SELECT id, event_id, webhook_id, state, attempts, next_attempt, last_status, \
+                     last_error FROM deliveries WHERE subscription_id = ",
+                );
+                qb.push_bind(subscription_id);
+                if let Some(state) = state {
+                    qb.push(" AND state = ").push_bind(state.as_str());
+                }
+                qb.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
+                let rows = qb.build().fetch_all(&self.$read).await?;
+                let mut views = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    let state: String = r.try_get("state")?;
+                    let state = $crate::push::DeliveryState::parse(&state)
+                        .unwrap_or($crate::push::DeliveryState::Pending);
+                    let next: i64 = r.try_get("next_attempt")?;
+                    views.push($crate::push::DeliveryView {
+                        id: r.try_get("id")?,
+                        event_id: r.try_get("event_id")?,
+                        webhook_id: r.try_get("webhook_id")?,
+                        state,
+                        attempts: r.try_get("attempts")?,
+                        next_attempt: (state == $crate::push::DeliveryState::Pending)
+                            .then(|| $crate::micros_to_time(next)),
+                        last_status: $crate::push::status_of(r.try_get("last_status")?),
+                        last_error: r.try_get("last_error")?,
+                        history: Vec::new(),
+                    });
+                }
+                if views.is_empty() {
+                    return Ok(views);
+                }
+                let mut qb: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                    "SELECT delivery_id, at, status, error FROM delivery_attempts WHERE delivery_id IN (",
+                );
+                let mut ids = qb.separated(", ");
+                for v in &views {
+                    ids.push_bind(v.id);
+                }
+                qb.push(") ORDER BY id");
+                for r in qb.build().fetch_all(&self.$read).await? {
+                    let delivery_id: i64 = r.try_get("delivery_id")?;
+                    if let Some(view) = views.iter_mut().find(|v| v.id == delivery_id) {
+                        view.history.push($crate::push::AttemptView {
+                            at: $crate::micros_to_time(r.try_get("at")?),
+                            status: $crate::push::status_of(r.try_get("status")?),
+                            error: r.try_get("error")?,
+                        });
+                    }
+                }
+                Ok(views)
+            }
+
+            async fn redrive(
+                &self,
+                subscription_id: i64,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<u64, $crate::StoreError> {
+                let mut tx = self.begin_write().await?;
+                let requeued = sqlx::query(
+                    "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt = $2, \
+                     lease_owner = NULL, lease_until = NULL \
+                     WHERE subscription_id = $1 AND state = 'dead'",
+                )
+                .bind(subscription_id)
+                .bind(now.timestamp_micros())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                // Asking for a redrive says the endpoint is fixed: a subscription disabled by its
+                // failures takes deliveries again.
+                sqlx::query(
+                    "UPDATE subscriptions SET enabled = TRUE, disabled_reason = NULL WHERE id = $1",
+                )
+                .bind(subscription_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(requeued)
+            }
+
+            async fn queue_depth(
+                &self,
+            ) -> Result<(u64, Option<chrono::DateTime<chrono::Utc>>), $crate::StoreError> {
+                use sqlx::Row;
+                let row = sqlx::query(
+                    "SELECT count(*) AS n, min(created) AS oldest FROM deliveries WHERE state = 'pending'",
+                )
+                .fetch_one(&self.$read)
+                .await?;
+                let n: i64 = row.try_get("n")?;
+                let oldest: Option<i64> = row.try_get("oldest")?;
+                Ok((u64::try_from(n).unwrap_or(0), oldest.map($crate::micros_to_time)))
+            }
+        }
+    };
+}
+
+pub(crate) use impl_push_store;

@@ -189,7 +189,7 @@ pub async fn step(
                     subscription_id: target.subscription.id,
                     event_seq: Some(event.seq),
                     event_id: event.id.clone(),
-                    webhook_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
+                    webhook_id: crate::signing::new_webhook_id(),
                     body: event.body.clone(),
                 });
             }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use hendelse_store::push::Next;
 
 /// The waits between attempts: attempt `n` (counting from 1) that fails is followed by the `n`th
 /// wait; after the last wait's attempt the delivery is dead-lettered.
@@ -53,16 +54,10 @@ impl std::str::FromStr for RetrySchedule {
     }
 }
 
-/// What to do after an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Delivered,
-    /// Try again at this time.
-    Retry(DateTime<Utc>),
-    /// Give up: dead-letter it (and disable the subscription on 410 Gone).
-    GiveUp {
-        gone: bool,
-    },
+/// Whether an answer says the endpoint is gone for good (410): its delivery is dead-lettered and
+/// the subscription disabled.
+pub fn is_gone(status: Option<u16>) -> bool {
+    status == Some(410)
 }
 
 impl RetrySchedule {
@@ -71,7 +66,7 @@ impl RetrySchedule {
         self.0.len() + 1
     }
 
-    /// The verdict on attempt number `attempt` (from 1) that got `status` (`None`: no answer) and,
+    /// What follows attempt number `attempt` (from 1) that got `status` (`None`: no answer) and,
     /// on 429, `retry_after`. `jitter` in `0.0..1.0` stretches a wait by up to 10%.
     pub fn verdict(
         &self,
@@ -80,16 +75,15 @@ impl RetrySchedule {
         retry_after: Option<Duration>,
         now: DateTime<Utc>,
         jitter: f64,
-    ) -> Verdict {
+    ) -> Next {
         match status {
-            Some(200..=299) => return Verdict::Delivered,
+            Some(200..=299) => return Next::Delivered,
             // The receiver says the request itself is wrong, or it is gone: retrying cannot help.
-            Some(400 | 401 | 403 | 413) => return Verdict::GiveUp { gone: false },
-            Some(410) => return Verdict::GiveUp { gone: true },
+            Some(400 | 401 | 403 | 410 | 413) => return Next::Dead,
             _ => {}
         }
         let Some(wait) = attempt.checked_sub(1).and_then(|i| self.0.get(i)) else {
-            return Verdict::GiveUp { gone: false };
+            return Next::Dead;
         };
         let mut wait = wait.mul_f64(1.0 + 0.1 * jitter.clamp(0.0, 1.0));
         if status == Some(429)
@@ -100,7 +94,7 @@ impl RetrySchedule {
             wait = wait.max(asked.min(longest.max(wait)));
         }
         let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
-        Verdict::Retry(
+        Next::RetryAt(
             now.checked_add_signed(wait)
                 .unwrap_or(DateTime::<Utc>::MAX_UTC),
         )
@@ -134,25 +128,16 @@ mod tests {
     fn verdicts() {
         let s: RetrySchedule = "10s,1m".parse().expect("valid");
         let now = Utc::now();
-        let at = |secs| Verdict::Retry(now + chrono::Duration::seconds(secs));
-        assert_eq!(s.verdict(1, Some(204), None, now, 0.0), Verdict::Delivered);
+        let at = |secs| Next::RetryAt(now + chrono::Duration::seconds(secs));
+        assert_eq!(s.verdict(1, Some(204), None, now, 0.0), Next::Delivered);
         assert_eq!(s.verdict(1, Some(500), None, now, 0.0), at(10));
         assert_eq!(s.verdict(1, None, None, now, 1.0), at(11));
         assert_eq!(s.verdict(2, Some(503), None, now, 0.0), at(60));
-        assert_eq!(
-            s.verdict(3, Some(500), None, now, 0.0),
-            Verdict::GiveUp { gone: false }
-        );
-        for status in [400, 401, 403, 413] {
-            assert_eq!(
-                s.verdict(1, Some(status), None, now, 0.0),
-                Verdict::GiveUp { gone: false }
-            );
+        assert_eq!(s.verdict(3, Some(500), None, now, 0.0), Next::Dead);
+        for status in [400, 401, 403, 410, 413] {
+            assert_eq!(s.verdict(1, Some(status), None, now, 0.0), Next::Dead);
         }
-        assert_eq!(
-            s.verdict(1, Some(410), None, now, 0.0),
-            Verdict::GiveUp { gone: true }
-        );
+        assert!(is_gone(Some(410)) && !is_gone(Some(404)) && !is_gone(None));
         let later = Some(Duration::from_secs(30));
         assert_eq!(s.verdict(1, Some(429), later, now, 0.0), at(30));
         let too_late = Some(Duration::from_secs(86_400));

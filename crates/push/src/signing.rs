@@ -7,6 +7,12 @@ use base64::engine::general_purpose::STANDARD;
 
 const PREFIX: &str = "whsec_";
 
+/// A new `webhook-id`: unique per message, the same on every attempt of it, so that receivers
+/// can drop repeats (Standard Webhooks' `msg_` form).
+pub fn new_webhook_id() -> String {
+    format!("msg_{}", uuid::Uuid::new_v4().simple())
+}
+
 /// A subscription's signing secret.
 #[derive(Clone)]
 pub struct Secret(hmac::Key);

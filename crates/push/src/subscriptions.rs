@@ -273,7 +273,7 @@ fn handshake(source_base: &str, id: i64) -> NewDelivery {
     NewDelivery {
         subscription_id: id,
         event_seq: None,
-        webhook_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
+        webhook_id: crate::signing::new_webhook_id(),
         event_id,
         body,
     }

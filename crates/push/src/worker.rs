@@ -17,7 +17,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 use crate::PushConfig;
 use crate::endpoint::{GuardedResolver, refuses_literal};
 use crate::filter::EventAttributes;
-use crate::schedule::Verdict;
+use crate::schedule::is_gone;
 use crate::signing::Secret;
 
 const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
@@ -264,8 +264,8 @@ impl Context {
             Some(s) => self.attempt(&delivery, s).await,
         };
         let now = Utc::now();
-        let verdict = if outcome.refused {
-            Verdict::GiveUp { gone: false }
+        let next = if outcome.refused {
+            Next::Dead
         } else {
             self.config.schedule.verdict(
                 attempt,
@@ -275,11 +275,7 @@ impl Context {
                 jitter(),
             )
         };
-        let (next, gone) = match verdict {
-            Verdict::Delivered => (Next::Delivered, false),
-            Verdict::Retry(at) => (Next::RetryAt(at), false),
-            Verdict::GiveUp { gone } => (Next::Dead, gone),
-        };
+        let gone = !outcome.refused && is_gone(outcome.status);
         // Successes at debug level: at thousands of deliveries a second they would drown the
         // failures, which are what an operator looks for (metrics count both).
         macro_rules! log_attempt {

@@ -73,7 +73,10 @@ fn a_wrong_setting_stops_the_start_before_anything_is_opened() {
     for (args, says) in [
         (&["--webhook-timeout", "0"][..], "--webhook-timeout"),
         (&["--push-concurrency", "0"][..], "--push-concurrency"),
-        (&["--push-per-subscription", "0"][..], "--push-per-subscription"),
+        (
+            &["--push-per-subscription", "0"][..],
+            "--push-per-subscription",
+        ),
         (
             &["--push-concurrency", "4", "--push-per-subscription", "5"][..],
             "--push-per-subscription (5) cannot exceed --push-concurrency (4)",

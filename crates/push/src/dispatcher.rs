@@ -11,6 +11,7 @@
 //! that a redrive enabled again within that second may receive events published while it was
 //! disabled (more than it would otherwise get, never less).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -87,17 +88,92 @@ pub async fn run(
 struct Target {
     subscription: Subscription,
     matcher: Matcher,
-    visibility: Visibility,
+    principal: Principal,
 }
 
-/// Where this dispatcher is in the log.
-#[derive(Debug, Default)]
+/// The live subscriptions as of one generation, indexed by resource and then by party subject, so
+/// that an event is tested only against the subscriptions that can match it: those of its
+/// resource with its subject, and those of its resource with no subject filter.
+struct Index {
+    generation: i64,
+    targets: Vec<Target>,
+    by_resource: HashMap<String, Bucket>,
+}
+
+#[derive(Default)]
+struct Bucket {
+    by_subject: HashMap<String, Vec<usize>>,
+    any_subject: Vec<usize>,
+}
+
+impl Index {
+    fn build(generation: i64, live: Vec<Subscription>, authorizer: &dyn Authorizer) -> Index {
+        let targets: Vec<Target> = live
+            .into_iter()
+            .filter_map(|subscription| {
+                let principal: Principal = serde_json::from_str(&subscription.spec.principal)
+                    .inspect_err(|e| {
+                        tracing::error!(subscription = subscription.id, error = %e, "unreadable subscriber")
+                    })
+                    .ok()?;
+                Some(Target {
+                    matcher: Matcher::new(&subscription.spec, authorizer),
+                    principal,
+                    subscription,
+                })
+            })
+            .collect();
+        let mut by_resource: HashMap<String, Bucket> = HashMap::new();
+        for (i, target) in targets.iter().enumerate() {
+            let bucket = by_resource
+                .entry(target.matcher.resource().to_owned())
+                .or_default();
+            match target.matcher.subjects() {
+                None => bucket.any_subject.push(i),
+                Some(subjects) => {
+                    for subject in subjects {
+                        bucket
+                            .by_subject
+                            .entry(subject.clone())
+                            .or_default()
+                            .push(i);
+                    }
+                }
+            }
+        }
+        Index {
+            generation,
+            targets,
+            by_resource,
+        }
+    }
+
+    /// The subscriptions that may match an event of `resource` about `subject`, in subscription
+    /// order (so deliveries are queued in the same order however the index is built).
+    fn candidates(&self, resource: Option<&str>, subject: Option<&str>) -> Vec<usize> {
+        let Some(bucket) = resource.and_then(|r| self.by_resource.get(r)) else {
+            return Vec::new();
+        };
+        let mut found = bucket.any_subject.clone();
+        if let Some(with_subject) = subject.and_then(|s| bucket.by_subject.get(s)) {
+            found.extend(with_subject);
+            found.sort_unstable();
+            found.dedup();
+        }
+        found
+    }
+}
+
+/// Where this dispatcher is in the log, and the subscriptions it matches against.
+#[derive(Default)]
 pub struct Position {
     /// The stored position as this dispatcher last read or wrote it, and when; `None` before the
     /// first read and after another dispatcher moved it.
     stored: Option<(i64, Instant)>,
     /// Events up to here are matched (at or beyond the stored position).
     matched: i64,
+    /// The live subscriptions, rebuilt only when their generation changes.
+    index: Option<Index>,
 }
 
 impl Position {
@@ -106,6 +182,7 @@ impl Position {
         Position {
             stored: Some((seq, Instant::now())),
             matched: seq,
+            index: None,
         }
     }
 
@@ -138,7 +215,9 @@ pub async fn step(
         Some((persisted, _)) => persisted,
         None => {
             let stored = push.dispatch_position().await?;
+            let index = position.index.take();
             *position = Position::stored_at(stored);
+            position.index = index;
             stored
         }
     };
@@ -155,34 +234,28 @@ pub async fn step(
         }
         return Ok(None);
     };
-    let targets: Vec<Target> = push
-        .live_subscriptions()
-        .await?
-        .into_iter()
-        .filter_map(|subscription| {
-            let principal: Principal = serde_json::from_str(&subscription.spec.principal)
-                .inspect_err(|e| {
-                    tracing::error!(subscription = subscription.id, error = %e, "unreadable subscriber")
-                })
-                .ok()?;
-            Some(Target {
-                matcher: Matcher::new(&subscription.spec, authorizer),
-                visibility: authorizer.visibility(&principal),
-                subscription,
-            })
-        })
-        .collect();
+    // The generation first: a change committed after it was read shows as a new one next page.
+    let generation = push.subscription_generation().await?;
+    let index = match position.index.take() {
+        Some(index) if index.generation == generation => index,
+        _ => Index::build(generation, push.live_subscriptions().await?, authorizer),
+    };
+    // Each subscriber's access, read once per page and only for subscriptions an event of the
+    // page may match, so that a change of access counts from the next page.
+    let mut visibility: HashMap<usize, Visibility> = HashMap::new();
     let mut deliveries = Vec::new();
     for event in &page {
         let Some(attributes) = EventAttributes::parse(&event.body) else {
             continue;
         };
         let subject = attributes.subject_key();
-        for target in &targets {
+        for i in index.candidates(attributes.resource.as_deref(), subject.as_deref()) {
+            let target = &index.targets[i];
             if event.seq > target.subscription.start_seq
                 && target.matcher.matches(&attributes)
-                && target
-                    .visibility
+                && visibility
+                    .entry(i)
+                    .or_insert_with(|| authorizer.visibility(&target.principal))
                     .covers(subject.as_deref(), attributes.resource.as_deref())
             {
                 deliveries.push(NewDelivery {
@@ -195,6 +268,7 @@ pub async fn step(
             }
         }
     }
+    position.index = Some(index);
     let queued = deliveries.len();
     if deliveries.is_empty() {
         position.matched = last;
@@ -221,10 +295,12 @@ async fn advance(
     deliveries: &[NewDelivery],
 ) -> Result<bool, StoreError> {
     let moved = push.enqueue(persisted, to, deliveries).await?;
+    let index = position.index.take();
     *position = if moved {
         Position::stored_at(to)
     } else {
         Position::default()
     };
+    position.index = index;
     Ok(moved)
 }

@@ -56,6 +56,16 @@ impl Matcher {
         }
     }
 
+    /// The one resource whose events can match.
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
+    /// The party subjects (keys) whose events can match; `None`: any subject, or none.
+    pub fn subjects(&self) -> Option<&[String]> {
+        self.subjects.as_deref()
+    }
+
     pub fn matches(&self, event: &EventAttributes) -> bool {
         event.resource.as_deref() == Some(self.resource.as_str())
             && self

@@ -198,3 +198,36 @@ async fn two_dispatchers_never_queue_an_event_twice() {
         .count();
     assert_eq!(queued, 1, "event 3 is queued exactly once");
 }
+
+/// The dispatcher keeps an index of the subscriptions between pages; a subscription created or
+/// deleted meanwhile (here through the store, as another node would) counts from the next page.
+#[tokio::test]
+async fn the_index_follows_new_and_deleted_subscriptions() {
+    let (_dir, store) = open().await;
+    store
+        .create_subscription(&subscription("a"), &handshake)
+        .await
+        .expect("subscribe");
+    let mut position = Position::default();
+    store.append(&[event(1, "a")]).await.expect("append");
+    assert_eq!(run(&mut position, &store).await, Some(1), "the index is built");
+
+    let b = store
+        .create_subscription(&subscription("b"), &handshake)
+        .await
+        .expect("subscribe");
+    store.append(&[event(2, "b")]).await.expect("append");
+    assert_eq!(
+        run(&mut position, &store).await,
+        Some(1),
+        "a new subscription is matched on the next page"
+    );
+
+    assert!(store.delete_subscription(b.id).await.expect("delete"));
+    store.append(&[event(3, "b")]).await.expect("append");
+    assert_eq!(
+        run(&mut position, &store).await,
+        Some(0),
+        "a deleted subscription is not"
+    );
+}

@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "write_probe",
         include_str!("../migrations/postgres/0005_write_probe.sql"),
     ),
+    (
+        6,
+        "subscription_generation",
+        include_str!("../migrations/postgres/0006_subscription_generation.sql"),
+    ),
 ];
 
 pub struct PgStore {

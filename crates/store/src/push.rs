@@ -201,6 +201,11 @@ pub trait PushStore: Send + Sync + 'static {
     /// Every subscription that is neither deleted nor disabled.
     async fn live_subscriptions(&self) -> Result<Vec<Subscription>, StoreError>;
 
+    /// A number that changes (in the same transaction) whenever the set of live subscriptions
+    /// does, on any node: what [`live_subscriptions`](Self::live_subscriptions) returned stays
+    /// current while this reads the same. Read it before the subscriptions.
+    async fn subscription_generation(&self) -> Result<i64, StoreError>;
+
     /// Deletes the subscription and drops its pending deliveries; false when there was none.
     async fn delete_subscription(&self, id: i64) -> Result<bool, StoreError>;
 
@@ -262,6 +267,10 @@ pub(crate) fn subscription_select(filter: &str) -> String {
         "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE NOT deleted {filter} ORDER BY id"
     )
 }
+
+/// Marks a change of the live subscriptions; run in the change's transaction.
+pub(crate) const BUMP_GENERATION: &str =
+    "UPDATE subscription_generation SET generation = generation + 1 WHERE singleton";
 
 pub(crate) fn status_of(value: Option<i64>) -> Option<u16> {
     value.and_then(|v| u16::try_from(v).ok())

@@ -52,6 +52,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "write_probe",
         include_str!("../migrations/sqlite/0006_write_probe.sql"),
     ),
+    (
+        7,
+        "subscription_generation",
+        include_str!("../migrations/sqlite/0007_subscription_generation.sql"),
+    ),
 ];
 
 pub struct SqliteStore {

@@ -34,6 +34,7 @@ hendelse_store::both_backends!(
     retries_dead_letters_and_redrive,
     one_subscription_cannot_take_every_lease,
     attempts_recorded_together_count_one_by_one,
+    the_subscription_generation_marks_every_change_of_the_live_set,
 );
 
 fn event(id: &str) -> NewEvent {
@@ -1095,4 +1096,37 @@ async fn one_subscription_cannot_take_every_lease(store: Arc<dyn Store>) {
     assert_eq!((of(&topped, slow), of(&topped, fast)), (1, 4));
     assert_eq!(store.release("w").await.expect("release"), 5);
     assert_eq!(store.lease(&request(&[])).await.expect("lease").len(), 8);
+}
+
+/// Every change to which subscriptions are live moves the generation (so a dispatcher rebuilds
+/// its index), in the change's own transaction; validation, which does not change the set, does
+/// not.
+async fn the_subscription_generation_marks_every_change_of_the_live_set(store: Arc<dyn Store>) {
+    let generation = async || store.subscription_generation().await.expect("generation");
+    let start = generation().await;
+    let id = validated(&store, "https://a.example/hook").await;
+    let created = generation().await;
+    assert_eq!(
+        created,
+        start + 1,
+        "created (its validation does not count)"
+    );
+    store
+        .enqueue(0, 0, &[delivery(id, 1)])
+        .await
+        .expect("enqueue");
+    let leased = lease(&store, "w", Utc::now(), soon(60_000), 10)
+        .await
+        .expect("lease");
+    let mut gone = attempt(leased[0].id, id, "w", Next::Dead);
+    gone.disable = Some("gone".into());
+    assert!(store.record_attempt(&gone).await.expect("record"));
+    let disabled = generation().await;
+    assert!(disabled > created, "disabled");
+    assert!(store.live_subscriptions().await.expect("live").is_empty());
+    store.redrive(id, Utc::now()).await.expect("redrive");
+    let enabled = generation().await;
+    assert!(enabled > disabled, "enabled again");
+    assert!(store.delete_subscription(id).await.expect("delete"));
+    assert!(generation().await > enabled, "deleted");
 }

@@ -95,6 +95,9 @@ macro_rules! impl_push_store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+                sqlx::query($crate::push::BUMP_GENERATION)
+                    .execute(&mut *tx)
+                    .await?;
                 let sql = $crate::push::subscription_select("AND id = $1");
                 let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(id)
@@ -130,6 +133,14 @@ macro_rules! impl_push_store {
                 self.subscriptions_where("AND enabled", None).await
             }
 
+            async fn subscription_generation(&self) -> Result<i64, $crate::StoreError> {
+                Ok(sqlx::query_scalar(
+                    "SELECT generation FROM subscription_generation WHERE singleton",
+                )
+                .fetch_one(&self.$read)
+                .await?)
+            }
+
             async fn delete_subscription(&self, id: i64) -> Result<bool, $crate::StoreError> {
                 let mut tx = self.begin_write().await?;
                 let deleted = sqlx::query(
@@ -139,6 +150,11 @@ macro_rules! impl_push_store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+                if deleted > 0 {
+                    sqlx::query($crate::push::BUMP_GENERATION)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 sqlx::query("DELETE FROM deliveries WHERE subscription_id = $1 AND state = 'pending'")
                     .bind(id)
                     .execute(&mut *tx)
@@ -369,6 +385,9 @@ macro_rules! impl_push_store {
                             .bind(reason)
                             .execute(&mut *tx)
                             .await?;
+                            sqlx::query($crate::push::BUMP_GENERATION)
+                                .execute(&mut *tx)
+                                .await?;
                         }
                     }
                 }
@@ -460,6 +479,9 @@ macro_rules! impl_push_store {
                 .bind(subscription_id)
                 .execute(&mut *tx)
                 .await?;
+                sqlx::query($crate::push::BUMP_GENERATION)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok(requeued)
             }

@@ -43,6 +43,11 @@ pub fn data(n: u64, sent_us: Option<u64>, size: usize) -> String {
 
 /// A generic event of the resource ttd owns, about one of 10,000 parties.
 pub fn generic(run: &str, n: u64, sent_us: Option<u64>, size: usize) -> String {
+    about(run, n, 50_000_000 + n % PARTIES, sent_us, size)
+}
+
+/// A generic event about the party `party`.
+pub fn about(run: &str, n: u64, party: u64, sent_us: Option<u64>, size: usize) -> String {
     format!(
         concat!(
             r#"{{"specversion":"1.0","id":"{run}-{n}","source":"https://bench.hendelse.example/publish","#,
@@ -52,7 +57,7 @@ pub fn generic(run: &str, n: u64, sent_us: Option<u64>, size: usize) -> String {
         run = run,
         n = n,
         resource = RESOURCE,
-        party = 50_000_000 + n % PARTIES,
+        party = party,
         data = data(n, sent_us, size),
     )
 }

@@ -21,6 +21,12 @@ use clap::{Parser, ValueEnum};
 use crate::report::{Conditions, Report};
 use crate::server::{Backend, Setup};
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum PushShape {
+    Every,
+    Fanout,
+}
+
 #[derive(Parser)]
 #[command(
     name = "hendelse-bench",
@@ -93,9 +99,14 @@ struct Cli {
     /// query: concurrent connections sending queries.
     #[arg(long, default_value_t = 1)]
     query_concurrency: usize,
-    /// push: webhook subscriptions, each receiving every event.
+    /// push: webhook subscriptions, each receiving every event (with `--push-shape fanout`: each
+    /// event goes to exactly one of them).
     #[arg(long, default_value_t = 10)]
     subscriptions: usize,
+    /// push: `every` (each subscription gets every event; one subscription is the backlog shape)
+    /// or `fanout` (each subscription names one party; each event matches exactly one).
+    #[arg(long, value_enum, default_value = "every")]
+    push_shape: PushShape,
     /// push: events published at once for the throughput figure.
     #[arg(long, default_value_t = 2_000)]
     push_events: usize,
@@ -257,6 +268,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if wants(Scenario::Push) {
         let params = push::PushParams {
             subscriptions: cli.subscriptions.max(1),
+            fanout: matches!(cli.push_shape, PushShape::Fanout),
             events: cli.push_events,
             paced_events: cli.paced_events,
             paced_rate: cli.paced_rate,

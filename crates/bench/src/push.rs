@@ -26,6 +26,9 @@ use crate::stats::{percentiles, round1, round3};
 #[derive(Clone)]
 pub struct PushParams {
     pub subscriptions: usize,
+    /// Each subscription names one party and each event is about one of them, so that every
+    /// event matches exactly one subscription (otherwise every subscription gets every event).
+    pub fanout: bool,
     pub events: usize,
     pub paced_events: usize,
     pub paced_rate: f64,
@@ -34,6 +37,25 @@ pub struct PushParams {
 }
 
 const VALIDATION: &str = "platform.events.validatesubscription";
+/// The party of the fan-out shape's first subscription.
+const FANOUT_PARTY: u64 = 60_000_000;
+
+/// The events of the run: event `n`, about one subscription's party in the fan-out shape.
+fn event_of(params: &PushParams) -> impl Fn(u64, Option<u64>) -> String + Clone + Send + 'static {
+    let (run, size, fanout, parties) = (
+        params.run.clone(),
+        params.size,
+        params.fanout,
+        params.subscriptions as u64,
+    );
+    move |n, sent_us| {
+        if fanout {
+            events::about(&run, n, FANOUT_PARTY + n % parties, sent_us, size)
+        } else {
+            events::generic(&run, n, sent_us, size)
+        }
+    }
+}
 
 #[derive(Default)]
 struct Received {
@@ -122,11 +144,14 @@ async fn scenario(instance: &Instance, params: &PushParams) -> anyhow::Result<Pu
 
     let target = &instance.target;
     for k in 0..params.subscriptions {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "endPoint": format!("http://127.0.0.1:{port}/hook/{k}"),
             "resourceFilter": events::RESOURCE,
-        })
-        .to_string();
+        });
+        if params.fanout {
+            body["subjectFilter"] = format!("/party/{}", FANOUT_PARTY + k as u64).into();
+        }
+        let body = body.to_string();
         let reply = http::send_once(
             target,
             target.request(
@@ -161,18 +186,15 @@ async fn scenario(instance: &Instance, params: &PushParams) -> anyhow::Result<Pu
     );
 
     // Throughput: everything at once, in batches.
-    let expected = params.events * subscriptions;
-    let event_bytes = events::generic(&params.run, 0, Some(now_us()), params.size).len();
+    let receivers = if params.fanout { 1 } else { subscriptions };
+    let expected = params.events * receivers;
+    let event = event_of(params);
+    let event_bytes = event(0, Some(now_us())).len();
     let batch = events::batch_events(event_bytes).min(100);
     let batches = params.events.div_ceil(batch);
     let began = Instant::now();
     let probe = CpuProbe::start(instance.process.as_ref().map(crate::server::Process::pid));
-    let (t, run, size, total) = (
-        target.clone(),
-        params.run.clone(),
-        params.size,
-        params.events,
-    );
+    let (t, total, batch_event) = (target.clone(), params.events, event.clone());
     let published = http::run(
         target,
         2,
@@ -181,9 +203,7 @@ async fn scenario(instance: &Instance, params: &PushParams) -> anyhow::Result<Pu
             let first = b * batch;
             let last = (first + batch).min(total);
             let sent = now_us();
-            let body = events::batch(
-                (first..last).map(|n| events::generic(&run, n as u64, Some(sent), size)),
-            );
+            let body = events::batch((first..last).map(|n| batch_event(n as u64, Some(sent))));
             t.request(
                 Method::POST,
                 "/events/api/v1/events",
@@ -243,7 +263,7 @@ async fn scenario(instance: &Instance, params: &PushParams) -> anyhow::Result<Pu
     for j in 0..params.paced_events {
         tokio::time::sleep_until(start + interval * j as u32).await;
         let n = (params.events + j) as u64;
-        let body = events::generic(&params.run, n, Some(now_us()), params.size);
+        let body = event(n, Some(now_us()));
         let reply = conn
             .send(target.request(
                 Method::POST,
@@ -261,7 +281,7 @@ async fn scenario(instance: &Instance, params: &PushParams) -> anyhow::Result<Pu
             );
         }
     }
-    let paced_expected = params.paced_events * subscriptions;
+    let paced_expected = params.paced_events * receivers;
     if !wait_for(&state, Duration::from_secs(120), |r| {
         r.deliveries >= paced_expected
     })
@@ -280,6 +300,7 @@ async fn scenario(instance: &Instance, params: &PushParams) -> anyhow::Result<Pu
     };
     receiver.abort();
     Ok(PushFigures {
+        shape: if params.fanout { "fanout" } else { "every" },
         subscriptions,
         events: params.events,
         deliveries_expected: expected,

@@ -120,6 +120,8 @@ pub struct ShapeFigures {
 
 #[derive(Debug, Serialize)]
 pub struct PushFigures {
+    /// `every` (each subscription gets every event) or `fanout` (each event matches one).
+    pub shape: &'static str,
     pub subscriptions: usize,
     /// Throughput phase: events published at once (in batches), each delivered to every
     /// subscription.
@@ -388,8 +390,9 @@ impl Report {
                 "push",
                 "subscriptions x events",
                 format!(
-                    "{} x {} = {} deliveries expected",
+                    "{} ({}) x {} = {} deliveries expected",
                     p.subscriptions,
+                    p.shape,
                     thousands(p.events as f64),
                     thousands(p.deliveries_expected as f64)
                 ),

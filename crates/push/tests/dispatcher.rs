@@ -210,7 +210,11 @@ async fn the_index_follows_new_and_deleted_subscriptions() {
         .expect("subscribe");
     let mut position = Position::default();
     store.append(&[event(1, "a")]).await.expect("append");
-    assert_eq!(run(&mut position, &store).await, Some(1), "the index is built");
+    assert_eq!(
+        run(&mut position, &store).await,
+        Some(1),
+        "the index is built"
+    );
 
     let b = store
         .create_subscription(&subscription("b"), &handshake)

@@ -1,10 +1,13 @@
 //! A real `hendelse serve` process on a loopback port, driven through HTTP and the CLI, and what
-//! the tests share to talk to it: tokens, publishing, reading the log and answers.
+//! the tests share to talk to it: tokens, publishing, reading the log, answers and concurrent
+//! publishers.
 #![allow(dead_code)] // not every fixture is used by every run of a filtered test
 
 mod answer;
+mod swarm;
 
 pub use answer::{Answer, assert_problem, send};
+pub use swarm::{Refusal, Swarm, acknowledged, assert_cursor_never_skips};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,12 +1,19 @@
 //! A real `hendelse serve` process on a loopback port, driven through HTTP and the CLI, and what
-//! the tests share to talk to it: tokens, publishing, reading the log, answers and concurrent
-//! publishers.
+//! the tests share to talk to it: tokens, publishing, reading the log, answers, a webhook
+//! receiver and concurrent publishers.
 #![allow(dead_code)] // not every fixture is used by every run of a filtered test
 
 mod answer;
+mod receiver;
+mod subscriptions;
 mod swarm;
 
 pub use answer::{Answer, assert_problem, send};
+pub use receiver::{Gate, Hit, Receiver, Reply};
+pub use subscriptions::{
+    SUBSCRIPTIONS, create_subscription, get_subscription, id_of, subscribe, subscribe_to,
+    wait_validated,
+};
 pub use swarm::{Refusal, Swarm, acknowledged, assert_cursor_never_skips};
 
 use std::io::{BufRead, BufReader};

@@ -49,13 +49,14 @@ const TINY: &[&str] = &[
     "256",
 ];
 
-fn bench(extra: &[&str]) -> Value {
+/// Runs `hendelse-bench SCENARIO ARGS` against the `hendelse` binary, which must succeed; its
+/// stdout.
+fn run_bench(scenario: &str, args: &[&str]) -> Vec<u8> {
     let out = Command::new(BENCH)
-        .arg("all")
-        .args(TINY)
+        .arg(scenario)
+        .args(args)
         .arg("--server-bin")
         .arg(server_bin())
-        .args(extra)
         .output()
         .expect("running hendelse-bench");
     assert!(
@@ -63,20 +64,27 @@ fn bench(extra: &[&str]) -> Value {
         "hendelse-bench failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+    out.stdout
+}
+
+/// Every scenario at the tiny size; the JSON report.
+fn bench(extra: &[&str]) -> Value {
+    let stdout = run_bench("all", &[TINY, extra].concat());
+    serde_json::from_slice(&stdout).unwrap_or_else(|e| {
         panic!(
             "the report is not JSON ({e}):\n{}",
-            String::from_utf8_lossy(&out.stdout)
+            String::from_utf8_lossy(&stdout)
         )
     })
 }
 
+/// The value at a dotted `path` of keys.
+fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
+    path.split('.').fold(v, |at, key| &at[key])
+}
+
 fn positive(v: &Value, path: &str) -> f64 {
-    let mut at = v;
-    for key in path.split('.') {
-        at = &at[key];
-    }
-    let x = at
+    let x = at(v, path)
         .as_f64()
         .unwrap_or_else(|| panic!("{path} is not a number in {v:#}"));
     assert!(x > 0.0, "{path} is {x}, expected a positive number");
@@ -84,11 +92,7 @@ fn positive(v: &Value, path: &str) -> f64 {
 }
 
 fn zero(v: &Value, path: &str) {
-    let mut at = v;
-    for key in path.split('.') {
-        at = &at[key];
-    }
-    assert_eq!(at.as_u64(), Some(0), "{path} in {v:#}");
+    assert_eq!(at(v, path).as_u64(), Some(0), "{path} in {v:#}");
 }
 
 fn check_report(report: &Value, backend: &str, analyzed: bool) {
@@ -203,24 +207,8 @@ fn every_scenario_reports_on_postgres() {
 
 #[test]
 fn the_table_names_its_conditions() {
-    let out = Command::new(BENCH)
-        .args([
-            "ceiling",
-            "--events",
-            "50",
-            "--concurrency",
-            "4",
-            "--server-bin",
-        ])
-        .arg(server_bin())
-        .output()
-        .expect("running hendelse-bench");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let table = String::from_utf8_lossy(&out.stdout);
+    let stdout = run_bench("ceiling", &["--events", "50", "--concurrency", "4"]);
+    let table = String::from_utf8_lossy(&stdout);
     for words in [
         "backend sqlite",
         "payload 1024 B",

@@ -6,54 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use hendelse_auth::{Principal, Registry, RegistryAuthorizer};
 use hendelse_dialog::forwarder::{ForwarderConfig, Sink, forward_once, start};
 use hendelse_dialog::{DialogService, ForwardError};
 use hendelse_store::sqlite::SqliteStore;
-use hendelse_store::{
-    AppendReceipt, DialogStore, EventQuery, EventStore, Ingest, IngestConfig, NewEvent, StoreError,
-    StoredEvent,
-};
+use hendelse_store::testing::HookedStore;
+use hendelse_store::{DialogStore, EventQuery, EventStore, Ingest, IngestConfig, StoreError};
 use serde_json::json;
 use tokio::sync::Notify;
-
-/// An event store whose first `failures` appends fail.
-struct Flaky {
-    inner: Arc<SqliteStore>,
-    failures: AtomicU32,
-}
-
-#[async_trait]
-impl EventStore for Flaky {
-    async fn append(&self, events: &[NewEvent]) -> Result<AppendReceipt, StoreError> {
-        let left = self.failures.load(Ordering::SeqCst);
-        if left > 0 {
-            self.failures.store(left - 1, Ordering::SeqCst);
-            return Err(StoreError::Open("injected failure".into()));
-        }
-        self.inner.append(events).await
-    }
-    async fn query(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
-        self.inner.query(query).await
-    }
-    async fn position_of(&self, id: &str, query: &EventQuery) -> Result<Option<i64>, StoreError> {
-        self.inner.position_of(id, query).await
-    }
-    async fn delete_registered_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.inner.delete_registered_before(cutoff).await
-    }
-    async fn last_seq(&self) -> Result<i64, StoreError> {
-        self.inner.last_seq().await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-    async fn probe_write(&self) -> Result<(), StoreError> {
-        self.inner.probe_write().await
-    }
-}
 
 fn ttd() -> Principal {
     Principal::Org {
@@ -76,10 +36,16 @@ async fn setup(failures: u32) -> (tempfile::TempDir, Arc<SqliteStore>, Ingest, D
         Arc::new(RegistryAuthorizer::new(registry)),
         Arc::new(Notify::new()),
     );
-    let flaky = Flaky {
-        inner: store.clone(),
-        failures: AtomicU32::new(failures),
-    };
+    // An event store whose first `failures` appends fail.
+    let failures = AtomicU32::new(failures);
+    let flaky = HookedStore::new(store.clone(), move || {
+        let left = failures.load(Ordering::SeqCst);
+        if left > 0 {
+            failures.store(left - 1, Ordering::SeqCst);
+            return Err(StoreError::Open("injected failure".into()));
+        }
+        Ok(())
+    });
     let (ingest, _writer) = Ingest::start(Arc::new(flaky), IngestConfig::default(), 0);
     (dir, store, ingest, service)
 }

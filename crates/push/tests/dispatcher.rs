@@ -8,8 +8,9 @@ use hendelse_auth::{Registry, RegistryAuthorizer};
 use std::sync::Arc;
 
 use hendelse_push::dispatcher::{self, Position, step};
-use hendelse_store::push::{NewDelivery, NewSubscription};
+use hendelse_store::push::NewSubscription;
 use hendelse_store::sqlite::SqliteStore;
+use hendelse_store::testing::handshake;
 use hendelse_store::{EventStore, NewEvent, PushStore};
 
 const RESOURCE: &str = "urn:altinn:resource:super-simple-service";
@@ -59,20 +60,15 @@ fn subscription(type_filter: &str) -> NewSubscription {
     }
 }
 
-fn handshake(id: i64) -> NewDelivery {
-    NewDelivery {
-        subscription_id: id,
-        event_seq: None,
-        event_id: format!("validate-{id}"),
-        webhook_id: format!("msg_validate_{id}"),
-        body: "{}".into(),
-    }
-}
-
-async fn open() -> (tempfile::TempDir, SqliteStore) {
+/// A SQLite store with one subscription, to the events of type `wanted`; its id.
+async fn open() -> (tempfile::TempDir, SqliteStore, i64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteStore::open(dir.path()).await.expect("open");
-    (dir, store)
+    let subscribed = store
+        .create_subscription(&subscription("wanted"), &handshake)
+        .await
+        .expect("subscribe");
+    (dir, store, subscribed.id)
 }
 
 async fn run(position: &mut Position, store: &SqliteStore) -> Option<usize> {
@@ -83,11 +79,7 @@ async fn run(position: &mut Position, store: &SqliteStore) -> Option<usize> {
 
 #[tokio::test]
 async fn pages_without_a_match_move_the_stored_position_only_now_and_then() {
-    let (_dir, store) = open().await;
-    store
-        .create_subscription(&subscription("wanted"), &handshake)
-        .await
-        .expect("subscribe");
+    let (_dir, store, _) = open().await;
     let unwanted: Vec<NewEvent> = (1..=5).map(|i| event(i, "unwanted")).collect();
     store.append(&unwanted).await.expect("append");
 
@@ -119,11 +111,7 @@ async fn pages_without_a_match_move_the_stored_position_only_now_and_then() {
 
 #[tokio::test]
 async fn under_steady_publishing_the_position_is_still_stored_every_second() {
-    let (_dir, store) = open().await;
-    store
-        .create_subscription(&subscription("wanted"), &handshake)
-        .await
-        .expect("subscribe");
+    let (_dir, store, _) = open().await;
     store.append(&[event(1, "unwanted")]).await.expect("append");
     let mut position = Position::default();
     assert_eq!(run(&mut position, &store).await, Some(0));
@@ -136,12 +124,8 @@ async fn under_steady_publishing_the_position_is_still_stored_every_second() {
 
 #[tokio::test]
 async fn a_stopping_dispatcher_stores_the_position_of_what_was_committed() {
-    let (_dir, store) = open().await;
+    let (_dir, store, _) = open().await;
     let store = Arc::new(store);
-    store
-        .create_subscription(&subscription("wanted"), &handshake)
-        .await
-        .expect("subscribe");
     let (committed_tx, committed) = tokio::sync::watch::channel(0);
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(dispatcher::run(
@@ -168,11 +152,7 @@ async fn a_stopping_dispatcher_stores_the_position_of_what_was_committed() {
 
 #[tokio::test]
 async fn two_dispatchers_never_queue_an_event_twice() {
-    let (_dir, store) = open().await;
-    let subscribed = store
-        .create_subscription(&subscription("wanted"), &handshake)
-        .await
-        .expect("subscribe");
+    let (_dir, store, subscribed) = open().await;
     store
         .append(&[event(1, "unwanted"), event(2, "unwanted")])
         .await
@@ -190,7 +170,7 @@ async fn two_dispatchers_never_queue_an_event_twice() {
     assert_eq!(run(&mut a, &store).await, None, "read again: nothing new");
 
     let queued = store
-        .deliveries(subscribed.id, None, 100)
+        .deliveries(subscribed, None, 100)
         .await
         .expect("deliveries")
         .into_iter()
@@ -203,13 +183,9 @@ async fn two_dispatchers_never_queue_an_event_twice() {
 /// deleted meanwhile (here through the store, as another node would) counts from the next page.
 #[tokio::test]
 async fn the_index_follows_new_and_deleted_subscriptions() {
-    let (_dir, store) = open().await;
-    store
-        .create_subscription(&subscription("a"), &handshake)
-        .await
-        .expect("subscribe");
+    let (_dir, store, _wanted) = open().await;
     let mut position = Position::default();
-    store.append(&[event(1, "a")]).await.expect("append");
+    store.append(&[event(1, "wanted")]).await.expect("append");
     assert_eq!(
         run(&mut position, &store).await,
         Some(1),

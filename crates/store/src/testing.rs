@@ -1,9 +1,26 @@
-//! Throw-away PostgreSQL databases for tests (feature `testing`). Outside CI a missing server skips
-//! the PostgreSQL tests with a loud message; with `CI=true` it fails them.
+//! What the test suites of this and other crates share (feature `testing`): throw-away PostgreSQL
+//! databases, the rule for tests that cannot run here, a store to inject faults into, and the
+//! records the push tests build. Outside CI a missing server skips the PostgreSQL tests with a
+//! loud message; with `CI=true` it fails them.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::{Connection, PgConnection};
+
+use crate::push::NewDelivery;
+use crate::{AppendReceipt, EventQuery, EventStore, NewEvent, StoreError, StoredEvent};
+
+/// Says loudly that `test` is skipped because of `missing`, and carries on. With `CI=true`, where
+/// everything the tests need must be there, it panics instead: a skip would hide a broken setup.
+pub fn skip_outside_ci(test: &str, missing: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but {test} cannot run: {missing}");
+    }
+    eprintln!("\n!!!!!!!! SKIPPING {test}: {missing}. In CI this is a failure.\n");
+}
 
 /// Where the tests find PostgreSQL; override with `HENDELSE_TEST_PG`.
 pub fn admin_url() -> String {
@@ -27,12 +44,11 @@ impl TestDatabase {
         let mut conn = match PgConnection::connect(&admin).await {
             Ok(c) => c,
             Err(e) => {
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
-                    panic!("CI=true but PostgreSQL is not reachable at {admin}: {e}");
-                }
-                eprintln!(
-                    "\n!!!!!!!! SKIPPING a PostgreSQL test: cannot reach {admin} ({e}).\n\
-                     !!!!!!!! Start PostgreSQL or set HENDELSE_TEST_PG; in CI this is a failure.\n"
+                skip_outside_ci(
+                    "a PostgreSQL test",
+                    &format!(
+                        "cannot reach {admin} ({e}); start PostgreSQL or set HENDELSE_TEST_PG"
+                    ),
                 );
                 return None;
             }
@@ -66,6 +82,62 @@ impl TestDatabase {
             .execute(&mut conn)
             .await;
         }
+    }
+}
+
+/// An event store that hands every call to `inner`, running `before_append` first on each
+/// append: a test's way to count commits, or to make some of them fail (an `Err`) or panic.
+pub struct HookedStore {
+    inner: Arc<dyn EventStore>,
+    before_append: Box<dyn Fn() -> Result<(), StoreError> + Send + Sync>,
+}
+
+impl HookedStore {
+    pub fn new(
+        inner: Arc<dyn EventStore>,
+        before_append: impl Fn() -> Result<(), StoreError> + Send + Sync + 'static,
+    ) -> HookedStore {
+        HookedStore {
+            inner,
+            before_append: Box::new(before_append),
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for HookedStore {
+    async fn append(&self, events: &[NewEvent]) -> Result<AppendReceipt, StoreError> {
+        (self.before_append)()?;
+        self.inner.append(events).await
+    }
+    async fn query(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.query(query).await
+    }
+    async fn position_of(&self, id: &str, query: &EventQuery) -> Result<Option<i64>, StoreError> {
+        self.inner.position_of(id, query).await
+    }
+    async fn delete_registered_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inner.delete_registered_before(cutoff).await
+    }
+    async fn last_seq(&self) -> Result<i64, StoreError> {
+        self.inner.last_seq().await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        self.inner.probe_write().await
+    }
+}
+
+/// The validation handshake a new subscription `id` is queued, as the push tests write it.
+pub fn handshake(id: i64) -> NewDelivery {
+    NewDelivery {
+        subscription_id: id,
+        event_seq: None,
+        event_id: format!("validate-{id}"),
+        webhook_id: format!("msg_validate_{id}"),
+        body: "{}".into(),
     }
 }
 

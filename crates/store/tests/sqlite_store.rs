@@ -1,16 +1,14 @@
 //! Store behaviour on SQLite that is not visible through HTTP: index use and group commit.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use hendelse_model::visibility::ResourceScope;
 use hendelse_model::{Grant, Pattern, Visibility};
 use hendelse_store::sqlite::SqliteStore;
-use hendelse_store::{
-    AppendReceipt, EventQuery, EventStore, Ingest, IngestConfig, NewEvent, StoreError, StoredEvent,
-};
+use hendelse_store::testing::HookedStore;
+use hendelse_store::{EventQuery, EventStore, Ingest, IngestConfig, NewEvent};
 
 fn event(i: usize) -> NewEvent {
     NewEvent {
@@ -96,50 +94,29 @@ async fn every_query_shape_reads_an_index_in_seq_order() {
     }
 }
 
-/// Counts the transactions the writer opens; panics in the next append when told to.
-struct Counting {
-    inner: SqliteStore,
-    appends: AtomicUsize,
-    panic_next: std::sync::atomic::AtomicBool,
-}
-
-#[async_trait]
-impl EventStore for Counting {
-    async fn append(&self, events: &[NewEvent]) -> Result<AppendReceipt, StoreError> {
-        self.appends.fetch_add(1, Ordering::SeqCst);
-        if self.panic_next.swap(false, Ordering::SeqCst) {
-            panic!("injected panic in the writer");
-        }
-        self.inner.append(events).await
-    }
-    async fn query(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
-        self.inner.query(q).await
-    }
-    async fn position_of(&self, id: &str, q: &EventQuery) -> Result<Option<i64>, StoreError> {
-        self.inner.position_of(id, q).await
-    }
-    async fn delete_registered_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.inner.delete_registered_before(cutoff).await
-    }
-    async fn last_seq(&self) -> Result<i64, StoreError> {
-        self.inner.last_seq().await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-    async fn probe_write(&self) -> Result<(), StoreError> {
-        self.inner.probe_write().await
-    }
+/// A SQLite store that counts the transactions the writer opens, and panics in the next append
+/// when `panic_next` is set.
+async fn counting(dir: &std::path::Path, panic_next: bool) -> (Arc<HookedStore>, Arc<AtomicUsize>) {
+    let appends = Arc::new(AtomicUsize::new(0));
+    let panic_next = AtomicBool::new(panic_next);
+    let counted = appends.clone();
+    let store = HookedStore::new(
+        Arc::new(SqliteStore::open(dir).await.expect("open")),
+        move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            if panic_next.swap(false, Ordering::SeqCst) {
+                panic!("injected panic in the writer");
+            }
+            Ok(())
+        },
+    );
+    (Arc::new(store), appends)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_publishes_share_transactions() {
     let dir = tempfile::tempdir().expect("dir");
-    let counting = Arc::new(Counting {
-        inner: SqliteStore::open(dir.path()).await.expect("open"),
-        appends: AtomicUsize::new(0),
-        panic_next: Default::default(),
-    });
+    let (counting, appends) = counting(dir.path(), false).await;
     let (ingest, _writer) = Ingest::start(counting.clone(), IngestConfig::default(), 0);
     let tasks: Vec<_> = (0..400)
         .map(|i| {
@@ -150,7 +127,7 @@ async fn concurrent_publishes_share_transactions() {
     for t in tasks {
         t.await.expect("task").expect("published");
     }
-    let transactions = counting.appends.load(Ordering::SeqCst);
+    let transactions = appends.load(Ordering::SeqCst);
     assert!(
         transactions < 400,
         "400 publishes took {transactions} transactions"
@@ -171,12 +148,8 @@ async fn concurrent_publishes_share_transactions() {
 #[tokio::test]
 async fn the_writer_survives_a_panic_in_a_commit() {
     let dir = tempfile::tempdir().expect("dir");
-    let counting = Arc::new(Counting {
-        inner: SqliteStore::open(dir.path()).await.expect("open"),
-        appends: AtomicUsize::new(0),
-        panic_next: true.into(),
-    });
-    let (ingest, writer) = Ingest::start(counting.clone(), IngestConfig::default(), 0);
+    let (counting, _) = counting(dir.path(), true).await;
+    let (ingest, writer) = Ingest::start(counting, IngestConfig::default(), 0);
     let first = ingest.publish(vec![event(1)]).await;
     assert!(
         matches!(first, Err(hendelse_store::IngestError::Interrupted)),

@@ -15,7 +15,7 @@ use hendelse_store::push::{
     AttemptRecord, DeliveryState, LeaseRequest, LeasedDelivery, NewDelivery, NewSubscription, Next,
 };
 use hendelse_store::sqlite::SqliteStore;
-use hendelse_store::testing::TestDatabase;
+use hendelse_store::testing::{TestDatabase, handshake};
 use hendelse_store::{EventQuery, EventStore, Ingest, IngestConfig, NewEvent, Store, StoredEvent};
 
 hendelse_store::both_backends!(
@@ -566,16 +566,6 @@ fn subscription(end_point: &str) -> NewSubscription {
         created_by: "/org/ttd".into(),
         principal: r#"{"kind":"org","org":"ttd","orgNumber":null,"scopes":[]}"#.into(),
         secret: Some("whsec_x".into()),
-    }
-}
-
-fn handshake(id: i64) -> NewDelivery {
-    NewDelivery {
-        subscription_id: id,
-        event_seq: None,
-        event_id: format!("validate-{id}"),
-        webhook_id: format!("msg_validate_{id}"),
-        body: "{}".into(),
     }
 }
 

@@ -7,19 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::common::{RESOURCE, Server, client, event_ids, follow, generic_event};
-use axum::http::StatusCode;
-use axum::routing::post;
-use serde_json::json;
-
-/// Answers handshakes, then never answers an event (until the test ends).
-async fn stuck(body: String) -> StatusCode {
-    if body.contains("platform.events.validatesubscription") {
-        return StatusCode::OK;
-    }
-    tokio::time::sleep(Duration::from_secs(600)).await;
-    StatusCode::OK
-}
+use crate::common::{
+    EVENTS, Receiver, Reply, Server, client, event_ids, generic_event, resource_log, subscribe_to,
+};
 
 /// Resident and peak memory of a process, in KiB, from `/proc` (Linux).
 fn memory(pid: u32) -> Option<(u64, u64)> {
@@ -39,16 +29,11 @@ async fn a_flood_with_a_dead_receiver_keeps_memory_bounded() {
     const CLIENTS: usize = 16;
     const BATCHES: usize = 100;
     const PER_BATCH: usize = 50;
-    let app = axum::Router::new().route("/stuck", post(stuck));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let endpoint = format!("http://{}/stuck", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    // Answers handshakes, then never answers an event (until the test ends).
+    let receiver = Receiver::start().await;
+    receiver.script_deliveries(|_| Reply::hang());
 
-    let server = Arc::new(Server::start_with(&[
-        "--allow-http-webhooks",
-        "--allow-private-webhooks",
+    let server = Arc::new(Server::start_delivering(&[
         "--push-concurrency",
         "4",
         "--webhook-timeout",
@@ -60,14 +45,7 @@ async fn a_flood_with_a_dead_receiver_keeps_memory_bounded() {
         panic!("the server is not running");
     };
     let token = Arc::new(server.ttd());
-    let created = client()
-        .post(server.at("/events/api/v1/subscriptions"))
-        .bearer_auth(&*token)
-        .json(&json!({"endPoint": endpoint, "resourceFilter": RESOURCE}))
-        .send()
-        .await
-        .expect("subscribe");
-    assert_eq!(created.status(), 201);
+    subscribe_to(&server, &token, &receiver.url("/stuck")).await;
 
     let acknowledged = Arc::new(std::sync::Mutex::new(HashSet::new()));
     let refused = Arc::new(AtomicUsize::new(0));
@@ -81,6 +59,7 @@ async fn a_flood_with_a_dead_receiver_keeps_memory_bounded() {
             let (acknowledged, refused, wrong) =
                 (acknowledged.clone(), refused.clone(), wrong.clone());
             tasks.push(tokio::spawn(async move {
+                // One connection per client, kept alive, as a real flood would be.
                 let http = client();
                 for b in 0..batches {
                     let ids: Vec<String> = (0..PER_BATCH)
@@ -88,7 +67,7 @@ async fn a_flood_with_a_dead_receiver_keeps_memory_bounded() {
                         .collect();
                     let batch: Vec<_> = ids.iter().map(|id| generic_event(id)).collect();
                     let r = http
-                        .post(server.at("/events/api/v1/events"))
+                        .post(server.at(EVENTS))
                         .bearer_auth(&*token)
                         .header("content-type", "application/cloudevents-batch+json")
                         .body(serde_json::to_string(&batch).expect("json"))
@@ -118,13 +97,7 @@ async fn a_flood_with_a_dead_receiver_keeps_memory_bounded() {
     assert!(wrong.is_empty(), "answers other than 200 or 503: {wrong:?}");
     let acknowledged = acknowledged.lock().expect("lock").clone();
 
-    let (events, _) = follow(
-        &server.at(&format!(
-            "/events/api/v1/events?resource={RESOURCE}&after=0&size=1000"
-        )),
-        &token,
-    )
-    .await;
+    let events = resource_log(&server, &token).await;
     let stored: HashSet<String> = event_ids(&events).into_iter().collect();
     let lost = acknowledged.difference(&stored).count();
     let (Some((rss_before, _)), Some((rss_after, peak))) = (baseline, after) else {

@@ -8,13 +8,12 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use crate::common::{BIN, PERSON, PERSON_PARTY, RESOURCE, Server, event_ids};
+use crate::common::{
+    BIN, ORG_SUBJECT, PATIENCE, PERSON, PERSON_PARTY, RESOURCE, Receiver, Server, event_ids,
+    eventually, free_port,
+};
 use serde_json::{Value, json};
-
-/// How long to wait for something that should happen.
-const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Runs `hendelse ARGS --url … --token …` with `stdin` and waits for it.
 fn hendelse(server: &Server, token: &str, args: &[&str], stdin: Option<&str>) -> Output {
@@ -79,6 +78,16 @@ fn fails(output: Output) -> String {
     lines[0].to_owned()
 }
 
+/// Publishes `event(id)` with `hendelse publish --event`, which must succeed.
+fn publish_event(server: &Server, token: &str, id: &str) {
+    ok(hendelse(
+        server,
+        token,
+        &["publish", "--event", &event(id).to_string()],
+        None,
+    ));
+}
+
 /// The JSON lines of stdout.
 fn events(out: &str) -> Vec<Value> {
     out.lines()
@@ -97,8 +106,6 @@ fn event_with(id: &str, kind: &str, source: &str, subject: &str) -> Value {
     e["subject"] = json!(subject);
     e
 }
-
-const ORG_SUBJECT: &str = "urn:altinn:organization:identifier-no:991825827";
 
 /// The published summary's request count: "published N events in M requests, …".
 fn summary(err: &str) -> (u64, u64) {
@@ -316,12 +323,7 @@ fn query_follows_next_across_pages_and_applies_the_filters() {
 fn query_follow_keeps_polling_for_new_events() {
     let server = Server::start();
     let ttd = server.ttd();
-    ok(hendelse(
-        &server,
-        &ttd,
-        &["publish", "--event", &event("before").to_string()],
-        None,
-    ));
+    publish_event(&server, &ttd, "before");
     let mut follow = Running::start(
         &server.url,
         &ttd,
@@ -452,10 +454,7 @@ fn errors_exit_non_zero_with_the_problem_detail_on_one_line() {
     assert!(line.starts_with("hendelse: 404 Not Found"), "{line}");
 
     // Nobody listening.
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", listener.local_addr().unwrap())
-    };
+    let closed = format!("http://127.0.0.1:{}", free_port());
     for args in [
         &["query", "--resource", RESOURCE][..],
         &["publish", "--event", "{\"id\":\"x\"}"],
@@ -479,11 +478,13 @@ fn errors_exit_non_zero_with_the_problem_detail_on_one_line() {
     assert_eq!(stored, expected);
 }
 
-#[test]
-fn subscriptions_are_created_listed_delivered_and_deleted() {
-    let server = Server::start_with(&["--allow-http-webhooks", "--allow-private-webhooks"]);
+/// Async only for the receiver and the waits: the CLI runs are blocking, which is fine on the
+/// test's own thread (the runtime's workers serve the receiver meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_are_created_listed_delivered_and_deleted() {
+    let server = Server::start_delivering(&[]);
     let ttd = server.ttd();
-    let receiver = Receiver::start();
+    let receiver = Receiver::start().await;
 
     let created: Value = serde_json::from_str(&ok(hendelse(
         &server,
@@ -492,7 +493,7 @@ fn subscriptions_are_created_listed_delivered_and_deleted() {
             "subscriptions",
             "create",
             "--endpoint",
-            &receiver.url(),
+            &receiver.url("/hook"),
             "--resource",
             RESOURCE,
             "--type",
@@ -514,8 +515,7 @@ fn subscriptions_are_created_listed_delivered_and_deleted() {
     let id_text = id.to_string();
 
     // Validated once the receiver answered the handshake.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    eventually("the subscription to be validated", PATIENCE, async || {
         let listed: Value = serde_json::from_str(&ok(hendelse(
             &server,
             &ttd,
@@ -526,23 +526,25 @@ fn subscriptions_are_created_listed_delivered_and_deleted() {
         assert_eq!(listed["count"], 1);
         assert_eq!(listed["subscriptions"][0]["id"], id);
         if listed["subscriptions"][0]["validated"] == true {
-            break;
+            Ok(())
+        } else {
+            Err(listed.to_string())
         }
-        assert!(Instant::now() < deadline, "never validated: {listed}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
+    .await;
 
-    ok(hendelse(
-        &server,
-        &ttd,
-        &["publish", "--event", &event("pushed").to_string()],
-        None,
-    ));
-    let delivered = receiver.wait_for(|e| e["id"] == "pushed");
-    assert_eq!(delivered, event("pushed"));
+    publish_event(&server, &ttd, "pushed");
+    let delivered = eventually("pushed to be delivered", PATIENCE, async || {
+        receiver
+            .deliveries_on("/hook")
+            .into_iter()
+            .find(|hit| hit.event_id() == "pushed")
+            .ok_or_else(|| format!("received: {:?}", receiver.hits()))
+    })
+    .await;
+    assert_eq!(delivered.event, event("pushed"));
 
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    eventually("the delivery to be listed", PATIENCE, async || {
         let deliveries: Value = serde_json::from_str(&ok(hendelse(
             &server,
             &ttd,
@@ -558,11 +560,12 @@ fn subscriptions_are_created_listed_delivered_and_deleted() {
         .unwrap();
         let text = deliveries.to_string();
         if text.contains("\"pushed\"") {
-            break;
+            Ok(())
+        } else {
+            Err(text)
         }
-        assert!(Instant::now() < deadline, "no delivery listed: {text}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
+    .await;
     let dead: Value = serde_json::from_str(&ok(hendelse(
         &server,
         &ttd,
@@ -625,7 +628,12 @@ fn subscriptions_are_created_listed_delivered_and_deleted() {
     let line = fails(hendelse(
         &server,
         &ttd,
-        &["subscriptions", "create", "--endpoint", &receiver.url()],
+        &[
+            "subscriptions",
+            "create",
+            "--endpoint",
+            &receiver.url("/hook"),
+        ],
         None,
     ));
     assert!(line.starts_with("hendelse: 400 Bad Request: "), "{line}");
@@ -635,12 +643,7 @@ fn subscriptions_are_created_listed_delivered_and_deleted() {
 fn tail_prints_new_events_and_resumes_after_a_restart() {
     let server = Server::start();
     let ttd = server.ttd();
-    ok(hendelse(
-        &server,
-        &ttd,
-        &["publish", "--event", &event("start").to_string()],
-        None,
-    ));
+    publish_event(&server, &ttd, "start");
     // From `start` on, so nothing published after the tail started can be missed.
     let mut tail = Running::start(
         &server.url,
@@ -672,12 +675,7 @@ fn tail_prints_new_events_and_resumes_after_a_restart() {
     for i in 0..5 {
         assert_eq!(tail.next_event()["id"], format!("gap-{i}"));
     }
-    ok(hendelse(
-        &server,
-        &ttd,
-        &["publish", "--event", &event("after-gap").to_string()],
-        None,
-    ));
+    publish_event(&server, &ttd, "after-gap");
     assert_eq!(tail.next_event()["id"], "after-gap");
 
     // Filters apply to the stream too.
@@ -721,24 +719,14 @@ fn tail_prints_new_events_and_resumes_after_a_restart() {
 fn tail_reconnects_after_a_dropped_connection_without_losing_events() {
     let server = Server::start();
     let ttd = server.ttd();
-    ok(hendelse(
-        &server,
-        &ttd,
-        &["publish", "--event", &event("start").to_string()],
-        None,
-    ));
+    publish_event(&server, &ttd, "start");
     let proxy = Proxy::start(&server.url);
     let mut tail = Running::start(
         &proxy.url(),
         &ttd,
         &["tail", "--resource", RESOURCE, "--after", "start"],
     );
-    ok(hendelse(
-        &server,
-        &ttd,
-        &["publish", "--event", &event("before-drop").to_string()],
-        None,
-    ));
+    publish_event(&server, &ttd, "before-drop");
     assert_eq!(tail.next_event()["id"], "before-drop");
 
     // The connection breaks; what is published meanwhile arrives after the reconnect, once.
@@ -750,12 +738,7 @@ fn tail_reconnects_after_a_dropped_connection_without_losing_events() {
     for i in 0..3 {
         assert_eq!(tail.next_event()["id"], format!("dropped-{i}"));
     }
-    ok(hendelse(
-        &server,
-        &ttd,
-        &["publish", "--event", &event("after-reconnect").to_string()],
-        None,
-    ));
+    publish_event(&server, &ttd, "after-reconnect");
     assert_eq!(tail.next_event()["id"], "after-reconnect");
     assert!(proxy.connections() >= 2, "the tail connected again");
 }
@@ -806,87 +789,6 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A webhook receiver on loopback (an axum server on a thread of its own) that answers 200 and
-/// records every JSON body.
-struct Receiver {
-    addr: SocketAddr,
-    bodies: Arc<Mutex<Vec<Value>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let recorded = bodies.clone();
-        let (addr_tx, addr_rx) = mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                let app = axum::Router::new().route(
-                    "/hook",
-                    axum::routing::post(move |body: axum::body::Bytes| {
-                        let recorded = recorded.clone();
-                        async move {
-                            if let Ok(value) = serde_json::from_slice::<Value>(&body) {
-                                recorded.lock().unwrap().push(value);
-                            }
-                            "ok"
-                        }
-                    }),
-                );
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await
-                    .expect("receiver");
-            });
-        });
-        let addr = addr_rx.recv_timeout(PATIENCE).expect("receiver address");
-        Receiver {
-            addr,
-            bodies,
-            stop: Some(stop),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
-    }
-
-    /// The first recorded body that `pred` accepts; panics after `PATIENCE`.
-    fn wait_for(&self, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(found) = self.bodies.lock().unwrap().iter().find(|b| pred(b)) {
-                return found.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not delivered; received: {:?}",
-                self.bodies.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 

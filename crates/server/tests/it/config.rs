@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::common::{BIN, RESOURCE, Server, generic_event, get, publish};
+use crate::common::{BIN, Server, generic_event, get, publish_ok};
 
 #[tokio::test]
 async fn a_config_file_sets_what_flags_do_not() {
@@ -18,19 +18,8 @@ async fn a_config_file_sets_what_flags_do_not() {
     // `--listen 127.0.0.1:0` from the harness comes after the file's and wins.
     let server = Server::start_with(&["--config", &path]);
     let token = server.ttd();
-    assert_eq!(
-        publish(&server, &token, &generic_event("c1"))
-            .await
-            .status(),
-        200
-    );
-    let (status, next, _) = get(
-        &server.at(&format!(
-            "/events/api/v1/events?resource={RESOURCE}&after=0"
-        )),
-        &token,
-    )
-    .await;
+    publish_ok(&server, &token, &generic_event("c1")).await;
+    let (status, next, _) = get(&server.log_url(""), &token).await;
     assert_eq!(status, 200);
     let next = next.expect("next");
     assert!(

@@ -3,73 +3,23 @@
 //! details naming the attribute at fault. Plus the resource rule for the plain vectors, binary
 //! content mode and the 1 MiB body limit.
 
-use crate::common::{RESOURCE, Server, client, data_path, get};
-use reqwest::header::HeaderMap;
+use crate::common::{
+    Answer, BATCH, RESOURCE, STRUCTURED, Server, assert_problem, client, data_path, get, send,
+};
 use serde_json::{Value, json};
 
-const STRUCTURED: &str = "application/cloudevents+json";
-const BATCH: &str = "application/cloudevents-batch+json";
 const ADMIN: &str = "altinn:events.publish.admin";
 const MIB: usize = 1024 * 1024;
 
-/// One HTTP answer: status, headers and the body as text and as JSON (`Null` when not JSON).
-struct Reply {
-    status: u16,
-    headers: HeaderMap,
-    text: String,
-    body: Value,
-}
-
-async fn send(request: reqwest::RequestBuilder) -> Reply {
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let text = response.text().await.expect("body");
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Reply {
-        status,
-        headers,
-        text,
-        body,
-    }
-}
-
-/// Asserts an RFC 7807 answer with this status.
-fn assert_problem(reply: &Reply, status: u16, context: &str) {
-    assert_eq!(reply.status, status, "{context}: {}", reply.text);
-    let content_type = reply
-        .headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    assert!(
-        content_type.starts_with("application/problem+json"),
-        "{context}: content type {content_type:?}"
-    );
-    assert_eq!(
-        reply.body["status"],
-        json!(status),
-        "{context}: {}",
-        reply.text
-    );
-    assert!(reply.body["title"].is_string(), "{context}: {}", reply.text);
-    assert!(reply.body["type"].is_string(), "{context}: {}", reply.text);
-    assert!(
-        reply.body["traceId"].is_string(),
-        "{context}: {}",
-        reply.text
-    );
-}
-
 /// The field names of a problem's `errors`.
-fn error_fields(reply: &Reply) -> Vec<String> {
+fn error_fields(reply: &Answer) -> Vec<String> {
     reply.body["errors"]
         .as_object()
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default()
 }
 
-async fn post(server: &Server, token: &str, content_type: &str, body: String) -> Reply {
+async fn post(server: &Server, token: &str, content_type: &str, body: String) -> Answer {
     send(
         client()
             .post(server.at("/events/api/v1/events"))

@@ -3,10 +3,9 @@
 //! `source` + `id`) and a reader following `next` from the start sees a gap-free sequence.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{RESOURCE, Server, client, follow, generic_event};
+use crate::common::{RESOURCE, Refusal, Server, Swarm, follow, generic_event, resource_log};
 use hendelse_store::testing::TestDatabase;
 
 const CYCLES: usize = 10;
@@ -57,13 +56,7 @@ struct Audit {
 }
 
 async fn audit(server: &Server, token: &str, acknowledged: &HashMap<String, usize>) -> Audit {
-    let (events, _) = follow(
-        &server.at(&format!(
-            "/events/api/v1/events?resource={RESOURCE}&after=0&size=1000"
-        )),
-        token,
-    )
-    .await;
+    let events = resource_log(server, token).await;
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
     for event in &events {
         let key = (
@@ -127,48 +120,28 @@ async fn crash_cycles(backend: &str, args: &[&str]) {
     let mut incremental: Vec<(String, String)> = Vec::new();
 
     for cycle in 0..CYCLES {
-        let url = Arc::new(server.url.clone());
-        let mut clients = Vec::new();
-        for c in 0..CLIENTS {
-            let (url, token) = (url.clone(), token.clone());
-            clients.push(tokio::spawn(async move {
-                let http = client();
-                let mut acked = Vec::new();
-                let mut refused = 0usize;
-                // Bounded: the server is killed well before this many publishes.
-                for i in 0..100_000usize {
-                    let id = format!("k{cycle}-{c}-{i}");
-                    let sent = http
-                        .post(format!("{url}/events/api/v1/events"))
-                        .bearer_auth(&token)
-                        .header("content-type", "application/cloudevents+json")
-                        .body(generic_event(&id).to_string())
-                        .send()
-                        .await;
-                    match sent {
-                        Ok(r) if r.status() == 200 => acked.push(id),
-                        Ok(r) if r.status() == 503 => {
-                            // Back-pressure is allowed; the event was not acknowledged.
-                            refused += 1;
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                        Ok(r) => panic!("publish {id}: unexpected {}", r.status()),
-                        // The server died under us: this event was not acknowledged.
-                        Err(_) => return (acked, refused + 1),
-                    }
-                }
-                (acked, refused)
-            }));
-        }
+        // Bounded: the server is killed well before this many publishes.
+        let clients = Swarm::start(
+            &[&server],
+            &token,
+            CLIENTS,
+            100_000,
+            &format!("k{cycle}-"),
+            |id, refused| match refused.status().as_u16() {
+                // Back-pressure is allowed; the event was not acknowledged.
+                503 => Refusal::BackOff,
+                other => panic!("publish {id}: unexpected {other}"),
+            },
+        );
         let delay = rng.between(100, 800);
         tokio::time::sleep(Duration::from_millis(delay)).await;
         server.kill9();
         let mut this_cycle = 0;
-        for c in clients {
-            let (acked, refused) = c.await.expect("client");
-            this_cycle += acked.len();
-            unacknowledged_tries += refused;
-            for (n, id) in acked.into_iter().enumerate() {
+        for published in clients.join().await {
+            this_cycle += published.acknowledged.len();
+            // The event sent when the server died under a client was not acknowledged either.
+            unacknowledged_tries += published.refused + usize::from(published.cut_off);
+            for (n, id) in published.acknowledged.into_iter().enumerate() {
                 acknowledged.insert(id, n);
             }
         }

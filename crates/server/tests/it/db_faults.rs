@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::common::{RESOURCE, Server, client, follow, generic_event};
+use crate::common::{Server, client, generic_event, header, post_event, resource_log};
 use hendelse_store::testing::{TestDatabase, admin_url};
 use sqlx::{Connection, PgConnection};
 use tokio::sync::Mutex;
@@ -48,11 +48,7 @@ async fn allow_connections(admin: &mut PgConnection, db: &str, allow: bool) {
 
 fn check_503(response: &reqwest::Response) -> Result<(), String> {
     let retry = response.headers().get("retry-after").is_some();
-    let problem = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/problem+json"));
+    let problem = header(response, "content-type").starts_with("application/problem+json");
     if retry && problem {
         Ok(())
     } else {
@@ -85,13 +81,7 @@ async fn killed_and_refused_database_connections_give_503_and_the_service_recove
                     break;
                 }
                 let id = format!("w{w}-{i}");
-                let sent = http
-                    .post(server.at("/events/api/v1/events"))
-                    .bearer_auth(&*token)
-                    .header("content-type", "application/cloudevents+json")
-                    .body(generic_event(&id).to_string())
-                    .send()
-                    .await;
+                let sent = post_event(&http, &server.url, &token, &generic_event(&id)).await;
                 let mut t = tally.lock().await;
                 match sent {
                     Ok(r) if r.status().is_success() => t.acknowledged.push(id),
@@ -120,9 +110,7 @@ async fn killed_and_refused_database_connections_give_503_and_the_service_recove
             (server.clone(), token.clone(), tally.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let http = client();
-            let url = server.at(&format!(
-                "/events/api/v1/events?resource={RESOURCE}&after=0&size=50"
-            ));
+            let url = server.log_url("&size=50");
             for _ in 0..1_000_000usize {
                 if stop.load(Ordering::Relaxed) {
                     break;
@@ -208,13 +196,7 @@ async fn killed_and_refused_database_connections_give_503_and_the_service_recove
     );
 
     // Everything acknowledged is stored exactly once.
-    let (events, _) = follow(
-        &server.at(&format!(
-            "/events/api/v1/events?resource={RESOURCE}&after=0&size=1000"
-        )),
-        &token,
-    )
-    .await;
+    let events = resource_log(&server, &token).await;
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for e in &events {
         *seen.entry(e["id"].as_str().expect("id")).or_default() += 1;

@@ -10,12 +10,14 @@
 
 use crate::common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::{PERSON, RESOURCE, SUBSCRIBE, Server, client};
+use crate::common::{
+    Answer, PERSON, PUBLISH, RESOURCE, SUBSCRIBE, Server, client, eventually, free_port,
+    resource_log, token_for,
+};
 use chrono::{DateTime, Utc};
 use reqwest::Method;
-use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 const SO: &str = "/dialogporten/api/v1/serviceowner/dialogs";
@@ -33,17 +35,16 @@ const RESTORED: &str = "dialogporten.dialog.restored.v1";
 const SEEN: &str = "dialogporten.dialog.seen.v1";
 const TRANSMISSION: &str = "dialogporten.dialog.transmission.created.v1";
 
-struct Reply {
-    status: u16,
-    headers: HeaderMap,
-    body: Value,
+/// What the dialog routes answer besides a status and a body.
+trait DialogAnswer {
+    fn etag(&self) -> String;
+    /// The id a creation answers with.
+    fn id(&self) -> String;
 }
 
-impl Reply {
+impl DialogAnswer for Answer {
     fn etag(&self) -> String {
-        self.headers
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
+        self.header("etag")
             .unwrap_or_else(|| panic!("no ETag: {} {}", self.status, self.body))
             .to_owned()
     }
@@ -63,7 +64,7 @@ async fn send(
     token: &str,
     body: Option<&Value>,
     headers: &[(&str, &str)],
-) -> Reply {
+) -> Answer {
     let mut request = client().request(method, server.at(path)).bearer_auth(token);
     for (k, v) in headers {
         request = request.header(*k, *v);
@@ -73,16 +74,7 @@ async fn send(
             .header("content-type", "application/json")
             .body(body.to_string());
     }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let text = response.text().await.expect("body");
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    common::send(request).await
 }
 
 fn dialog(extra: Value) -> Value {
@@ -98,18 +90,10 @@ fn dialog(extra: Value) -> Value {
     body
 }
 
-async fn create(server: &Server, token: &str, body: &Value) -> Reply {
+async fn create(server: &Server, token: &str, body: &Value) -> Answer {
     let reply = send(server, Method::POST, SO, token, Some(body), &[]).await;
     assert_eq!(reply.status, 201, "{}", reply.body);
     reply
-}
-
-/// Every event of the resource in the store, in registration order.
-async fn all_events(server: &Server, token: &str) -> Vec<Value> {
-    let url = server.at(&format!(
-        "/events/api/v1/events?resource={RESOURCE}&after=0&size=1000"
-    ));
-    common::follow(&url, token).await.0
 }
 
 fn of_dialog(events: &[Value], id: &str) -> Vec<Value> {
@@ -127,21 +111,22 @@ fn types(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// The dialog's events once there are at least `count` (bounded wait).
-async fn wait_for(server: &Server, token: &str, id: &str, count: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let events = of_dialog(&all_events(server, token).await, id);
-        if events.len() >= count || Instant::now() > deadline {
-            return events;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Asserts that the dialog's events are exactly `expected`, waiting for them to arrive.
+/// Asserts that the dialog's events are exactly `expected`, waiting (bounded) for as many to
+/// arrive.
 async fn expect_types(server: &Server, token: &str, id: &str, expected: &[&str]) -> Vec<Value> {
-    let events = wait_for(server, token, id, expected.len()).await;
+    let events = eventually(
+        &format!("{} events of dialog {id}", expected.len()),
+        Duration::from_secs(15),
+        async || {
+            let events = of_dialog(&resource_log(server, token).await, id);
+            if events.len() >= expected.len() {
+                Ok(events)
+            } else {
+                Err(format!("{:?}", types(&events)))
+            }
+        },
+    )
+    .await;
     assert_eq!(types(&events), expected, "events of dialog {id}");
     events
 }
@@ -155,17 +140,6 @@ async fn settle(server: &Server, token: &str) {
 
 fn activity_type(suffix: &str) -> String {
     format!("dialogporten.dialog.activity.{suffix}.v1")
-}
-
-fn other_person(server: &Server) -> String {
-    server.token(&[
-        "--pid",
-        "01017012345",
-        "--party-id",
-        "50003333",
-        "--scope",
-        SUBSCRIBE,
-    ])
 }
 
 #[tokio::test]
@@ -735,7 +709,7 @@ async fn silent_updates_publish_nothing() {
 
     settle(&server, &ttd).await;
     assert!(
-        of_dialog(&all_events(&server, &ttd).await, &id).is_empty(),
+        of_dialog(&resource_log(&server, &ttd).await, &id).is_empty(),
         "a silent dialog published events"
     );
 }
@@ -971,7 +945,7 @@ async fn end_users_see_the_events_and_dialogs_of_parties_they_may_read_only() {
     let server = Server::start();
     let ttd = server.ttd();
     let me = server.person();
-    let stranger = other_person(&server);
+    let stranger = server.other_person();
     let id = create(
         &server,
         &ttd,
@@ -988,13 +962,13 @@ async fn end_users_see_the_events_and_dialogs_of_parties_they_may_read_only() {
     .await;
 
     // The person with access to the party reads the dialog's events through the Events API.
-    let mine = of_dialog(&all_events(&server, &me).await, &id);
+    let mine = of_dialog(&resource_log(&server, &me).await, &id);
     assert_eq!(
         types(&mine),
         [CREATED.to_owned(), activity_type("information")]
     );
     // A person without access sees none of them, and no dialog.
-    assert!(of_dialog(&all_events(&server, &stranger).await, &id).is_empty());
+    assert!(of_dialog(&resource_log(&server, &stranger).await, &id).is_empty());
     let hidden = send(
         &server,
         Method::GET,
@@ -1036,7 +1010,7 @@ async fn end_users_see_the_events_and_dialogs_of_parties_they_may_read_only() {
     )
     .await;
     assert_eq!(
-        types(&of_dialog(&all_events(&server, &me).await, &id)),
+        types(&of_dialog(&resource_log(&server, &me).await, &id)),
         types(&events)
     );
 }
@@ -1209,27 +1183,11 @@ async fn events_reach_a_remote_events_api_even_if_it_is_down_at_first() {
     let remote_dir = tempfile::tempdir().expect("dir");
     let remote_data = remote_dir.path().join("data");
     let remote_data_arg = remote_data.to_string_lossy().into_owned();
-    let out = std::process::Command::new(common::BIN)
-        .args([
-            "token",
-            "--data-dir",
-            &remote_data_arg,
-            "--org",
-            "ttd",
-            "--scope",
-        ])
-        .arg(format!("{} {}", common::PUBLISH, SUBSCRIBE))
-        .output()
-        .expect("hendelse token");
-    assert!(out.status.success());
-    let remote_token = String::from_utf8(out.stdout)
-        .expect("utf8")
-        .trim()
-        .to_owned();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let remote_token = token_for(
+        &remote_data,
+        &["--org", "ttd", "--scope", &format!("{PUBLISH} {SUBSCRIBE}")],
+    );
+    let port = free_port();
     let remote_url = format!("http://127.0.0.1:{port}");
 
     let local = Server::start_with(&[
@@ -1246,16 +1204,10 @@ async fn events_reach_a_remote_events_api_even_if_it_is_down_at_first() {
     )
     .await
     .id();
-    // Bounded wait for the forwarder to have failed at least once.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !local.log().contains("forwarding dialog events failed") && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        local.log().contains("forwarding dialog events failed"),
-        "{}",
-        local.log()
-    );
+    // The forwarder has failed at least once.
+    local
+        .wait_for_log("forwarding dialog events failed", Duration::from_secs(10))
+        .await;
     assert!(
         !local.log().contains(&remote_token),
         "the token is never logged"
@@ -1277,7 +1229,7 @@ async fn events_reach_a_remote_events_api_even_if_it_is_down_at_first() {
     .await;
     assert_eq!(events[0]["resourceinstance"], id);
     // Nothing went into the local store.
-    assert!(of_dialog(&all_events(&local, &ttd).await, &id).is_empty());
+    assert!(of_dialog(&resource_log(&local, &ttd).await, &id).is_empty());
     // A later change follows without delay, and nothing arrives twice.
     let changed = send(
         &local,

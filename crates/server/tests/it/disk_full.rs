@@ -13,7 +13,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{RESOURCE, Server, client, event_ids, follow};
+use crate::common::{
+    ORG_SUBJECT, RESOURCE, Server, client, event_ids, eventually, free_port, get_public, header,
+    post_event, resource_log, token_for,
+};
+use hendelse_store::testing::skip_outside_ci;
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -104,16 +108,14 @@ impl Drop for SmallDisk {
 }
 
 fn small_disk_or_skip() -> Option<SmallDisk> {
-    if let Some(disk) = SmallDisk::create() {
-        return Some(disk);
+    let disk = SmallDisk::create();
+    if disk.is_none() {
+        skip_outside_ci(
+            "disk_full",
+            "no loop-mounted filesystem could be made (root, mkfs.ext4 and losetup needed)",
+        );
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but no loop-mounted filesystem could be made (root and mkfs.ext4 needed)");
-    }
-    eprintln!(
-        "\n*** SKIPPED disk_full: cannot mount a loop image here (needs root, mkfs.ext4, losetup) ***\n"
-    );
-    None
+    disk
 }
 
 /// A generic event with about 2 KiB of data.
@@ -124,7 +126,7 @@ fn event(id: &str) -> serde_json::Value {
         "source": "https://example.com/disk-full",
         "type": "no.example.disk",
         "resource": RESOURCE,
-        "subject": "urn:altinn:organization:identifier-no:991825827",
+        "subject": ORG_SUBJECT,
         "data": {"n": id, "padding": "x".repeat(2000)}
     })
 }
@@ -167,13 +169,7 @@ fn start_publishers(
                 let id = format!("p{p}-{i:06}");
                 i += 1;
                 let was_freed = freed.load(Ordering::Relaxed);
-                let sent = http
-                    .post(format!("{url}/events/api/v1/events"))
-                    .bearer_auth(token.as_str())
-                    .header("content-type", "application/cloudevents+json")
-                    .body(event(&id).to_string())
-                    .send()
-                    .await;
+                let sent = post_event(&http, &url, &token, &event(&id)).await;
                 let mut o = outcomes.lock().await;
                 match sent {
                     Ok(response) => {
@@ -187,12 +183,7 @@ fn start_publishers(
                         } else {
                             refused.fetch_add(1, Ordering::Relaxed);
                             drop(o);
-                            let content_type = response
-                                .headers()
-                                .get("content-type")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or_default()
-                                .to_owned();
+                            let content_type = header(&response, "content-type").to_owned();
                             let body = response.text().await.unwrap_or_default();
                             let mut o = outcomes.lock().await;
                             if o.refusal_details.len() < 50 {
@@ -228,41 +219,24 @@ async fn run(free_bytes: u64) {
     let publishers = start_publishers(&server_url, &token, &outcomes, &refused, &freed, &stop);
 
     // Phase 1: publish until the disk is full and publishes have been refused for a while.
-    let started = Instant::now();
-    while refused.load(Ordering::Relaxed) < 1000 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the disk never filled: {:?}; log: {}",
-            outcomes.lock().await.statuses,
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the disk to fill", Duration::from_secs(120), async || {
+        if refused.load(Ordering::Relaxed) >= 1000 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{:?}; log: {}",
+                outcomes.lock().await.statuses,
+                server.log()
+            ))
+        }
+    })
+    .await;
 
     // While the disk is full: readiness says so, reads and the metric keep working.
-    let http = client();
-    let ready = http
-        .get(server.at("/health/ready"))
-        .send()
-        .await
-        .expect("ready");
-    let ready_status = ready.status().as_u16();
-    let ready_body = ready.text().await.unwrap_or_default();
-    let metrics = http
-        .get(server.at("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    let (query_status, _, _) = common::get(
-        &server.at(&format!(
-            "/events/api/v1/events?resource={RESOURCE}&after=0&size=5"
-        )),
-        &token,
-    )
-    .await;
+    let ready = get_public(&server, "/health/ready").await;
+    let (ready_status, ready_body) = (ready.status, ready.text);
+    let metrics = get_public(&server, "/metrics").await.text;
+    let (query_status, _, _) = common::get(&server.log_url("&size=5"), &token).await;
 
     let dialog_while_full = create_dialog(&server, &token).await;
 
@@ -270,22 +244,8 @@ async fn run(free_bytes: u64) {
     std::fs::remove_file(&filler).expect("remove the filler");
     freed.store(true, Ordering::Relaxed);
     let freed_at = Instant::now();
-    while outcomes.lock().await.acknowledged_after_free < 500 {
-        assert!(
-            freed_at.elapsed() < Duration::from_secs(60),
-            "publishing did not resume after space came back: {:?}; log tail: {}",
-            outcomes.lock().await.statuses,
-            tail(&server.log())
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let ready_after = http
-        .get(server.at("/health/ready"))
-        .send()
-        .await
-        .expect("ready")
-        .status()
-        .as_u16();
+    resumed(&outcomes, &server, Duration::from_secs(60)).await;
+    let ready_after = get_public(&server, "/health/ready").await.status;
     let dialog_after = create_dialog(&server, &token).await;
     stop.store(true, Ordering::Relaxed);
     for p in publishers {
@@ -308,14 +268,7 @@ async fn run(free_bytes: u64) {
     );
     let integrity = integrity_check(&server.data_dir().join("events.db")).await;
     server.restart();
-    let token = server.ttd();
-    let (events, _) = follow(
-        &server.at(&format!(
-            "/events/api/v1/events?resource={RESOURCE}&after=0&size=1000"
-        )),
-        &token,
-    )
-    .await;
+    let events = resource_log(&server, &server.ttd()).await;
     // A dialog's rows are small: the WAL may still have room for them when a batch of events
     // has none. Either it was refused as 507, or it was stored and its event is there.
     assert!(
@@ -370,6 +323,27 @@ async fn run(free_bytes: u64) {
     );
 }
 
+/// Waits until publishing has resumed by itself after space came back: 500 acknowledgements.
+async fn resumed(outcomes: &Mutex<Outcomes>, server: &Server, limit: Duration) {
+    eventually(
+        "publishing to resume after space came back",
+        limit,
+        async || {
+            let o = outcomes.lock().await;
+            if o.acknowledged_after_free >= 500 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{:?}; log tail: {}",
+                    o.statuses,
+                    tail(&server.log())
+                ))
+            }
+        },
+    )
+    .await;
+}
+
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
@@ -382,7 +356,7 @@ async fn create_dialog(server: &Server, token: &str) -> (u16, serde_json::Value)
         .bearer_auth(token)
         .json(&json!({
             "serviceResource": RESOURCE,
-            "party": "urn:altinn:organization:identifier-no:991825827",
+            "party": ORG_SUBJECT,
             "process": "urn:some:process:id",
         }))
         .send()
@@ -395,9 +369,7 @@ async fn create_dialog(server: &Server, token: &str) -> (u16, serde_json::Value)
 /// Whether the dialog's events are in the store yet.
 async fn dialog_events(server: &Server, token: &str, id: &str) -> bool {
     let (_, _, body) = common::get(
-        &server.at(&format!(
-            "/events/api/v1/events?resource={RESOURCE}&after=0&size=1000&type=dialogporten.dialog.created.v1"
-        )),
+        &server.log_url("&size=1000&type=dialogporten.dialog.created.v1"),
         token,
     )
     .await;
@@ -519,25 +491,12 @@ fn a_start_on_a_full_disk() {
 
     std::fs::remove_file(disk.mount.join("filler")).expect("free space");
     std::fs::remove_file(disk.mount.join("top-up")).expect("free space");
-    let token = Command::new(common::BIN)
-        .args(["token", "--org", "ttd", "--data-dir"])
-        .arg(&data)
-        .output()
-        .expect("run hendelse token");
-    assert!(
-        token.status.success(),
-        "the key left behind is unusable: {}",
-        String::from_utf8_lossy(&token.stderr)
-    );
+    // The key left behind is usable.
+    token_for(&data, &["--org", "ttd"]);
     let mut server = Server::start_in(&disk.mount, &[]);
     let (status, _, _) = tokio::runtime::Runtime::new()
         .expect("runtime")
-        .block_on(common::get(
-            &server.at(&format!(
-                "/events/api/v1/events?resource={RESOURCE}&after=0"
-            )),
-            &server.ttd(),
-        ));
+        .block_on(common::get(&server.log_url(""), &server.ttd()));
     assert_eq!(status, 200);
     assert!(server.terminate().success());
 }
@@ -559,11 +518,7 @@ impl SmallPostgres {
             .max()?;
         let bin = version.join("bin");
         let data = disk.mount.join("pg");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
+        let port = free_port();
         let chown = |path: &Path| {
             Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -647,10 +602,10 @@ async fn postgres_full_disk() {
     };
     let logs = tempfile::tempdir().expect("log dir");
     let Some(pg) = SmallPostgres::create(&disk, logs.path()) else {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("CI=true but no PostgreSQL server of the test's own could be started");
-        }
-        eprintln!("\n*** SKIPPED postgres_full_disk: cannot run initdb/pg_ctl as postgres ***\n");
+        skip_outside_ci(
+            "postgres_full_disk",
+            "no PostgreSQL server of the test's own could be started (initdb and pg_ctl as postgres)",
+        );
         return;
     };
     let filler = disk.fill_leaving(6 << 20);
@@ -662,29 +617,23 @@ async fn postgres_full_disk() {
     let freed = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let publishers = start_publishers(&server.url, &token, &outcomes, &refused, &freed, &stop);
-    let started = Instant::now();
-    while refused.load(Ordering::Relaxed) < 1000 {
-        assert!(
-            started.elapsed() < Duration::from_secs(180),
-            "PostgreSQL's disk never filled: {:?}",
-            outcomes.lock().await.statuses
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "PostgreSQL's disk to fill",
+        Duration::from_secs(180),
+        async || {
+            if refused.load(Ordering::Relaxed) >= 1000 {
+                Ok(())
+            } else {
+                Err(format!("{:?}", outcomes.lock().await.statuses))
+            }
+        },
+    )
+    .await;
     let (ready_status, _, _) = common::get(&server.at("/health/ready"), "").await;
     std::fs::remove_file(&filler).expect("remove the filler");
     freed.store(true, Ordering::Relaxed);
     let restarted_postgres = if pg.is_running() { false } else { pg.start() };
-    let freed_at = Instant::now();
-    while outcomes.lock().await.acknowledged_after_free < 500 {
-        assert!(
-            freed_at.elapsed() < Duration::from_secs(90),
-            "publishing did not resume: {:?}; log tail: {}",
-            outcomes.lock().await.statuses,
-            tail(&server.log())
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    resumed(&outcomes, &server, Duration::from_secs(90)).await;
     stop.store(true, Ordering::Relaxed);
     for p in publishers {
         p.await.expect("publisher");
@@ -694,14 +643,7 @@ async fn postgres_full_disk() {
         "the server did not stop cleanly"
     );
     server.restart();
-    let token = server.ttd();
-    let (events, _) = follow(
-        &server.at(&format!(
-            "/events/api/v1/events?resource={RESOURCE}&after=0&size=1000"
-        )),
-        &token,
-    )
-    .await;
+    let events = resource_log(&server, &server.ttd()).await;
     let o = outcomes.lock().await;
     check_outcomes(
         &o,

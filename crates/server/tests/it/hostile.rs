@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::common::{RESOURCE, Server, client, get, page_ids, publish};
+use crate::common::{RESOURCE, Server, client, get, get_request, page_ids, publish_ok, send};
 use serde_json::json;
 
 /// Raw query values, already percent-encoded as they go on the wire.
@@ -43,19 +43,8 @@ fn hostile_values() -> Vec<(String, &'static str)> {
 }
 
 async fn status_and_type(url: &str, token: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let mut request = client().get(url).bearer_auth(token);
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    let response = request.send().await.expect("get");
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    (status, content_type)
+    let answer = send(get_request(url, token, headers)).await;
+    (answer.status, answer.content_type().to_owned())
 }
 
 /// Every parameter of both query routes × every hostile value: 200 or 400 with problem details.
@@ -176,13 +165,7 @@ async fn filter_metacharacters_match_literally() {
             "subject": "urn:altinn:organization:identifier-no:991825827"
         });
         e["data"] = json!(null);
-        let r = publish(&server, &ttd, &e).await;
-        assert_eq!(
-            r.status(),
-            200,
-            "{id}: {}",
-            r.text().await.unwrap_or_default()
-        );
+        publish_ok(&server, &ttd, &e).await;
     }
     let cases: [(&str, &[&str]); 9] = [
         ("type=t.a_b", &["lit-1"]),
@@ -196,13 +179,7 @@ async fn filter_metacharacters_match_literally() {
         ("type=t.a%00b", &[]),
     ];
     for (filter, expected) in cases {
-        let (status, _, body) = get(
-            &server.at(&format!(
-                "/events/api/v1/events?resource={RESOURCE}&after=0&{filter}"
-            )),
-            &ttd,
-        )
-        .await;
+        let (status, _, body) = get(&server.log_url(&format!("&{filter}")), &ttd).await;
         assert_eq!(status, 200, "{filter}: {body}");
         assert_eq!(page_ids(&body), expected, "{filter}");
     }
@@ -390,8 +367,7 @@ async fn live_streams_outlive_the_header_timeout() {
         still_open(&mut app, &mut app_seen).await,
         "the app stream was cut off"
     );
-    let r = publish(&server, &ttd, &common::generic_event("after-timeout")).await;
-    assert_eq!(r.status(), 200);
+    publish_ok(&server, &ttd, &common::generic_event("after-timeout")).await;
     for _ in 0..40 {
         if seen.contains("after-timeout") {
             break;

@@ -7,10 +7,9 @@ use crate::common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::common::{PUBLISH, RESOURCE, SUBSCRIBE, Server, client, follow, publish};
+use crate::common::{RESOURCE, SKD_RESOURCE, SUBSCRIBE, Server, client, follow, publish_ok};
 use serde_json::{Value, json};
 
-const SKD_RESOURCE: &str = "urn:altinn:resource:skd-service";
 const ORG_991: &str = "urn:altinn:organization:identifier-no:991825827";
 const ORG_912: &str = "urn:altinn:organization:identifier-no:912345678";
 const SUBUNIT: &str = "urn:altinn:organization:identifier-no:910000001";
@@ -42,26 +41,15 @@ fn may_read(user: &str, id: &str) -> bool {
 }
 
 fn users(server: &Server) -> Vec<(&'static str, String)> {
-    let scopes = format!("{PUBLISH} {SUBSCRIBE}");
     vec![
         ("ttd", server.ttd()),
-        ("skd", server.token(&["--org", "skd", "--scope", &scopes])),
+        ("skd", server.skd()),
         (
             "org912",
             server.token(&["--org-number", "912345678", "--scope", SUBSCRIBE]),
         ),
         ("a", server.person()),
-        (
-            "b",
-            server.token(&[
-                "--pid",
-                "01017012345",
-                "--party-id",
-                "50003333",
-                "--scope",
-                SUBSCRIBE,
-            ]),
-        ),
+        ("b", server.other_person()),
     ]
 }
 
@@ -120,13 +108,7 @@ async fn every_cell_outside_the_access_rules_yields_nothing() {
             "specversion": "1.0", "id": id, "source": "https://example.com/isolation",
             "type": "no.example.isolation", "resource": resource, "subject": subject
         });
-        let r = publish(&server, &token_of(publisher), &event).await;
-        assert_eq!(
-            r.status(),
-            200,
-            "{id}: {}",
-            r.text().await.unwrap_or_default()
-        );
+        publish_ok(&server, &token_of(publisher), &event).await;
     }
 
     let mut cells = 0;

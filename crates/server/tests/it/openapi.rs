@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::common::{Server, client};
+use crate::common::{Server, client, get_public};
 use serde_json::Value;
 
 /// Every route of the API. A route added to the router must be added here (and is then checked to
@@ -62,13 +62,10 @@ const PUBLIC: &[&str] = &[
 ];
 
 async fn document(server: &Server) -> Value {
-    let response = client()
-        .get(server.at("/openapi.json"))
-        .send()
-        .await
-        .expect("openapi.json");
-    assert_eq!(response.status(), 200, "no token needed");
-    response.json().await.expect("JSON")
+    let answer = get_public(server, "/openapi.json").await;
+    assert_eq!(answer.status, 200, "no token needed");
+    assert!(answer.body.is_object(), "JSON: {}", answer.text);
+    answer.body
 }
 
 fn operations(doc: &Value) -> BTreeSet<(String, String)> {

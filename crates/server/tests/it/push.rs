@@ -4,29 +4,21 @@
 
 use crate::common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    PERSON, PERSON_PARTY, PUBLISH, RESOURCE, SUBSCRIBE, Server, client, generic_event,
+    Answer, Gate, Hit, OTHER_PERSON, PATIENCE, PERSON, PERSON_PARTY, PUBLISH, RESOURCE, Receiver,
+    Reply, SKD_RESOURCE, SUBSCRIBE, SUBSCRIPTIONS, Server, Swarm, TO_LOOPBACK, client,
+    create_subscription, eventually, generic_event, get_subscription, id_of, publish_batch_ok,
+    publish_ok, subscribe, subscribe_to, wait_validated,
 };
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, Uri};
-use axum::response::Response;
 use base64::Engine;
 use hendelse_store::testing::TestDatabase;
 use serde_json::{Value, json};
-use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
 
-const SUBSCRIPTIONS: &str = "/events/api/v1/subscriptions";
-const VALIDATION_TYPE: &str = "platform.events.validatesubscription";
-const SKD_RESOURCE: &str = "urn:altinn:resource:skd-service";
 const ORG_URN: &str = "urn:altinn:organization:identifier-no:";
 /// The organisation the generic events are about (party 50001337; the person may read it).
 const ORG: &str = "991825827";
@@ -36,364 +28,22 @@ const ORG_PARTY: i64 = 50001337;
 const OTHER_ORG: &str = "912345678";
 /// A subunit of `ORG` (party 50005555, `"parentOrganization": "991825827"` in the registry).
 const SUBUNIT: &str = "910000001";
-/// Another person (party 50003333).
-const OTHER_PERSON: &str = "01017012345";
 /// The fast retry ladder of these tests: 4 attempts in all.
 const LADDER: &str = "100ms,200ms,300ms";
-/// How long to wait for something that should happen.
-const PATIENCE: Duration = Duration::from_secs(30);
 /// How long to watch for something that should not happen (several times the whole ladder).
 const QUIET: Duration = Duration::from_millis(1500);
-
-// ---------------------------------------------------------------------------------------------
-// The receiver: a real HTTP server on loopback that records every request and answers by script.
-// ---------------------------------------------------------------------------------------------
-
-/// A latch that held requests wait on.
-#[derive(Clone)]
-struct Gate(Arc<watch::Sender<bool>>);
-
-impl Gate {
-    fn new() -> Gate {
-        Gate(Arc::new(watch::channel(false).0))
-    }
-
-    fn open(&self) {
-        self.0.send_replace(true);
-    }
-
-    async fn wait(&self) {
-        let mut open = self.0.subscribe();
-        let _ = open.wait_for(|open| *open).await;
-    }
-}
-
-/// How the receiver answers one request.
-#[derive(Clone)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    delay: Duration,
-    gate: Option<Gate>,
-}
-
-impl Reply {
-    fn status(status: u16) -> Reply {
-        Reply {
-            status,
-            headers: Vec::new(),
-            delay: Duration::ZERO,
-            gate: None,
-        }
-    }
-
-    fn ok() -> Reply {
-        Reply::status(200)
-    }
-
-    fn header(mut self, name: &str, value: &str) -> Reply {
-        self.headers.push((name.to_owned(), value.to_owned()));
-        self
-    }
-
-    fn delay(mut self, delay: Duration) -> Reply {
-        self.delay = delay;
-        self
-    }
-
-    /// Holds the request open until `gate` opens, then answers.
-    fn after(mut self, gate: &Gate) -> Reply {
-        self.gate = Some(gate.clone());
-        self
-    }
-}
-
-/// One request the receiver got.
-#[derive(Clone, Debug)]
-struct Hit {
-    path: String,
-    headers: HeaderMap,
-    body: Bytes,
-    /// The body as JSON (`Null` when it is not JSON).
-    event: Value,
-    /// 1 for the first request with this path and event id, 2 for the second, ...
-    attempt: usize,
-    /// The receiver's phase when the request arrived (tests that restart things set it).
-    phase: u32,
-    /// The status the receiver answered (or will answer, for a held request).
-    status: u16,
-    at: Instant,
-}
-
-impl Hit {
-    fn event_id(&self) -> &str {
-        self.event["id"].as_str().unwrap_or("")
-    }
-
-    fn is_validation(&self) -> bool {
-        self.event["type"] == VALIDATION_TYPE
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    fn webhook_id(&self) -> Option<&str> {
-        self.header("webhook-id")
-    }
-}
-
-type Script = Arc<dyn Fn(&Hit) -> Reply + Send + Sync>;
-
-struct Shared {
-    hits: Mutex<Vec<Hit>>,
-    script: Mutex<Script>,
-    phase: AtomicU32,
-    /// Requests being handled right now, per `webhook-id`.
-    in_flight: Mutex<HashMap<String, usize>>,
-    /// `webhook-id`s that were ever in flight twice at the same time.
-    overlaps: Mutex<Vec<String>>,
-}
-
-/// Counts a request as in flight for its `webhook-id` until dropped (also when the client goes
-/// away and the handler is cancelled).
-struct InFlight {
-    shared: Arc<Shared>,
-    key: Option<String>,
-}
-
-impl InFlight {
-    fn enter(shared: &Arc<Shared>, key: Option<String>) -> InFlight {
-        if let Some(key) = &key {
-            let mut in_flight = shared.in_flight.lock().unwrap();
-            let n = in_flight.entry(key.clone()).or_insert(0);
-            *n += 1;
-            if *n > 1 {
-                shared.overlaps.lock().unwrap().push(key.clone());
-            }
-        }
-        InFlight {
-            shared: shared.clone(),
-            key,
-        }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if let Some(key) = &self.key {
-            let mut in_flight = self.shared.in_flight.lock().unwrap();
-            if let Some(n) = in_flight.get_mut(key) {
-                *n -= 1;
-                if *n == 0 {
-                    in_flight.remove(key);
-                }
-            }
-        }
-    }
-}
-
-async fn receive(
-    State(shared): State<Arc<Shared>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let key = headers
-        .get("webhook-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let _in_flight = InFlight::enter(&shared, key);
-    let mut hit = Hit {
-        path: uri.path().to_owned(),
-        event: serde_json::from_slice(&body).unwrap_or(Value::Null),
-        headers,
-        body,
-        attempt: 0,
-        phase: shared.phase.load(Ordering::SeqCst),
-        status: 0,
-        at: Instant::now(),
-    };
-    let script = shared.script.lock().unwrap().clone();
-    let reply = {
-        let mut hits = shared.hits.lock().unwrap();
-        hit.attempt = 1 + hits
-            .iter()
-            .filter(|h| h.path == hit.path && h.event_id() == hit.event_id())
-            .count();
-        let reply = script(&hit);
-        hit.status = reply.status;
-        hits.push(hit);
-        reply
-    };
-    if !reply.delay.is_zero() {
-        tokio::time::sleep(reply.delay).await;
-    }
-    if let Some(gate) = &reply.gate {
-        gate.wait().await;
-    }
-    let mut response = Response::builder().status(reply.status);
-    for (name, value) in &reply.headers {
-        response = response.header(name.as_str(), value.as_str());
-    }
-    response.body(Body::empty()).expect("response")
-}
-
-struct Receiver {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
-}
-
-impl Receiver {
-    /// A receiver on a free loopback port that answers 200 to everything.
-    async fn start() -> Receiver {
-        let mut receiver = Receiver {
-            addr: "127.0.0.1:0".parse().expect("address"),
-            shared: Arc::new(Shared {
-                hits: Mutex::new(Vec::new()),
-                script: Mutex::new(Arc::new(|_: &Hit| Reply::ok())),
-                phase: AtomicU32::new(0),
-                in_flight: Mutex::new(HashMap::new()),
-                overlaps: Mutex::new(Vec::new()),
-            }),
-            running: None,
-        };
-        receiver.listen().await;
-        receiver
-    }
-
-    /// Binds (again) to this receiver's address; the first time to a free port.
-    async fn listen(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let listener = loop {
-            match tokio::net::TcpListener::bind(self.addr).await {
-                Ok(listener) => break listener,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("rebinding {}: {e}; trying again", self.addr);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("cannot bind the receiver to {}: {e}", self.addr),
-            }
-        };
-        self.addr = listener.local_addr().expect("local address");
-        let app = Router::new()
-            .fallback(receive)
-            .with_state(self.shared.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("receiver");
-        });
-        self.running = Some((stop, task));
-    }
-
-    /// Stops listening (connections are refused from now on) and closes open connections.
-    async fn stop(&mut self) {
-        if let Some((stop, task)) = self.running.take() {
-            let _ = stop.send(());
-            let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), task)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
-    }
-
-    /// Listens again on the same port.
-    async fn restart(&mut self) {
-        self.stop().await;
-        self.listen().await;
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
-    fn script(&self, script: impl Fn(&Hit) -> Reply + Send + Sync + 'static) {
-        *self.shared.script.lock().unwrap() = Arc::new(script);
-    }
-
-    fn set_phase(&self, phase: u32) {
-        self.shared.phase.store(phase, Ordering::SeqCst);
-    }
-
-    fn hits(&self) -> Vec<Hit> {
-        self.shared.hits.lock().unwrap().clone()
-    }
-
-    /// Requests to `path`, validation handshakes included.
-    fn hits_on(&self, path: &str) -> Vec<Hit> {
-        self.hits().into_iter().filter(|h| h.path == path).collect()
-    }
-
-    /// Event deliveries (not validation handshakes) to `path`.
-    fn deliveries_on(&self, path: &str) -> Vec<Hit> {
-        self.hits_on(path)
-            .into_iter()
-            .filter(|h| !h.is_validation())
-            .collect()
-    }
-
-    /// The distinct event ids delivered to `path`.
-    fn ids_on(&self, path: &str) -> BTreeSet<String> {
-        self.deliveries_on(path)
-            .iter()
-            .map(|h| h.event_id().to_owned())
-            .collect()
-    }
-
-    /// The distinct event ids delivered to `path` and answered with 2xx.
-    fn accepted_on(&self, path: &str) -> BTreeSet<String> {
-        self.deliveries_on(path)
-            .iter()
-            .filter(|h| (200..300).contains(&h.status))
-            .map(|h| h.event_id().to_owned())
-            .collect()
-    }
-
-    fn overlaps(&self) -> Vec<String> {
-        self.shared.overlaps.lock().unwrap().clone()
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Talking to Hendelse.
 // ---------------------------------------------------------------------------------------------
 
-/// A server with the flags every push test needs (plain http and loopback receivers, fast ladder).
+/// The flags every push test needs: plain http and loopback receivers, the fast ladder.
+fn push_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    [&TO_LOOPBACK[..], &["--retry-schedule", LADDER], extra].concat()
+}
+
 fn push_server(extra: &[&str]) -> Server {
-    let mut args = vec![
-        "--allow-http-webhooks",
-        "--allow-private-webhooks",
-        "--retry-schedule",
-        LADDER,
-    ];
-    args.extend_from_slice(extra);
-    Server::start_with(&args)
-}
-
-fn skd_token(server: &Server) -> String {
-    server.token(&["--org", "skd", "--scope", &format!("{PUBLISH} {SUBSCRIBE}")])
-}
-
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    location: Option<String>,
-    content_type: String,
-    text: String,
-    body: Value,
+    Server::start_with(&push_args(extra))
 }
 
 async fn call(
@@ -402,7 +52,7 @@ async fn call(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> Answer {
-    let mut request = client().request(method.clone(), url);
+    let mut request = client().request(method, url);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -411,61 +61,7 @@ async fn call(
             .header("content-type", "application/json")
             .body(body.to_string());
     }
-    let response = request
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let status = response.status().as_u16();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .map(|v| v.to_str().expect("ascii header").to_owned())
-    };
-    let location = header("location");
-    let content_type = header("content-type").unwrap_or_default();
-    let text = response.text().await.expect("body");
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Answer {
-        status,
-        location,
-        content_type,
-        text,
-        body,
-    }
-}
-
-async fn create(server: &Server, token: &str, body: &Value) -> Answer {
-    call(
-        reqwest::Method::POST,
-        &server.at(SUBSCRIPTIONS),
-        Some(token),
-        Some(body),
-    )
-    .await
-}
-
-/// Creates a subscription that must be accepted; returns it.
-async fn subscribe(server: &Server, token: &str, body: &Value) -> Value {
-    let answer = create(server, token, body).await;
-    assert_eq!(answer.status, 201, "creating {body}: {}", answer.text);
-    answer.body
-}
-
-fn id_of(subscription: &Value) -> i64 {
-    subscription["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("integer id in {subscription}"))
-}
-
-async fn get_subscription(server: &Server, token: &str, id: i64) -> Answer {
-    call(
-        reqwest::Method::GET,
-        &server.at(&format!("{SUBSCRIPTIONS}/{id}")),
-        Some(token),
-        None,
-    )
-    .await
+    common::send(request).await
 }
 
 async fn delete_subscription(server: &Server, token: &str, id: i64) -> Answer {
@@ -544,29 +140,6 @@ async fn redrive(server: &Server, token: &str, id: i64) -> Answer {
     .await
 }
 
-/// Publishes one event, which must be accepted.
-async fn publish_ok(server: &Server, token: &str, event: &Value) {
-    let response = common::publish(server, token, event).await;
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap_or_default();
-    assert_eq!(status, 200, "publish {event}: {text}");
-}
-
-/// Publishes a batch (`application/cloudevents-batch+json`), which must be accepted.
-async fn publish_batch(server: &Server, token: &str, events: &[Value]) {
-    let response = client()
-        .post(server.at("/events/api/v1/events"))
-        .bearer_auth(token)
-        .header("content-type", "application/cloudevents-batch+json")
-        .body(Value::Array(events.to_vec()).to_string())
-        .send()
-        .await
-        .expect("publish batch");
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap_or_default();
-    assert_eq!(status, 200, "publish batch of {}: {text}", events.len());
-}
-
 /// A generic event with its own source, type and subject.
 fn event(id: &str, source: &str, kind: &str, subject: &str) -> Value {
     let mut event = generic_event(id);
@@ -574,40 +147,6 @@ fn event(id: &str, source: &str, kind: &str, subject: &str) -> Value {
     event["type"] = json!(kind);
     event["subject"] = json!(subject);
     event
-}
-
-/// Polls `check` until it answers `Ok`; panics with its last `Err` after `limit`.
-async fn eventually<T>(
-    what: &str,
-    limit: Duration,
-    mut check: impl AsyncFnMut() -> Result<T, String>,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(state) if Instant::now() >= deadline => {
-                panic!("gave up after {limit:?} waiting for {what}; last seen: {state}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
-async fn wait_validated(server: &Server, token: &str, id: i64) -> Value {
-    eventually(
-        &format!("subscription {id} to be validated"),
-        PATIENCE,
-        async || {
-            let answer = get_subscription(server, token, id).await;
-            if answer.status == 200 && answer.body["validated"] == true {
-                Ok(answer.body)
-            } else {
-                Err(answer.text)
-            }
-        },
-    )
-    .await
 }
 
 /// Waits until `path` has received (and answered 2xx to) every one of `ids`.
@@ -634,18 +173,7 @@ async fn wait_accepted(receiver: &Receiver, path: &str, ids: &BTreeSet<String>, 
 
 /// Asserts an RFC 7807 problem with `status`, mentioning (case-insensitively) one of `mentions`.
 fn assert_problem(answer: &Answer, status: u16, mentions: &[&str], context: &str) {
-    assert_eq!(
-        answer.status, status,
-        "{context}: expected {status}, got {}: {}",
-        answer.status, answer.text
-    );
-    assert!(
-        answer.content_type.starts_with("application/problem+json"),
-        "{context}: problem details expected, got {:?}: {}",
-        answer.content_type,
-        answer.text
-    );
-    assert_eq!(answer.body["status"], status, "{context}: {}", answer.text);
+    common::assert_problem(answer, status, context);
     if !mentions.is_empty() {
         let text = answer.text.to_lowercase();
         assert!(
@@ -693,7 +221,7 @@ async fn subscriptions_are_created_validated_listed_and_deleted_by_their_owner_o
     let receiver = Receiver::start().await;
     let ttd = server.ttd();
     let person = server.person();
-    let skd = skd_token(&server);
+    let skd = server.skd();
 
     // Published before the subscription exists: never delivered.
     publish_ok(&server, &ttd, &generic_event("crud-before")).await;
@@ -712,7 +240,7 @@ async fn subscriptions_are_created_validated_listed_and_deleted_by_their_owner_o
             }
         });
     }
-    let answer = create(
+    let answer = create_subscription(
         &server,
         &ttd,
         &json!({"endPoint": receiver.url("/held"), "resourceFilter": RESOURCE}),
@@ -721,7 +249,7 @@ async fn subscriptions_are_created_validated_listed_and_deleted_by_their_owner_o
     assert_eq!(answer.status, 201, "{}", answer.text);
     let created = answer.body.clone();
     let id = id_of(&created);
-    let location = answer.location.clone().expect("Location header");
+    let location = answer.header("location").expect("Location header");
     assert!(
         location.ends_with(&format!("{SUBSCRIPTIONS}/{id}")),
         "Location {location} for id {id}"
@@ -979,14 +507,14 @@ async fn invalid_subscriptions_are_rejected_with_problem_details() {
     let receiver = Receiver::start().await;
     let ttd = server.ttd();
     let person = server.person();
-    let skd = skd_token(&server);
+    let skd = server.skd();
     let rejected = receiver.url("/rejected");
 
     // Scope and authentication.
     let publish_only = server.token(&["--org", "ttd", "--scope", PUBLISH]);
     let body = json!({"endPoint": rejected, "resourceFilter": RESOURCE});
     assert_problem(
-        &create(&server, &publish_only, &body).await,
+        &create_subscription(&server, &publish_only, &body).await,
         403,
         &[],
         "no subscribe scope",
@@ -1134,7 +662,12 @@ async fn invalid_subscriptions_are_rejected_with_problem_details() {
         ),
     ];
     for (what, token, body, status, mentions) in &cases {
-        assert_problem(&create(&server, token, body).await, *status, mentions, what);
+        assert_problem(
+            &create_subscription(&server, token, body).await,
+            *status,
+            mentions,
+            what,
+        );
     }
 
     // The limits themselves are fine.
@@ -1164,7 +697,7 @@ async fn invalid_subscriptions_are_rejected_with_problem_details() {
     let no_http = Server::start_with(&["--allow-private-webhooks", "--retry-schedule", LADDER]);
     let ttd2 = no_http.ttd();
     assert_problem(
-        &create(
+        &create_subscription(
             &no_http,
             &ttd2,
             &json!({"endPoint": rejected, "resourceFilter": RESOURCE}),
@@ -1199,7 +732,7 @@ async fn invalid_subscriptions_are_rejected_with_problem_details() {
         format!("https://127.0.0.1:{port}/rejected"),
     ] {
         assert_problem(
-            &create(
+            &create_subscription(
                 &no_private,
                 &ttd3,
                 &json!({"endPoint": endpoint, "resourceFilter": RESOURCE}),
@@ -1233,7 +766,7 @@ async fn each_subscription_receives_exactly_the_events_its_filters_match() {
     let receiver = Receiver::start().await;
     let ttd = server.ttd();
     let person = server.person();
-    let skd = skd_token(&server);
+    let skd = server.skd();
     let org = format!("{ORG_URN}{ORG}");
 
     let subscriptions: Vec<(&str, &String, Value)> = vec![
@@ -1457,21 +990,10 @@ async fn each_subscription_receives_exactly_the_events_its_filters_match() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unreliable_receiver_gets_every_event_with_a_stable_webhook_id() {
     // A slower ladder than usual, so that the receiver can come back between attempts.
-    let server = Server::start_with(&[
-        "--allow-http-webhooks",
-        "--allow-private-webhooks",
-        "--retry-schedule",
-        "1s,1s,1s,1s,1s,1s",
-    ]);
+    let server = Server::start_delivering(&["--retry-schedule", "1s,1s,1s,1s,1s,1s"]);
     let mut receiver = Receiver::start().await;
     let ttd = server.ttd();
-    let s = subscribe(
-        &server,
-        &ttd,
-        &json!({"endPoint": receiver.url("/flaky"), "resourceFilter": RESOURCE}),
-    )
-    .await;
-    let id = id_of(&s);
+    let id = subscribe_to(&server, &ttd, &receiver.url("/flaky")).await;
     wait_validated(&server, &ttd, id).await;
 
     receiver.stop().await;
@@ -1500,8 +1022,8 @@ async fn an_unreliable_receiver_gets_every_event_with_a_stable_webhook_id() {
     )
     .await;
     // Back, answering 500 to the first request of each event and 200 after that.
-    receiver.script(|hit| {
-        if hit.is_validation() || hit.attempt > 1 {
+    receiver.script_deliveries(|hit| {
+        if hit.attempt > 1 {
             Reply::ok()
         } else {
             Reply::status(500)
@@ -1603,32 +1125,22 @@ async fn statuses_that_stop_retries_dead_letter_and_redrive_delivers() {
     let heal = Arc::new(AtomicBool::new(false));
     {
         let heal = heal.clone();
-        receiver.script(move |hit| {
-            if hit.is_validation() {
-                return Reply::ok();
+        receiver.script_deliveries(move |hit| match hit.path.as_str() {
+            "/r429" if hit.attempt == 1 => Reply::status(429).header("retry-after", "1"),
+            "/r410" => Reply::status(410),
+            "/r400" | "/r401" | "/r403" | "/r413" if !heal.load(Ordering::SeqCst) => {
+                Reply::status(hit.path[2..].parse().expect("status"))
             }
-            match hit.path.as_str() {
-                "/r429" if hit.attempt == 1 => Reply::status(429).header("retry-after", "1"),
-                "/r410" => Reply::status(410),
-                "/r400" | "/r401" | "/r403" | "/r413" if !heal.load(Ordering::SeqCst) => {
-                    Reply::status(hit.path[2..].parse().expect("status"))
-                }
-                _ => Reply::ok(),
-            }
+            _ => Reply::ok(),
         });
     }
     let mut ids = BTreeMap::new();
     for path in [
         "/r429", "/r410", "/r400", "/r401", "/r403", "/r413", "/control",
     ] {
-        let s = subscribe(
-            &server,
-            &ttd,
-            &json!({"endPoint": receiver.url(path), "resourceFilter": RESOURCE}),
-        )
-        .await;
-        wait_validated(&server, &ttd, id_of(&s)).await;
-        ids.insert(path, id_of(&s));
+        let id = subscribe_to(&server, &ttd, &receiver.url(path)).await;
+        wait_validated(&server, &ttd, id).await;
+        ids.insert(path, id);
     }
 
     publish_ok(&server, &ttd, &generic_event("q1")).await;
@@ -1774,28 +1286,18 @@ async fn a_delivery_is_dead_lettered_after_the_whole_ladder() {
     let receiver = Receiver::start().await;
     let ttd = server.ttd();
     let elsewhere = receiver.url("/elsewhere");
-    receiver.script(move |hit| {
-        if hit.is_validation() {
-            return Reply::ok();
-        }
-        match hit.path.as_str() {
-            "/always500" => Reply::status(500),
-            "/always503" => Reply::status(503),
-            "/redirect" => Reply::status(302).header("location", &elsewhere),
-            "/slow" => Reply::ok().delay(Duration::from_secs(3)),
-            _ => Reply::ok(),
-        }
+    receiver.script_deliveries(move |hit| match hit.path.as_str() {
+        "/always500" => Reply::status(500),
+        "/always503" => Reply::status(503),
+        "/redirect" => Reply::status(302).header("location", &elsewhere),
+        "/slow" => Reply::ok().delay(Duration::from_secs(3)),
+        _ => Reply::ok(),
     });
     let mut ids = BTreeMap::new();
     for path in ["/always500", "/always503", "/redirect", "/slow"] {
-        let s = subscribe(
-            &server,
-            &ttd,
-            &json!({"endPoint": receiver.url(path), "resourceFilter": RESOURCE}),
-        )
-        .await;
-        wait_validated(&server, &ttd, id_of(&s)).await;
-        ids.insert(path, id_of(&s));
+        let id = subscribe_to(&server, &ttd, &receiver.url(path)).await;
+        wait_validated(&server, &ttd, id).await;
+        ids.insert(path, id);
     }
     publish_ok(&server, &ttd, &generic_event("doomed")).await;
 
@@ -1864,7 +1366,7 @@ async fn deliveries_carry_standard_webhooks_signatures() {
     let receiver = Receiver::start().await;
     let ttd = server.ttd();
     let secret = secret_of(32);
-    let signed = create(
+    let signed = create_subscription(
         &server,
         &ttd,
         &json!({"endPoint": receiver.url("/signed"), "resourceFilter": RESOURCE, "secret": secret}),
@@ -1995,21 +1497,15 @@ async fn pending_deliveries_survive_kill_9() {
     let mut server = push_server(&["--webhook-timeout", "5"]);
     let receiver = Receiver::start().await;
     let ttd = server.ttd();
-    let s = subscribe(
-        &server,
-        &ttd,
-        &json!({"endPoint": receiver.url("/durable"), "resourceFilter": RESOURCE}),
-    )
-    .await;
-    let id = id_of(&s);
+    let id = subscribe_to(&server, &ttd, &receiver.url("/durable")).await;
     wait_validated(&server, &ttd, id).await;
 
     // Phase 0: every delivery is held open (never acknowledged). Phase 1: 200.
     let gate = Gate::new();
     {
         let gate = gate.clone();
-        receiver.script(move |hit| {
-            if hit.phase == 0 && !hit.is_validation() {
+        receiver.script_deliveries(move |hit| {
+            if hit.phase == 0 {
                 Reply::status(503).after(&gate)
             } else {
                 Reply::ok()
@@ -2019,7 +1515,7 @@ async fn pending_deliveries_survive_kill_9() {
     let ids: Vec<String> = (0..EVENTS).map(|i| format!("durable-{i:04}")).collect();
     for chunk in ids.chunks(BATCH) {
         let batch: Vec<Value> = chunk.iter().map(|id| generic_event(id)).collect();
-        publish_batch(&server, &ttd, &batch).await;
+        publish_batch_ok(&server, &ttd, &batch).await;
     }
     eventually("deliveries in flight", PATIENCE, async || {
         let n = receiver.deliveries_on("/durable").len();
@@ -2102,23 +1598,10 @@ async fn two_nodes_never_send_one_delivery_twice_at_once() {
         return;
     };
     let a = push_server(&["--database-url", &db.url]);
-    let b = Server::start_beside(
-        &a,
-        &[
-            "--allow-http-webhooks",
-            "--allow-private-webhooks",
-            "--retry-schedule",
-            LADDER,
-            "--database-url",
-            &db.url,
-        ],
-    );
+    let b = Server::start_beside(&a, &push_args(&["--database-url", &db.url]));
     let receiver = Receiver::start().await;
     // Slow enough to overlap a second sender, and a 500 now and then to exercise retries.
-    receiver.script(|hit| {
-        if hit.is_validation() {
-            return Reply::ok();
-        }
+    receiver.script_deliveries(|hit| {
         let n: usize = hit
             .event_id()
             .rsplit('-')
@@ -2132,32 +1615,22 @@ async fn two_nodes_never_send_one_delivery_twice_at_once() {
             Reply::ok().delay(delay)
         }
     });
-    let ttd = Arc::new(a.ttd());
-    let s = subscribe(
-        &a,
-        &ttd,
-        &json!({"endPoint": receiver.url("/nodes"), "resourceFilter": RESOURCE}),
-    )
-    .await;
-    wait_validated(&b, &ttd, id_of(&s)).await;
+    let ttd = a.ttd();
+    let id = subscribe_to(&a, &ttd, &receiver.url("/nodes")).await;
+    wait_validated(&b, &ttd, id).await;
 
-    let nodes = Arc::new([a, b]);
-    let mut publishers = Vec::new();
-    for p in 0..PUBLISHERS {
-        let (nodes, ttd) = (nodes.clone(), ttd.clone());
-        publishers.push(tokio::spawn(async move {
-            for i in 0..PER_PUBLISHER {
-                let node = &nodes[(p + i) % 2];
-                publish_ok(node, &ttd, &generic_event(&format!("node-p{p}-{i:03}"))).await;
-            }
-        }));
-    }
-    for p in publishers {
-        p.await.expect("publisher");
-    }
-    let all: BTreeSet<String> = (0..PUBLISHERS)
-        .flat_map(|p| (0..PER_PUBLISHER).map(move |i| format!("node-p{p}-{i:03}")))
+    let publishers = Swarm::start(
+        &[&a, &b],
+        &ttd,
+        PUBLISHERS,
+        PER_PUBLISHER,
+        "node-p",
+        Swarm::must_succeed,
+    );
+    let all: BTreeSet<String> = common::acknowledged(&publishers.join().await)
+        .into_iter()
         .collect();
+    assert_eq!(all.len(), PUBLISHERS * PER_PUBLISHER);
     wait_accepted(&receiver, "/nodes", &all, Duration::from_secs(90)).await;
     tokio::time::sleep(QUIET).await;
 
@@ -2178,7 +1651,7 @@ async fn two_nodes_never_send_one_delivery_twice_at_once() {
         overlaps.is_empty(),
         "deliveries in flight twice at the same time: {overlaps:?}"
     );
-    drop(nodes);
+    drop((a, b));
     db.drop_database().await;
 }
 
@@ -2206,22 +1679,8 @@ async fn the_validation_handshake_is_retried_and_gates_delivery() {
             }
         });
     }
-    let late = id_of(
-        &subscribe(
-            &server,
-            &ttd,
-            &json!({"endPoint": receiver.url("/late"), "resourceFilter": RESOURCE}),
-        )
-        .await,
-    );
-    let never = id_of(
-        &subscribe(
-            &server,
-            &ttd,
-            &json!({"endPoint": receiver.url("/never"), "resourceFilter": RESOURCE}),
-        )
-        .await,
-    );
+    let late = subscribe_to(&server, &ttd, &receiver.url("/late")).await;
+    let never = subscribe_to(&server, &ttd, &receiver.url("/never")).await;
     publish_ok(&server, &ttd, &generic_event("gate-1")).await;
     wait_validated(&server, &ttd, late).await;
     let gate_1: BTreeSet<String> = ["gate-1".to_owned()].into();
@@ -2313,14 +1772,7 @@ async fn events_published_while_the_handshake_is_dead_are_delivered_after_a_redr
             }
         });
     }
-    let id = id_of(
-        &subscribe(
-            &server,
-            &ttd,
-            &json!({"endPoint": receiver.url("/revived"), "resourceFilter": RESOURCE}),
-        )
-        .await,
-    );
+    let id = subscribe_to(&server, &ttd, &receiver.url("/revived")).await;
     eventually("the handshake dead-lettered", PATIENCE, async || {
         let dead = deliveries(&server, &ttd, id, Some("dead")).await;
         if dead.is_empty() {
@@ -2352,14 +1804,7 @@ async fn a_no_push_node_sends_nothing_and_another_node_delivers() {
     let quiet = push_server(&["--database-url", &db.url, "--no-push"]);
     let receiver = Receiver::start().await;
     let ttd = quiet.ttd();
-    let id = id_of(
-        &subscribe(
-            &quiet,
-            &ttd,
-            &json!({"endPoint": receiver.url("/np"), "resourceFilter": RESOURCE}),
-        )
-        .await,
-    );
+    let id = subscribe_to(&quiet, &ttd, &receiver.url("/np")).await;
     publish_ok(&quiet, &ttd, &generic_event("np-1")).await;
     tokio::time::sleep(QUIET).await;
     assert!(
@@ -2372,15 +1817,7 @@ async fn a_no_push_node_sends_nothing_and_another_node_delivers() {
         false
     );
 
-    let worker_args = [
-        "--allow-http-webhooks",
-        "--allow-private-webhooks",
-        "--retry-schedule",
-        LADDER,
-        "--database-url",
-        &db.url,
-    ];
-    let mut worker = Server::start_beside(&quiet, &worker_args);
+    let mut worker = Server::start_beside(&quiet, &push_args(&["--database-url", &db.url]));
     wait_validated(&quiet, &ttd, id).await;
     let np_1: BTreeSet<String> = ["np-1".to_owned()].into();
     wait_accepted(&receiver, "/np", &np_1, PATIENCE).await;

@@ -3,7 +3,10 @@
 //! party/unit/person, `source`/`type` patterns, `size`, the `next` link, and authorization before
 //! the page limit.
 
-use crate::common::{PERSON, RESOURCE, SUBSCRIBE, Server, client, get_with, page_ids};
+use crate::common::{
+    PERSON, RESOURCE, SUBSCRIBE, Server, event_ids, follow_pages, get_request, get_with, page_ids,
+    publish_app, publish_batch_ok, send,
+};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use reqwest::Url;
 use serde_json::{Value, json};
@@ -39,16 +42,7 @@ fn app_event(app: &str, party: i64, alternative: Option<&str>, id: &str, kind: &
 /// Publishes events as batches of at most 400 and asserts success.
 async fn publish_all(server: &Server, token: &str, events: &[Value]) {
     for chunk in events.chunks(400) {
-        let response = client()
-            .post(server.at("/events/api/v1/events"))
-            .bearer_auth(token)
-            .header("content-type", "application/cloudevents-batch+json")
-            .body(Value::Array(chunk.to_vec()).to_string())
-            .send()
-            .await
-            .expect("publish batch");
-        let status = response.status();
-        assert_eq!(status, 200, "{}", response.text().await.unwrap_or_default());
+        publish_batch_ok(server, token, chunk).await;
     }
 }
 
@@ -83,33 +77,10 @@ async fn assert_bad_request(
     headers: &[(&str, &str)],
     detail: &str,
 ) {
-    let response = client()
-        .get(server.at(path))
-        .bearer_auth(token)
-        .headers(
-            headers
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        reqwest::header::HeaderName::from_bytes(k.as_bytes()).expect("name"),
-                        reqwest::header::HeaderValue::from_str(v).expect("value"),
-                    )
-                })
-                .collect(),
-        )
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(response.status(), 400, "{path}");
-    assert_eq!(
-        response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-        Some("application/problem+json"),
-        "{path}"
-    );
-    let problem: Value = response.json().await.expect("problem JSON");
+    let answer = send(get_request(&server.at(path), token, headers)).await;
+    assert_eq!(answer.status, 400, "{path}");
+    assert_eq!(answer.content_type(), "application/problem+json", "{path}");
+    let problem = &answer.body;
     assert_eq!(problem["status"], 400, "{path}: {problem}");
     assert_eq!(problem["title"], "Bad Request", "{path}: {problem}");
     if !detail.is_empty() {
@@ -119,46 +90,13 @@ async fn assert_bad_request(
     }
 }
 
-/// Follows `next` until an empty page; returns the events of every page and the last `next`.
-async fn follow_pages(
-    first: &str,
-    token: &str,
-    headers: &[(&str, &str)],
-) -> (Vec<Vec<Value>>, String) {
-    let mut url = first.to_owned();
-    let mut pages = Vec::new();
-    for _ in 0..MAX_PAGES {
-        let (status, next, body) = get_with(&url, token, headers).await;
-        assert_eq!(status, 200, "{url}: {body}");
-        let next = next.unwrap_or_else(|| panic!("no next header on {url}"));
-        let page = body.as_array().expect("array").clone();
-        if page.is_empty() {
-            return (pages, next);
-        }
-        pages.push(page);
-        url = next;
-    }
-    panic!("following next from {first} did not reach an empty page in {MAX_PAGES} pages");
-}
-
 async fn follow_ids(first: &str, token: &str, headers: &[(&str, &str)]) -> Vec<String> {
-    let (pages, _) = follow_pages(first, token, headers).await;
-    pages
-        .iter()
-        .flatten()
-        .map(|e| e["id"].as_str().expect("id").to_owned())
-        .collect()
-}
-
-fn person_token(server: &Server, pid: &str, party: i64) -> String {
-    server.token(&[
-        "--pid",
-        pid,
-        "--party-id",
-        &party.to_string(),
-        "--scope",
-        SUBSCRIBE,
-    ])
+    event_ids(
+        &follow_pages(first, token, headers, MAX_PAGES)
+            .await
+            .0
+            .concat(),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -265,14 +203,7 @@ async fn publish_app_event(server: &Server, token: &str, app: &str) -> (String, 
             uuid::Uuid::new_v4()
         ),
     });
-    let response = client()
-        .post(server.at("/events/api/v1/app"))
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .body(event.to_string())
-        .send()
-        .await
-        .expect("publish app event");
+    let response = publish_app(server, token, &event).await;
     assert_eq!(response.status(), 201);
     let id: String = response.json().await.expect("id");
     // The server's `time` of the event: set before the event was registered.
@@ -890,8 +821,8 @@ async fn next_is_always_present_absolute_and_percent_encoded() {
 async fn following_next_returns_every_event_once_in_order_and_polling_continues() {
     let server = Server::start();
     let ttd = server.ttd();
-    let events: Vec<Value> = (0..23)
-        .map(|i| {
+    let events = |ids: std::ops::Range<usize>| -> Vec<Value> {
+        ids.map(|i| {
             app_event(
                 "follow",
                 50002598,
@@ -900,8 +831,9 @@ async fn following_next_returns_every_event_once_in_order_and_polling_continues(
                 "t",
             )
         })
-        .collect();
-    publish_all(&server, &ttd, &events).await;
+        .collect()
+    };
+    publish_all(&server, &ttd, &events(0..23)).await;
     let all: Vec<String> = (0..23).map(|i| format!("f{i}")).collect();
 
     let me = server.person();
@@ -922,7 +854,7 @@ async fn following_next_returns_every_event_once_in_order_and_polling_continues(
         let token = if who.is_empty() { &ttd } else { &me };
         for size in [1, 4, 23, 50] {
             let first = server.at(&format!("{route}&size={size}"));
-            let (pages, _) = follow_pages(&first, token, headers).await;
+            let (pages, _) = follow_pages(&first, token, headers, MAX_PAGES).await;
             let got: Vec<String> = pages
                 .iter()
                 .flatten()
@@ -939,19 +871,8 @@ async fn following_next_returns_every_event_once_in_order_and_polling_continues(
 
     // Poll the end of the log: new events, and only those, appear.
     let first = server.at(&format!("{}&size=5", routes[0].0));
-    let (_, tail) = follow_pages(&first, &ttd, &[]).await;
-    let more: Vec<Value> = (23..30)
-        .map(|i| {
-            app_event(
-                "follow",
-                50002598,
-                Some("/person/07124912037"),
-                &format!("f{i}"),
-                "t",
-            )
-        })
-        .collect();
-    publish_all(&server, &ttd, &more).await;
+    let (_, tail) = follow_pages(&first, &ttd, &[], MAX_PAGES).await;
+    publish_all(&server, &ttd, &events(23..30)).await;
     let got = follow_ids(&tail, &ttd, &[]).await;
     assert_eq!(got, (23..30).map(|i| format!("f{i}")).collect::<Vec<_>>());
 }
@@ -982,17 +903,15 @@ async fn following_next_terminates_when_sources_share_ids() {
     let mut expected: Vec<String> = events.iter().map(key).collect();
 
     for size in [1, 2, 3, 50] {
-        let first = server.at(&format!(
-            "/events/api/v1/events?resource={RESOURCE}&after=0&size={size}"
-        ));
-        let (pages, tail) = follow_pages(&first, &ttd, &[]).await;
+        let first = server.log_url(&format!("&size={size}"));
+        let (pages, tail) = follow_pages(&first, &ttd, &[], MAX_PAGES).await;
         let got: Vec<String> = pages.iter().flatten().map(key).collect();
         assert_eq!(got, expected, "size {size}");
 
         // Polling from the end sees the next event with a repeated id, once.
         let extra = event("X", &format!("d{size}"));
         publish_all(&server, &ttd, std::slice::from_ref(&extra)).await;
-        let (pages, _) = follow_pages(&tail, &ttd, &[]).await;
+        let (pages, _) = follow_pages(&tail, &ttd, &[], MAX_PAGES).await;
         let got: Vec<String> = pages.iter().flatten().map(key).collect();
         assert_eq!(got, vec![key(&extra)], "size {size}: polling the tail");
         expected.push(key(&extra));
@@ -1038,10 +957,8 @@ async fn authorization_filters_before_the_page_limit() {
     }
     publish_all(&server, &ttd, &events).await;
     for size in [1, 3, 7] {
-        let first = server.at(&format!(
-            "/events/api/v1/events?resource={RESOURCE}&after=0&size={size}"
-        ));
-        let (pages, _) = follow_pages(&first, &me, &[]).await;
+        let first = server.log_url(&format!("&size={size}"));
+        let (pages, _) = follow_pages(&first, &me, &[], MAX_PAGES).await;
         let got: Vec<String> = pages
             .iter()
             .flatten()
@@ -1054,15 +971,9 @@ async fn authorization_filters_before_the_page_limit() {
     }
     // The owner reads everything, another org nothing.
     assert_eq!(
-        follow_ids(
-            &server.at(&format!(
-                "/events/api/v1/events?resource={RESOURCE}&after=0&size=10"
-            )),
-            &ttd,
-            &[]
-        )
-        .await
-        .len(),
+        follow_ids(&server.log_url("&size=10"), &ttd, &[])
+            .await
+            .len(),
         52
     );
     let skd = server.token(&["--org", "skd", "--scope", SUBSCRIBE]);
@@ -1101,7 +1012,7 @@ async fn authorization_filters_before_the_page_limit() {
     ] {
         for size in [1, 2, 4] {
             let first = server.at(&format!("{route}&size={size}"));
-            let (pages, _) = follow_pages(&first, &me, &headers).await;
+            let (pages, _) = follow_pages(&first, &me, &headers, MAX_PAGES).await;
             let got: Vec<String> = pages
                 .iter()
                 .flatten()
@@ -1124,7 +1035,7 @@ async fn authorization_filters_before_the_page_limit() {
     assert_eq!(status, 200);
     assert_eq!(body, json!([]));
     assert!(next.is_some());
-    let stranger = person_token(&server, "01017012345", 50003333);
+    let stranger = server.other_person();
     let (_, _, body) = fetch(
         &server,
         &stranger,

@@ -2,12 +2,11 @@
 //! Dialogporten's events included. Publishing the same `source` + `id` again stores one event. App
 //! events get their `id`, `time`, `resource` and `resourceinstance` from the server.
 
-use crate::common;
-
-use crate::common::{PERSON, PERSON_PARTY, RESOURCE, Server, client, get, get_with, publish};
+use crate::common::{
+    EVENTS, ORG_SUBJECT, PERSON, PERSON_PARTY, RESOURCE, STRUCTURED, Server, follow_pages, get,
+    get_request, get_with, header, post, publish, publish_app, publish_batch, publish_ok, send,
+};
 use serde_json::{Value, json};
-
-const ORG_SUBJECT: &str = "urn:altinn:organization:identifier-no:991825827";
 
 /// The two examples of `seeds/dialogporten-events-reference.txt`, verbatim (comments included).
 const DIALOG_CREATED: &str = r#"{
@@ -86,14 +85,7 @@ fn strip_comments(text: &str) -> String {
 
 /// POSTs raw JSON text as one structured event; returns status and body.
 async fn publish_text(server: &Server, token: &str, text: &str) -> (u16, Value) {
-    let response = client()
-        .post(server.at("/events/api/v1/events"))
-        .bearer_auth(token)
-        .header("content-type", "application/cloudevents+json")
-        .body(text.to_owned())
-        .send()
-        .await
-        .expect("publish");
+    let response = post(server, token, EVENTS, STRUCTURED, text.to_owned()).await;
     let status = response.status().as_u16();
     let body = response.json().await.unwrap_or(Value::Null);
     (status, body)
@@ -101,47 +93,25 @@ async fn publish_text(server: &Server, token: &str, text: &str) -> (u16, Value) 
 
 /// Reads one page of `/events` and returns the raw body text too.
 async fn read_text(server: &Server, token: &str, query: &str) -> (u16, String) {
-    let response = client()
-        .get(server.at(&format!("/events/api/v1/events?{query}")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("get");
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let text = response.text().await.expect("body");
-    if status == 200 {
-        assert_eq!(content_type, "application/cloudevents+json; charset=utf-8");
+    let answer = send(get_request(
+        &server.at(&format!("{EVENTS}?{query}")),
+        token,
+        &[],
+    ))
+    .await;
+    if answer.status == 200 {
+        assert_eq!(
+            answer.content_type(),
+            "application/cloudevents+json; charset=utf-8"
+        );
     }
-    (status, text)
+    (answer.status, answer.text)
 }
 
 fn page(body: &Value) -> Vec<Value> {
     body.as_array()
         .unwrap_or_else(|| panic!("not an array: {body}"))
         .clone()
-}
-
-/// Follows `next` until an empty page, at most `max_pages` pages.
-async fn follow_bounded(first: &str, token: &str, max_pages: usize) -> Vec<Value> {
-    let mut url = first.to_owned();
-    let mut all = Vec::new();
-    for _ in 0..max_pages {
-        let (status, next, body) = get(&url, token).await;
-        assert_eq!(status, 200, "{url}: {body}");
-        let events = page(&body);
-        if events.is_empty() {
-            return all;
-        }
-        all.extend(events);
-        url = next.expect("next header");
-    }
-    panic!("following next from {first} did not reach an empty page in {max_pages} pages");
 }
 
 #[tokio::test]
@@ -198,16 +168,9 @@ async fn nulls_string_data_and_data_base64_read_back() {
                "type": "t", "resource": RESOURCE, "data": 3.25}),
     ];
     for event in &events {
-        let response = publish(&server, &ttd, event).await;
-        assert_eq!(response.status(), 200, "{event}");
+        publish_ok(&server, &ttd, event).await;
     }
-    let (status, _, body) = get(
-        &server.at(&format!(
-            "/events/api/v1/events?resource={RESOURCE}&after=0"
-        )),
-        &ttd,
-    )
-    .await;
+    let (status, _, body) = get(&server.log_url(""), &ttd).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(page(&body), events.to_vec());
 }
@@ -241,26 +204,14 @@ async fn dialogporten_events_read_back_for_a_person_with_access() {
         assert_eq!(page(&body), published, "subject {subject}");
         assert!(next.is_some(), "next header");
         // Following next reads each exactly once and stops.
-        assert_eq!(follow_bounded(&url, &person, 10).await, published);
+        let (pages, _) = follow_pages(&url, &person, &[], 10).await;
+        assert_eq!(pages.concat(), published);
     }
     // Without a subject filter the person sees them too (through the access row) ...
-    let (_, _, body) = get(
-        &server.at(&format!(
-            "/events/api/v1/events?resource={RESOURCE}&after=0"
-        )),
-        &person,
-    )
-    .await;
+    let (_, _, body) = get(&server.log_url(""), &person).await;
     assert_eq!(page(&body), published);
     // ... and someone without access sees nothing.
-    let stranger = server.token(&[
-        "--pid",
-        "01017012345",
-        "--party-id",
-        "50003333",
-        "--scope",
-        common::SUBSCRIBE,
-    ]);
+    let stranger = server.other_person();
     let (status, _, body) = get(
         &server.at(&format!(
             "/events/api/v1/events?resource={RESOURCE}&subject={ORG_SUBJECT}&after=0"
@@ -286,49 +237,30 @@ async fn republishing_the_same_source_and_id_stores_one_event() {
     // Same source and id with other content: still success, the first version stays.
     let mut changed = first.clone();
     changed["data"] = json!({"version": 2});
-    assert_eq!(publish(&server, &ttd, &changed).await.status(), 200);
+    publish_ok(&server, &ttd, &changed).await;
     // Same id under another source is another event.
     let mut other_source = first.clone();
     other_source["source"] = json!("https://example.com/b");
-    assert_eq!(publish(&server, &ttd, &other_source).await.status(), 200);
+    publish_ok(&server, &ttd, &other_source).await;
     // A batch repeating both, and a new one.
     let third = json!({"specversion": "1.0", "id": "new", "source": "https://example.com/a",
                        "type": "t", "resource": RESOURCE});
-    let batch = json!([first, other_source, third, third]);
-    let response = client()
-        .post(server.at("/events/api/v1/events"))
-        .bearer_auth(&ttd)
-        .header("content-type", "application/cloudevents-batch+json")
-        .body(batch.to_string())
-        .send()
-        .await
-        .expect("batch");
+    let batch = [
+        first.clone(),
+        other_source.clone(),
+        third.clone(),
+        third.clone(),
+    ];
+    let response = publish_batch(&server, &ttd, &batch).await;
     assert_eq!(response.status(), 200);
 
-    let (status, _, body) = get(
-        &server.at(&format!(
-            "/events/api/v1/events?resource={RESOURCE}&after=0"
-        )),
-        &ttd,
-    )
-    .await;
+    let (status, _, body) = get(&server.log_url(""), &ttd).await;
     assert_eq!(status, 200);
     assert_eq!(page(&body), vec![first, other_source, third]);
 }
 
 const APP_SOURCE: &str =
     "https://ttd.apps.altinn.no/ttd/app1/instances/50002598/3ebaa1a2-9113-4905-ab26-a84fc3ec8acc";
-
-async fn publish_app(server: &Server, token: &str, event: &Value) -> reqwest::Response {
-    client()
-        .post(server.at("/events/api/v1/app"))
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .body(event.to_string())
-        .send()
-        .await
-        .expect("publish app event")
-}
 
 #[tokio::test]
 async fn app_events_get_id_time_resource_and_resourceinstance_from_the_server() {
@@ -453,11 +385,8 @@ async fn app_events_that_break_altinns_rules_are_refused() {
         let response = publish_app(&server, &ttd, &event).await;
         assert_eq!(response.status(), status, "{event}");
         assert_eq!(
-            response
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok()),
-            Some("application/problem+json"),
+            header(&response, "content-type"),
+            "application/problem+json",
             "{event}"
         );
         let problem: Value = response.json().await.expect("problem");

@@ -6,15 +6,14 @@
 use crate::common;
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::common::{
-    BIN, PERSON, PUBLISH, RESOURCE, SUBSCRIBE, Server, client, generic_event, publish,
+    Answer, PERSON, PUBLISH, RESOURCE, SUBSCRIBE, Server, client, generic_event, publish_ok, send,
+    token_for,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::Method;
-use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 const APP_SOURCE: &str =
@@ -25,63 +24,17 @@ type Header<'a> = (&'a str, &'a str);
 /// A request body: content type and text.
 type Body = (&'static str, String);
 
-struct Reply {
-    status: u16,
-    headers: HeaderMap,
-    text: String,
-    body: Value,
-}
-
-async fn send(request: reqwest::RequestBuilder) -> Reply {
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let text = response.text().await.expect("body");
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Reply {
-        status,
-        headers,
-        text,
-        body,
-    }
-}
-
-fn header<'a>(reply: &'a Reply, name: &str) -> &'a str {
-    reply
-        .headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-}
-
-fn assert_problem(reply: &Reply, status: u16, context: &str) {
-    assert_eq!(reply.status, status, "{context}: {}", reply.text);
-    assert!(
-        header(reply, "content-type").starts_with("application/problem+json"),
-        "{context}: content type {:?}",
-        header(reply, "content-type")
-    );
-    assert_eq!(
-        reply.body["status"],
-        json!(status),
-        "{context}: {}",
-        reply.text
-    );
-    assert!(reply.body["title"].is_string(), "{context}: {}", reply.text);
-    assert!(reply.body["type"].is_string(), "{context}: {}", reply.text);
+/// Problem details as every error is rendered, with a `detail` saying what was wrong.
+fn assert_problem(reply: &Answer, status: u16, context: &str) {
+    common::assert_problem(reply, status, context);
     assert!(
         reply.body["detail"].is_string(),
         "{context}: {}",
         reply.text
     );
-    assert!(
-        reply.body["traceId"].is_string(),
-        "{context}: {}",
-        reply.text
-    );
 }
 
-fn detail(reply: &Reply) -> String {
+fn detail(reply: &Answer) -> String {
     reply.body["detail"]
         .as_str()
         .unwrap_or_default()
@@ -93,13 +46,7 @@ fn protected_requests(server: &Server) -> Vec<(Method, String, Option<Body>)> {
     let app_event = json!({"specversion": "1.0", "type": "app.instance.created",
                            "subject": "/party/50002598", "source": APP_SOURCE});
     vec![
-        (
-            Method::GET,
-            server.at(&format!(
-                "/events/api/v1/events?resource={RESOURCE}&after=0"
-            )),
-            None,
-        ),
+        (Method::GET, server.log_url(""), None),
         (
             Method::POST,
             server.at("/events/api/v1/events"),
@@ -131,7 +78,7 @@ async fn call(
     url: &str,
     body: &Option<Body>,
     authorization: Option<&str>,
-) -> Reply {
+) -> Answer {
     let mut request = client().request(method.clone(), url);
     if let Some(value) = authorization {
         request = request.header("authorization", value);
@@ -168,34 +115,8 @@ fn ttd_claims() -> Value {
            "urn:altinn:org": "ttd", "scope": format!("{PUBLISH} {SUBSCRIBE}")})
 }
 
-/// Runs `hendelse token` against another data directory (so, another signing key).
-fn foreign_token(data_dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .arg("token")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .output()
-        .expect("run hendelse token");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf8")
-        .trim()
-        .to_owned()
-}
-
 async fn stored(server: &Server) -> Value {
-    let (status, _, body) = common::get(
-        &server.at(&format!(
-            "/events/api/v1/events?resource={RESOURCE}&after=0"
-        )),
-        &server.ttd(),
-    )
-    .await;
+    let (status, _, body) = common::get(&server.log_url(""), &server.ttd()).await;
     assert_eq!(status, 200, "{body}");
     body
 }
@@ -206,7 +127,7 @@ async fn unusable_tokens_get_401_problem_details_with_www_authenticate() {
     let ttd = server.ttd();
     let kid = decode_part(ttd.split('.').next().expect("header"))["kid"].clone();
     let other_dir = tempfile::tempdir().expect("temp dir");
-    let other_key = foreign_token(
+    let other_key = token_for(
         other_dir.path(),
         &["--org", "ttd", "--scope", &format!("{PUBLISH} {SUBSCRIBE}")],
     );
@@ -298,9 +219,12 @@ async fn unusable_tokens_get_401_problem_details_with_www_authenticate() {
             let reply = call(&method, &url, &body, authorization.as_deref()).await;
             assert_problem(&reply, 401, &context);
             assert!(
-                header(&reply, "www-authenticate").starts_with("Bearer"),
+                reply
+                    .header("www-authenticate")
+                    .unwrap_or_default()
+                    .starts_with("Bearer"),
                 "{context}: WWW-Authenticate {:?}",
-                header(&reply, "www-authenticate")
+                reply.header("www-authenticate").unwrap_or_default()
             );
             assert!(detail(&reply).contains(word), "{context}: {}", reply.text);
             if !token.is_empty() {
@@ -352,7 +276,7 @@ fn trusted_issuers(dir: &Path, jwks: &Value, issuer: Value) -> String {
 async fn only_trusted_issuers_are_accepted() {
     let idp = tempfile::tempdir().expect("temp dir");
     let scope = format!("{PUBLISH} {SUBSCRIBE}");
-    let idp_token = foreign_token(idp.path(), &["--org", "ttd", "--scope", &scope]);
+    let idp_token = token_for(idp.path(), &["--org", "ttd", "--scope", &scope]);
     let jwks = jwks_of(idp.path());
     let query = format!("/events/api/v1/events?resource={RESOURCE}&after=0");
     let get = |server: &Server, token: &str| {
@@ -389,7 +313,12 @@ async fn only_trusted_issuers_are_accepted() {
     let reply = get(&server, &idp_token).await;
     assert_problem(&reply, 401, "untrusted issuer");
     assert!(detail(&reply).contains("issuer"), "{}", reply.text);
-    assert!(header(&reply, "www-authenticate").starts_with("Bearer"));
+    assert!(
+        reply
+            .header("www-authenticate")
+            .unwrap_or_default()
+            .starts_with("Bearer")
+    );
     drop(server);
 
     // An issuer with an audience.
@@ -402,7 +331,7 @@ async fn only_trusted_issuers_are_accepted() {
     let server = Server::start_with(&["--no-dev-tokens", "--trusted-issuers", &issuers]);
     let reply = get(&server, &idp_token).await;
     assert_problem(&reply, 401, "no audience");
-    let right = foreign_token(
+    let right = token_for(
         idp.path(),
         &[
             "--org",
@@ -414,7 +343,7 @@ async fn only_trusted_issuers_are_accepted() {
         ],
     );
     assert_eq!(get(&server, &right).await.status, 200);
-    let wrong = foreign_token(
+    let wrong = token_for(
         idp.path(),
         &[
             "--org",
@@ -433,9 +362,7 @@ async fn only_trusted_issuers_are_accepted() {
 #[tokio::test]
 async fn dev_tokens_need_the_configured_audience() {
     let server = Server::start_with(&["--audience", "hendelse-test"]);
-    let query = server.at(&format!(
-        "/events/api/v1/events?resource={RESOURCE}&after=0"
-    ));
+    let query = server.log_url("");
     let scope = format!("{PUBLISH} {SUBSCRIBE}");
     for (audience, status) in [
         (None, 401),
@@ -454,7 +381,12 @@ async fn dev_tokens_need_the_configured_audience() {
         );
         if status == 401 {
             assert_problem(&reply, 401, "audience");
-            assert!(header(&reply, "www-authenticate").starts_with("Bearer"));
+            assert!(
+                reply
+                    .header("www-authenticate")
+                    .unwrap_or_default()
+                    .starts_with("Bearer")
+            );
         }
     }
 }
@@ -543,14 +475,7 @@ async fn a_missing_scope_or_a_resource_one_does_not_own_is_403() {
 
     // Reading generic events needs the subscribe scope.
     for (token, context) in [(publish_only, "publish only"), (no_scope, "no scope")] {
-        let reply = send(
-            client()
-                .get(server.at(&format!(
-                    "/events/api/v1/events?resource={RESOURCE}&after=0"
-                )))
-                .bearer_auth(token),
-        )
-        .await;
+        let reply = send(client().get(server.log_url("")).bearer_auth(token)).await;
         assert_problem(&reply, 403, context);
         assert!(detail(&reply).contains(SUBSCRIBE), "{}", reply.text);
     }
@@ -577,7 +502,7 @@ async fn a_party_one_may_not_read_looks_empty() {
         "source": "https://example.com/s", "type": "t", "resource": RESOURCE,
         "subject": "urn:altinn:organization:identifier-no:912345678"});
     for event in [&app_event, &unit_event, &generic] {
-        assert_eq!(publish(&server, &ttd, event).await.status(), 200);
+        publish_ok(&server, &ttd, event).await;
     }
     let me = server.person();
     let skd = server.token(&["--org", "skd", "--scope", SUBSCRIBE]);
@@ -673,9 +598,9 @@ async fn unknown_routes_and_wrong_methods_are_problem_details() {
         let context = format!("{method} {path}");
         assert_problem(&reply, 405, &context);
         assert!(
-            header(&reply, "allow").contains(allowed),
+            reply.header("allow").unwrap_or_default().contains(allowed),
             "{context}: Allow {:?}",
-            header(&reply, "allow")
+            reply.header("allow").unwrap_or_default()
         );
     }
 }

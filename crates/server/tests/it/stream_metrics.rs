@@ -5,7 +5,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use crate::common::{RESOURCE, Server, client, generic_event, publish};
+use crate::common::{RESOURCE, Server, client, generic_event, get_public, publish_ok};
 
 /// An open event stream, read message by message.
 struct Stream {
@@ -82,12 +82,7 @@ impl Stream {
 async fn the_stream_delivers_new_events_and_resumes_without_gaps() {
     let server = Server::start();
     let token = server.ttd();
-    assert_eq!(
-        publish(&server, &token, &generic_event("before"))
-            .await
-            .status(),
-        200
-    );
+    publish_ok(&server, &token, &generic_event("before")).await;
     let url = server.at(&format!("/events/api/v1/events/stream?resource={RESOURCE}"));
 
     // Without a starting point the stream begins at the end of the log.
@@ -97,7 +92,7 @@ async fn the_stream_delivers_new_events_and_resumes_without_gaps() {
         let mut event = generic_event(&format!("live-{i}"));
         // Published text with line breaks still arrives as the same JSON.
         event["data"] = serde_json::json!({"n": i, "text": "two\nlines"});
-        assert_eq!(publish(&server, &token, &event).await.status(), 200);
+        publish_ok(&server, &token, &event).await;
         sent.push(event);
     }
     for event in &sent {
@@ -113,12 +108,7 @@ async fn the_stream_delivers_new_events_and_resumes_without_gaps() {
     for i in 2..5 {
         assert_eq!(resumed.next().await.id, Some(format!("live-{i}")));
     }
-    assert_eq!(
-        publish(&server, &token, &generic_event("after-resume"))
-            .await
-            .status(),
-        200
-    );
+    publish_ok(&server, &token, &generic_event("after-resume")).await;
     assert_eq!(resumed.next().await.id.as_deref(), Some("after-resume"));
 
     // `after=0` replays the whole log first.
@@ -145,20 +135,10 @@ async fn streams_are_authorized_like_the_queries() {
         .expect("request");
     assert_eq!(bad.status(), 400, "the queries' parameter rules apply");
 
-    assert_eq!(
-        publish(&server, &token, &generic_event("secret-1"))
-            .await
-            .status(),
-        200
-    );
+    publish_ok(&server, &token, &generic_event("secret-1")).await;
     let mut theirs = Stream::open(&url, &stranger, None).await;
     let mut ours = Stream::open(&url, &token, None).await;
-    assert_eq!(
-        publish(&server, &token, &generic_event("secret-2"))
-            .await
-            .status(),
-        200
-    );
+    publish_ok(&server, &token, &generic_event("secret-2")).await;
     assert_eq!(ours.next().await.id.as_deref(), Some("secret-1"));
     assert_eq!(ours.next().await.id.as_deref(), Some("secret-2"));
     // The stranger's stream stays silent: within 2 s nothing but keep-alives arrive.
@@ -175,16 +155,9 @@ async fn metrics_are_public_and_count_the_traffic() {
     let server = Server::start();
     let token = server.ttd();
     for i in 0..3 {
-        assert_eq!(
-            publish(&server, &token, &generic_event(&format!("m{i}")))
-                .await
-                .status(),
-            200
-        );
+        publish_ok(&server, &token, &generic_event(&format!("m{i}"))).await;
     }
-    let query = server.at(&format!(
-        "/events/api/v1/events?resource={RESOURCE}&after=0"
-    ));
+    let query = server.log_url("");
     assert_eq!(
         client()
             .get(&query)
@@ -202,13 +175,9 @@ async fn metrics_are_public_and_count_the_traffic() {
     )
     .await;
 
-    let response = client()
-        .get(server.at("/metrics"))
-        .send()
-        .await
-        .expect("metrics");
-    assert_eq!(response.status(), 200, "no token needed");
-    let text = response.text().await.expect("text");
+    let metrics = get_public(&server, "/metrics").await;
+    assert_eq!(metrics.status, 200, "no token needed");
+    let text = metrics.text;
     for needle in [
         r#"hendelse_events_published_total{endpoint="events"} 3"#,
         r#"hendelse_http_requests_total{route="/events/api/v1/events",method="POST",status="200"} 3"#,
@@ -232,12 +201,7 @@ async fn sigterm_ends_open_streams() {
     let token = server.ttd();
     let url = server.at(&format!("/events/api/v1/events/stream?resource={RESOURCE}"));
     let mut stream = Stream::open(&url, &token, None).await;
-    assert_eq!(
-        publish(&server, &token, &generic_event("last"))
-            .await
-            .status(),
-        200
-    );
+    publish_ok(&server, &token, &generic_event("last")).await;
     assert_eq!(stream.next().await.id.as_deref(), Some("last"));
     let status = tokio::task::spawn_blocking(move || server.terminate())
         .await

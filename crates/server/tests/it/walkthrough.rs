@@ -1,12 +1,10 @@
 //! The README's five-minute walkthrough, run as written: the shell block after the
 //! `<!-- walkthrough -->` marker, against a real server, with the `hendelse` under test on `PATH`.
 
-use crate::common;
-
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{BIN, Server};
+use crate::common::{BIN, Server, client, free_port};
 
 /// The walkthrough's shell block, from the README at the root of the workspace.
 fn walkthrough() -> String {
@@ -40,11 +38,8 @@ fn ids(output: &str) -> Vec<String> {
 
 #[test]
 fn the_readme_walkthrough_works_as_written() {
-    let server = Server::start_with(&["--allow-http-webhooks", "--allow-private-webhooks"]);
-    let receiver_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let server = Server::start_delivering(&[]);
+    let receiver_port = free_port();
     let address = server.url.trim_start_matches("http://");
     let script = walkthrough()
         .replace("127.0.0.1:8080", address)
@@ -96,10 +91,7 @@ fn the_readme_walkthrough_works_as_written() {
 /// `hendelse receive --secret` prints what is signed with the secret and refuses the rest.
 #[tokio::test]
 async fn receive_checks_signatures() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let mut child = std::process::Command::new(BIN)
         .args([
@@ -124,7 +116,7 @@ async fn receive_checks_signatures() {
         let url = url.clone();
         async move {
             for _ in 0..50 {
-                let sent = common::client()
+                let sent = client()
                     .post(&url)
                     .header("webhook-id", "msg_1")
                     .header("webhook-timestamp", timestamp.to_string())

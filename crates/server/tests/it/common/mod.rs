@@ -1,17 +1,52 @@
-//! A real `hendelse serve` process on a loopback port, driven through HTTP and the CLI.
+//! A real `hendelse serve` process on a loopback port, driven through HTTP and the CLI, and what
+//! the tests share to talk to it: tokens, publishing, reading the log, answers, a webhook
+//! receiver and concurrent publishers.
 #![allow(dead_code)] // not every fixture is used by every run of a filtered test
+
+mod answer;
+mod receiver;
+mod subscriptions;
+mod swarm;
+
+pub use answer::{Answer, assert_problem, send};
+pub use receiver::{Gate, Hit, Receiver, Reply};
+pub use subscriptions::{
+    SUBSCRIPTIONS, create_subscription, get_subscription, id_of, subscribe, subscribe_to,
+    wait_validated,
+};
+pub use swarm::{Refusal, Swarm, acknowledged, assert_cursor_never_skips};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hendelse");
 pub const PUBLISH: &str = "altinn:events.publish";
 pub const SUBSCRIBE: &str = "altinn:events.subscribe";
 pub const RESOURCE: &str = "urn:altinn:resource:super-simple-service";
+pub const SKD_RESOURCE: &str = "urn:altinn:resource:skd-service";
+/// The organisation the generic events are about.
+pub const ORG_SUBJECT: &str = "urn:altinn:organization:identifier-no:991825827";
 pub const PERSON: &str = "07124912037";
 pub const PERSON_PARTY: i64 = 50002598;
+/// A person who may read none of the organisation's events.
+pub const OTHER_PERSON: &str = "01017012345";
+pub const OTHER_PERSON_PARTY: i64 = 50003333;
+/// The route events are published to and queried on.
+pub const EVENTS: &str = "/events/api/v1/events";
+/// The content type of one structured CloudEvent.
+pub const STRUCTURED: &str = "application/cloudevents+json";
+/// The content type of a batch of CloudEvents.
+pub const BATCH: &str = "application/cloudevents-batch+json";
+/// The flags that let a server deliver webhooks to the tests' receivers: plain http, on loopback.
+pub const TO_LOOPBACK: [&str; 2] = ["--allow-http-webhooks", "--allow-private-webhooks"];
+/// How long to wait for something that should happen.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+/// Pages a walk of the log may take before it counts as stuck.
+pub const MAX_PAGES: usize = 10_000;
 
 pub fn data_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -38,6 +73,11 @@ impl Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         Self::launch(dir, data, extra_args)
+    }
+
+    /// A server that may deliver webhooks to receivers on loopback.
+    pub fn start_delivering(extra_args: &[&str]) -> Server {
+        Self::start_with(&[&TO_LOOPBACK[..], extra_args].concat())
     }
 
     /// A server whose data directory and log both live in a new folder under `parent` (for tests
@@ -150,36 +190,40 @@ impl Server {
 
     /// Runs `hendelse token` against this server's data directory.
     pub fn token(&self, args: &[&str]) -> String {
-        let out = Command::new(BIN)
-            .arg("token")
-            .arg("--data-dir")
-            .arg(&self.data)
-            .args(args)
-            .output()
-            .expect("run hendelse token");
-        assert!(
-            out.status.success(),
-            "token failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .expect("utf8")
-            .trim()
-            .to_owned()
+        token_for(&self.data, args)
     }
 
     /// An org token for `ttd` that may publish and subscribe.
     pub fn ttd(&self) -> String {
-        self.token(&["--org", "ttd", "--scope", &format!("{PUBLISH} {SUBSCRIBE}")])
+        self.org("ttd")
+    }
+
+    /// An org token for `skd` (which owns `SKD_RESOURCE`) that may publish and subscribe.
+    pub fn skd(&self) -> String {
+        self.org("skd")
+    }
+
+    fn org(&self, org: &str) -> String {
+        self.token(&["--org", org, "--scope", &format!("{PUBLISH} {SUBSCRIBE}")])
     }
 
     /// The end user 07124912037 (party 50002598).
     pub fn person(&self) -> String {
+        self.person_token(PERSON, PERSON_PARTY)
+    }
+
+    /// The end user 01017012345 (party 50003333), who may read none of the organisation's events.
+    pub fn other_person(&self) -> String {
+        self.person_token(OTHER_PERSON, OTHER_PERSON_PARTY)
+    }
+
+    /// An end user who may subscribe.
+    pub fn person_token(&self, pid: &str, party: i64) -> String {
         self.token(&[
             "--pid",
-            PERSON,
+            pid,
             "--party-id",
-            &PERSON_PARTY.to_string(),
+            &party.to_string(),
             "--scope",
             SUBSCRIBE,
         ])
@@ -187,6 +231,25 @@ impl Server {
 
     pub fn at(&self, path: &str) -> String {
         format!("{}{}", self.url, path)
+    }
+
+    /// The URL of `RESOURCE`'s events from the start of the log, with `more` (`&name=value`...)
+    /// appended to the query.
+    pub fn log_url(&self, more: &str) -> String {
+        self.at(&format!("{EVENTS}?resource={RESOURCE}&after=0{more}"))
+    }
+
+    /// Waits until the log holds `needle`.
+    pub async fn wait_for_log(&self, needle: &str, limit: Duration) {
+        eventually(&format!("{needle:?} in the log"), limit, async || {
+            let log = self.log();
+            if log.contains(needle) {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        })
+        .await;
     }
 }
 
@@ -196,6 +259,34 @@ impl Drop for Server {
     }
 }
 
+/// Runs `hendelse ARGS`, which must succeed; its stdout.
+pub fn hendelse_ok(args: &[&str]) -> String {
+    let out = Command::new(BIN).args(args).output().expect("run hendelse");
+    assert!(
+        out.status.success(),
+        "hendelse {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf8")
+}
+
+/// Runs `hendelse token` against a data directory (its development signing key, made if missing).
+pub fn token_for(data_dir: &Path, args: &[&str]) -> String {
+    let data_dir = data_dir.to_str().expect("a UTF-8 data directory");
+    hendelse_ok(&[&["token", "--data-dir", data_dir], args].concat())
+        .trim()
+        .to_owned()
+}
+
+/// A loopback port that nothing listens on (free when asked; a test that binds it later races
+/// only with other processes).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -203,34 +294,88 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
-/// POSTs one structured CloudEvent.
-pub async fn publish(server: &Server, token: &str, event: &serde_json::Value) -> reqwest::Response {
-    client()
-        .post(server.at("/events/api/v1/events"))
+/// POSTs one structured CloudEvent to the server at `base_url` with this client (the connection
+/// reuse of a real publisher); the error when the server is not there to answer.
+pub async fn post_event(
+    http: &reqwest::Client,
+    base_url: &str,
+    token: &str,
+    event: &Value,
+) -> reqwest::Result<reqwest::Response> {
+    http.post(format!("{base_url}{EVENTS}"))
         .bearer_auth(token)
-        .header("content-type", "application/cloudevents+json")
+        .header("content-type", STRUCTURED)
         .body(event.to_string())
         .send()
         .await
-        .expect("publish")
+}
+
+/// POSTs `body` as `content_type` to `path`.
+pub async fn post(
+    server: &Server,
+    token: &str,
+    path: &str,
+    content_type: &str,
+    body: String,
+) -> reqwest::Response {
+    client()
+        .post(server.at(path))
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+}
+
+/// POSTs one structured CloudEvent.
+pub async fn publish(server: &Server, token: &str, event: &Value) -> reqwest::Response {
+    post(server, token, EVENTS, STRUCTURED, event.to_string()).await
+}
+
+/// Publishes one event, which must be accepted.
+pub async fn publish_ok(server: &Server, token: &str, event: &Value) {
+    let response = publish(server, token, event).await;
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    assert_eq!(status, 200, "publish {event}: {text}");
+}
+
+/// POSTs a batch (`application/cloudevents-batch+json`).
+pub async fn publish_batch(server: &Server, token: &str, events: &[Value]) -> reqwest::Response {
+    let batch = Value::Array(events.to_vec()).to_string();
+    post(server, token, EVENTS, BATCH, batch).await
+}
+
+/// Publishes a batch, which must be accepted.
+pub async fn publish_batch_ok(server: &Server, token: &str, events: &[Value]) {
+    let response = publish_batch(server, token, events).await;
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    assert_eq!(status, 200, "publish batch of {}: {text}", events.len());
+}
+
+/// POSTs an app event (`/events/api/v1/app`: the server sets id, time and resource).
+pub async fn publish_app(server: &Server, token: &str, event: &Value) -> reqwest::Response {
+    let path = "/events/api/v1/app";
+    post(server, token, path, "application/json", event.to_string()).await
 }
 
 /// A generic event of `RESOURCE` about the organisation 991825827.
-pub fn generic_event(id: &str) -> serde_json::Value {
+pub fn generic_event(id: &str) -> Value {
     serde_json::json!({
         "specversion": "1.0",
         "id": id,
         "source": "https://example.com/generic",
         "type": "no.example.test",
         "resource": RESOURCE,
-        "subject": "urn:altinn:organization:identifier-no:991825827",
+        "subject": ORG_SUBJECT,
         "data": {"n": id}
     })
 }
 
-/// GETs a path (or absolute URL) and returns status, `next` header and JSON body.
 /// The `id` of each event, in order.
-pub fn event_ids(events: &[serde_json::Value]) -> Vec<String> {
+pub fn event_ids(events: &[Value]) -> Vec<String> {
     events
         .iter()
         .map(|e| e["id"].as_str().expect("id").to_owned())
@@ -238,50 +383,107 @@ pub fn event_ids(events: &[serde_json::Value]) -> Vec<String> {
 }
 
 /// The `id` of each event of a page (a JSON array), in order.
-pub fn page_ids(body: &serde_json::Value) -> Vec<String> {
+pub fn page_ids(body: &Value) -> Vec<String> {
     event_ids(
         body.as_array()
             .unwrap_or_else(|| panic!("not an array: {body}")),
     )
 }
 
-pub async fn get(url: &str, token: &str) -> (u16, Option<String>, serde_json::Value) {
+/// The value of a response header, `""` when absent or not text.
+pub fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// GETs a URL and returns status, `next` header and body (JSON, or the text as a JSON string).
+pub async fn get(url: &str, token: &str) -> (u16, Option<String>, Value) {
     get_with(url, token, &[]).await
+}
+
+/// A GET of a URL with a token and these headers, to send.
+pub fn get_request(url: &str, token: &str, headers: &[(&str, &str)]) -> reqwest::RequestBuilder {
+    let mut request = client().get(url).bearer_auth(token);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    request
+}
+
+/// GETs a route that needs no token.
+pub async fn get_public(server: &Server, path: &str) -> Answer {
+    send(client().get(server.at(path))).await
 }
 
 pub async fn get_with(
     url: &str,
     token: &str,
     headers: &[(&str, &str)],
-) -> (u16, Option<String>, serde_json::Value) {
-    let mut request = client().get(url).bearer_auth(token);
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    let response = request.send().await.expect("get");
+) -> (u16, Option<String>, Value) {
+    let response = get_request(url, token, headers).send().await.expect("get");
     let status = response.status().as_u16();
     let next = response
         .headers()
         .get("next")
         .map(|v| v.to_str().expect("ascii").to_owned());
     let text = response.text().await.expect("body");
-    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, next, body)
 }
 
-/// Follows `next` from `first_url` until an empty page; returns every event seen.
-pub async fn follow(first_url: &str, token: &str) -> (Vec<serde_json::Value>, String) {
+/// Follows `next` from `first_url` until an empty page (at most `max_pages` pages); returns the
+/// events of every page and the last `next`.
+pub async fn follow_pages(
+    first_url: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+    max_pages: usize,
+) -> (Vec<Vec<Value>>, String) {
     let mut url = first_url.to_owned();
-    let mut all = Vec::new();
-    loop {
-        let (status, next, body) = get(&url, token).await;
+    let mut pages = Vec::new();
+    for _ in 0..max_pages {
+        let (status, next, body) = get_with(&url, token, headers).await;
         assert_eq!(status, 200, "{url}: {body}");
+        let next = next.unwrap_or_else(|| panic!("no next header on {url}"));
         let page = body.as_array().expect("array").clone();
-        let next = next.expect("next header");
         if page.is_empty() {
-            return (all, next);
+            return (pages, next);
         }
-        all.extend(page);
+        pages.push(page);
         url = next;
+    }
+    panic!("following next from {first_url} did not reach an empty page in {max_pages} pages");
+}
+
+/// Follows `next` from `first_url` until an empty page; returns every event seen and the last
+/// `next`.
+pub async fn follow(first_url: &str, token: &str) -> (Vec<Value>, String) {
+    let (pages, next) = follow_pages(first_url, token, &[], MAX_PAGES).await;
+    (pages.concat(), next)
+}
+
+/// Every event of `RESOURCE` that `token` may read, from the start of the log.
+pub async fn resource_log(server: &Server, token: &str) -> Vec<Value> {
+    follow(&server.log_url("&size=1000"), token).await.0
+}
+
+/// Polls `check` until it answers `Ok`; panics with its last `Err` after `limit`.
+pub async fn eventually<T>(
+    what: &str,
+    limit: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(state) if Instant::now() >= deadline => {
+                panic!("gave up after {limit:?} waiting for {what}; last seen: {state}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
     }
 }

@@ -1,0 +1,64 @@
+//! Webhook subscriptions through the API.
+
+use serde_json::{Value, json};
+
+use super::{Answer, PATIENCE, RESOURCE, Server, client, eventually, send};
+
+pub const SUBSCRIPTIONS: &str = "/events/api/v1/subscriptions";
+
+pub async fn create_subscription(server: &Server, token: &str, body: &Value) -> Answer {
+    send(
+        client()
+            .post(server.at(SUBSCRIPTIONS))
+            .bearer_auth(token)
+            .json(body),
+    )
+    .await
+}
+
+/// Creates a subscription that must be accepted; returns it.
+pub async fn subscribe(server: &Server, token: &str, body: &Value) -> Value {
+    let answer = create_subscription(server, token, body).await;
+    assert_eq!(answer.status, 201, "creating {body}: {}", answer.text);
+    answer.body
+}
+
+/// Subscribes `endpoint` to every event of `RESOURCE`, which must be accepted; the subscription's
+/// id.
+pub async fn subscribe_to(server: &Server, token: &str, endpoint: &str) -> i64 {
+    let body = json!({"endPoint": endpoint, "resourceFilter": RESOURCE});
+    id_of(&subscribe(server, token, &body).await)
+}
+
+pub fn id_of(subscription: &Value) -> i64 {
+    subscription["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("integer id in {subscription}"))
+}
+
+pub async fn get_subscription(server: &Server, token: &str, id: i64) -> Answer {
+    send(
+        client()
+            .get(server.at(&format!("{SUBSCRIPTIONS}/{id}")))
+            .bearer_auth(token),
+    )
+    .await
+}
+
+/// Waits until the endpoint has answered the subscription's validation handshake with 2xx;
+/// returns the subscription.
+pub async fn wait_validated(server: &Server, token: &str, id: i64) -> Value {
+    eventually(
+        &format!("subscription {id} to be validated"),
+        PATIENCE,
+        async || {
+            let answer = get_subscription(server, token, id).await;
+            if answer.status == 200 && answer.body["validated"] == true {
+                Ok(answer.body)
+            } else {
+                Err(answer.text)
+            }
+        },
+    )
+    .await
+}

@@ -1588,6 +1588,41 @@ async fn pending_deliveries_survive_kill_9() {
     assert_eq!(delivered, EVENTS);
 }
 
+/// The dispatching node matches through an index of the subscriptions it builds once; a
+/// subscription created on another node after that is matched from the next event on, and one
+/// deleted there is not: nothing is missed across nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_changed_on_another_node_count_from_the_next_event() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let api = push_server(&["--database-url", &db.url, "--no-push"]);
+    let dispatching = Server::start_beside(&api, &push_args(&["--database-url", &db.url]));
+    let receiver = Receiver::start().await;
+    let ttd = api.ttd();
+    let ids = |id: &str| -> BTreeSet<String> { [id.to_owned()].into() };
+
+    let first = subscribe_to(&api, &ttd, &receiver.url("/first")).await;
+    wait_validated(&api, &ttd, first).await;
+    publish_ok(&dispatching, &ttd, &generic_event("ix-1")).await;
+    wait_accepted(&receiver, "/first", &ids("ix-1"), PATIENCE).await;
+
+    let second = subscribe_to(&api, &ttd, &receiver.url("/second")).await;
+    wait_validated(&api, &ttd, second).await;
+    publish_ok(&dispatching, &ttd, &generic_event("ix-2")).await;
+    wait_accepted(&receiver, "/second", &ids("ix-2"), PATIENCE).await;
+
+    assert_eq!(delete_subscription(&api, &ttd, second).await.status, 200);
+    publish_ok(&dispatching, &ttd, &generic_event("ix-3")).await;
+    wait_accepted(&receiver, "/first", &ids("ix-3"), PATIENCE).await;
+    assert!(
+        !receiver.ids_on("/second").contains("ix-3"),
+        "a subscription deleted on another node still got an event"
+    );
+    drop((api, dispatching));
+    db.drop_database().await;
+}
+
 /// Two nodes on one PostgreSQL database deliver to one receiver: every event arrives, and no
 /// delivery (`webhook-id`) is ever in flight twice at the same time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

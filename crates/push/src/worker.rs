@@ -2,9 +2,9 @@
 //! its verdict. A lease outlives the request timeout, so a worker that dies mid-delivery only
 //! delays the delivery until its lease expires; it is then sent again (at least once).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use hendelse_auth::{Authorizer, Principal};
@@ -21,6 +21,10 @@ use crate::schedule::is_gone;
 use crate::signing::Secret;
 
 const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
+/// How many times its cap a subscription may have leased (in flight and queued) at once.
+const LEASE_AHEAD: u32 = 4;
+/// Time kept between the end of a queued delivery's attempt and the end of its lease.
+const STALE_MARGIN: Duration = Duration::from_secs(5);
 /// Most attempts recorded in one transaction.
 const RECORD_BATCH: usize = 256;
 
@@ -69,82 +73,66 @@ pub async fn run(
         owner,
         recorder,
     });
+    // Leased but not started yet. Leasing ahead (up to LEASE_AHEAD times a subscription's cap,
+    // and twice the slots in all) lets one lease serve many attempts: leasing one delivery per
+    // freed slot made every attempt cost a write transaction of its own.
+    let mut queued: VecDeque<Queued> = VecDeque::new();
+    let ahead = per_subscription.saturating_mul(LEASE_AHEAD);
+    // A delivery that waited in the queue so long that its lease would run out during its
+    // attempt is left for a later lease rather than risk being sent twice at once.
+    let stale_after = lease_for.saturating_sub(context.config.timeout + STALE_MARGIN);
     while !*shutdown.borrow() {
-        // Wait for a free slot before leasing, so nothing leased sits waiting for one.
-        tokio::select! {
-            permit = slots.acquire() => drop(permit),
-            _ = shutdown.changed() => continue,
-        }
-        let (exclude, room): (Vec<i64>, Vec<(i64, u32)>) = {
-            let counts = lock(&in_flight);
-            let exclude = counts
-                .iter()
-                .filter(|(_, n)| **n >= per_subscription)
-                .map(|(id, _)| *id)
-                .collect();
-            let room = counts
-                .iter()
-                .filter(|(_, n)| **n < per_subscription)
-                .map(|(id, n)| (*id, per_subscription - n))
-                .collect();
-            (exclude, room)
-        };
-        let now = Utc::now();
-        let request = LeaseRequest {
-            owner: &context.owner,
-            now,
-            until: now + chrono::Duration::from_std(lease_for).unwrap_or(chrono::Duration::MAX),
-            limit: u32::try_from(slots.available_permits()).unwrap_or(u32::MAX),
+        let started = start_what_has_room(
+            &mut queued,
+            &slots,
+            &in_flight,
             per_subscription,
-            exclude: &exclude,
-            room: &room,
-        };
-        let leased = match context.push.lease(&request).await {
-            Ok(leased) => leased,
-            Err(e) => {
-                tracing::warn!(error = %e, "delivery worker: cannot lease; will try again");
-                Vec::new()
+            stale_after,
+            &context,
+            &freed,
+        );
+        if queued.len() < concurrency {
+            let (exclude, room) = lease_limits(&in_flight, &queued, ahead);
+            let now = Utc::now();
+            let request = LeaseRequest {
+                owner: &context.owner,
+                now,
+                until: now + chrono::Duration::from_std(lease_for).unwrap_or(chrono::Duration::MAX),
+                limit: u32::try_from(concurrency.saturating_mul(2) - queued.len())
+                    .unwrap_or(u32::MAX),
+                per_subscription: ahead,
+                exclude: &exclude,
+                room: &room,
+            };
+            let leased = match context.push.lease(&request).await {
+                Ok(leased) => leased,
+                Err(e) => {
+                    tracing::warn!(error = %e, "delivery worker: cannot lease; will try again");
+                    Vec::new()
+                }
+            };
+            if !leased.is_empty() {
+                let subscriptions = context.subscriptions_of(&leased).await;
+                let at = Instant::now();
+                queued.extend(leased.into_iter().map(|delivery| Queued {
+                    subscription: subscriptions.get(&delivery.subscription_id).cloned(),
+                    delivery,
+                    at,
+                }));
+                continue;
             }
-        };
-        if leased.is_empty() {
-            // Nothing due that has room. A finished attempt may make some: room for a
-            // subscription at its cap, or a validated subscription whose queue may now go out.
-            // New work, a retry coming due or another node's work come with a wake or the poll.
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = freed.notified() => {}
-                _ = shutdown.changed() => {}
-                _ = tokio::time::sleep(context.config.poll_interval) => {}
-            }
+        }
+        if started && slots.available_permits() > 0 && queued.is_empty() {
             continue;
         }
-        let subscriptions = context.subscriptions_of(&leased).await;
-        for delivery in leased {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let subscription = subscriptions.get(&delivery.subscription_id).cloned();
-            let context = context.clone();
-            let in_flight = in_flight.clone();
-            let freed = freed.clone();
-            *lock(&in_flight)
-                .entry(delivery.subscription_id)
-                .or_default() += 1;
-            tokio::spawn(async move {
-                let id = delivery.subscription_id;
-                context.deliver(delivery, subscription).await;
-                {
-                    let mut counts = lock(&in_flight);
-                    if let Some(n) = counts.get_mut(&id) {
-                        *n = n.saturating_sub(1);
-                        if *n == 0 {
-                            counts.remove(&id);
-                        }
-                    }
-                }
-                drop(permit);
-                freed.notify_one();
-            });
+        // Nothing more to start or lease now. A finished attempt may change that (room for a
+        // subscription at its cap, or a validated subscription whose queue may now go out); new
+        // work, a retry coming due or another node's work come with a wake or the poll.
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = freed.notified() => {}
+            _ = shutdown.changed() => {}
+            _ = tokio::time::sleep(context.config.poll_interval) => {}
         }
     }
     // Shutting down: let requests in flight finish for a while, then hand back what is left.
@@ -164,6 +152,93 @@ pub async fn run(
             tracing::warn!(error = %e, "delivery worker: cannot hand back leases; they expire")
         }
     }
+}
+
+/// A leased delivery waiting for a slot and for room under its subscription's cap.
+struct Queued {
+    delivery: LeasedDelivery,
+    subscription: Option<Subscription>,
+    at: Instant,
+}
+
+/// Starts queued deliveries, oldest first, while there are free slots and their subscriptions
+/// have room; returns whether it started any.
+fn start_what_has_room(
+    queued: &mut VecDeque<Queued>,
+    slots: &Arc<Semaphore>,
+    in_flight: &Arc<Mutex<HashMap<i64, u32>>>,
+    per_subscription: u32,
+    stale_after: Duration,
+    context: &Arc<Context>,
+    freed: &Arc<Notify>,
+) -> bool {
+    let mut started = false;
+    let mut i = 0;
+    while i < queued.len() && slots.available_permits() > 0 {
+        let id = queued[i].delivery.subscription_id;
+        if lock(in_flight).get(&id).copied().unwrap_or(0) >= per_subscription {
+            i += 1;
+            continue;
+        }
+        let Some(next) = queued.remove(i) else {
+            break;
+        };
+        if next.at.elapsed() > stale_after {
+            tracing::debug!(
+                delivery = next.delivery.id,
+                "delivery worker: a queued delivery waited too long; it is sent after its lease expires"
+            );
+            continue;
+        }
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            queued.insert(i, next);
+            break;
+        };
+        *lock(in_flight).entry(id).or_default() += 1;
+        started = true;
+        let (context, in_flight, freed) = (context.clone(), in_flight.clone(), freed.clone());
+        tokio::spawn(async move {
+            context.deliver(next.delivery, next.subscription).await;
+            {
+                let mut counts = lock(&in_flight);
+                if let Some(n) = counts.get_mut(&id) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        counts.remove(&id);
+                    }
+                }
+            }
+            drop(permit);
+            freed.notify_one();
+        });
+    }
+    started
+}
+
+/// What the next lease may take: no subscription beyond `ahead` in flight and queued together,
+/// and none that still holds half of that, so that a busy subscription is topped up in chunks
+/// rather than one delivery per finished attempt.
+fn lease_limits(
+    in_flight: &Mutex<HashMap<i64, u32>>,
+    queued: &VecDeque<Queued>,
+    ahead: u32,
+) -> (Vec<i64>, Vec<(i64, u32)>) {
+    let mut held = lock(in_flight).clone();
+    for q in queued {
+        *held.entry(q.delivery.subscription_id).or_default() += 1;
+    }
+    let refill_below = (ahead / 2).max(1);
+    let exclude = held
+        .iter()
+        .filter(|(_, n)| **n >= refill_below)
+        .map(|(id, _)| *id)
+        .collect();
+    let room = held
+        .iter()
+        .filter(|(_, n)| **n < refill_below)
+        .map(|(id, n)| (*id, ahead - n))
+        .collect();
+    (exclude, room)
 }
 
 /// The in-flight counts; a panic elsewhere cannot leave them unusable.

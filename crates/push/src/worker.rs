@@ -81,18 +81,23 @@ pub async fn run(
     // A delivery that waited in the queue so long that its lease would run out during its
     // attempt is left for a later lease rather than risk being sent twice at once.
     let stale_after = lease_for.saturating_sub(context.config.timeout + STALE_MARGIN);
+    // Whether a lease may find work of subscriptions this worker holds nothing of. Cleared when
+    // one found nothing; set again by a wake, the poll or a validation. Without it every
+    // finished attempt cost a lease that scanned past the busy subscriptions' queues for
+    // nothing.
+    let mut look_wide = true;
+    let gate = Gate {
+        slots: slots.clone(),
+        in_flight: in_flight.clone(),
+        per_subscription,
+        stale_after,
+        freed: freed.clone(),
+        wake: wake.clone(),
+    };
     while !*shutdown.borrow() {
-        let started = start_what_has_room(
-            &mut queued,
-            &slots,
-            &in_flight,
-            per_subscription,
-            stale_after,
-            &context,
-            &freed,
-        );
-        if queued.len() < concurrency {
-            let (exclude, room) = lease_limits(&in_flight, &queued, ahead);
+        let started = start_what_has_room(&mut queued, &gate, &context);
+        let (exclude, room) = lease_limits(&in_flight, &queued, ahead);
+        if queued.len() < concurrency && (look_wide || !room.is_empty()) {
             let now = Utc::now();
             let request = LeaseRequest {
                 owner: &context.owner,
@@ -111,7 +116,9 @@ pub async fn run(
                     Vec::new()
                 }
             };
-            if !leased.is_empty() {
+            if leased.is_empty() {
+                look_wide = false;
+            } else {
                 let subscriptions = context.subscriptions_of(&leased).await;
                 let at = Instant::now();
                 queued.extend(leased.into_iter().map(|delivery| Queued {
@@ -129,10 +136,10 @@ pub async fn run(
         // subscription at its cap, or a validated subscription whose queue may now go out); new
         // work, a retry coming due or another node's work come with a wake or the poll.
         tokio::select! {
-            _ = wake.notified() => {}
+            _ = wake.notified() => look_wide = true,
             _ = freed.notified() => {}
             _ = shutdown.changed() => {}
-            _ = tokio::time::sleep(context.config.poll_interval) => {}
+            _ = tokio::time::sleep(context.config.poll_interval) => look_wide = true,
         }
     }
     // Shutting down: let requests in flight finish for a while, then hand back what is left.
@@ -161,17 +168,28 @@ struct Queued {
     at: Instant,
 }
 
-/// Starts queued deliveries, oldest first, while there are free slots and their subscriptions
-/// have room; returns whether it started any.
-fn start_what_has_room(
-    queued: &mut VecDeque<Queued>,
-    slots: &Arc<Semaphore>,
-    in_flight: &Arc<Mutex<HashMap<i64, u32>>>,
+/// What decides whether a queued delivery may start, and whom a finished one tells.
+struct Gate {
+    slots: Arc<Semaphore>,
+    in_flight: Arc<Mutex<HashMap<i64, u32>>>,
     per_subscription: u32,
     stale_after: Duration,
-    context: &Arc<Context>,
-    freed: &Arc<Notify>,
-) -> bool {
+    freed: Arc<Notify>,
+    wake: Arc<Notify>,
+}
+
+/// Starts queued deliveries, oldest first, while there are free slots and their subscriptions
+/// have room; returns whether it started any.
+fn start_what_has_room(queued: &mut VecDeque<Queued>, gate: &Gate, context: &Arc<Context>) -> bool {
+    let Gate {
+        slots,
+        in_flight,
+        per_subscription,
+        stale_after,
+        freed,
+        wake,
+    } = gate;
+    let (per_subscription, stale_after) = (*per_subscription, *stale_after);
     let mut started = false;
     let mut i = 0;
     while i < queued.len() && slots.available_permits() > 0 {
@@ -197,8 +215,13 @@ fn start_what_has_room(
         *lock(in_flight).entry(id).or_default() += 1;
         started = true;
         let (context, in_flight, freed) = (context.clone(), in_flight.clone(), freed.clone());
+        // A handshake that succeeds lets the subscription's queue go out: new work to look for.
+        let validation = next.delivery.event_seq.is_none().then(|| wake.clone());
         tokio::spawn(async move {
             context.deliver(next.delivery, next.subscription).await;
+            if let Some(wake) = validation {
+                wake.notify_one();
+            }
             {
                 let mut counts = lock(&in_flight);
                 if let Some(n) = counts.get_mut(&id) {

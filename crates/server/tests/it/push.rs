@@ -1775,7 +1775,7 @@ async fn the_validation_handshake_is_retried_and_gates_delivery() {
     assert_eq!(answer.body["validated"], false, "{}", answer.text);
 
     // Redriven with the endpoint healed: validated, and gate-1 (queued before the handshake was
-    // dead) arrives. (gate-2, published while it was dead: see the ignored test below.)
+    // dead) arrives. (gate-2, published while it was dead: see the next test.)
     never_heals.store(true, Ordering::SeqCst);
     let answer = redrive(&server, &ttd, never).await;
     assert_eq!(answer.status, 200, "{}", answer.text);

@@ -23,6 +23,8 @@ use crate::signing::Secret;
 const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
 /// How many times its cap a subscription may have leased (in flight and queued) at once.
 const LEASE_AHEAD: u32 = 4;
+/// After this long in the queue, a delivery's subscription is read again before it is sent.
+const REREAD_AFTER: Duration = Duration::from_secs(1);
 /// Time kept between the end of a queued delivery's attempt and the end of its lease.
 const STALE_MARGIN: Duration = Duration::from_secs(5);
 /// Most attempts recorded in one transaction.
@@ -217,8 +219,24 @@ fn start_what_has_room(queued: &mut VecDeque<Queued>, gate: &Gate, context: &Arc
         let (context, in_flight, freed) = (context.clone(), in_flight.clone(), freed.clone());
         // A handshake that succeeds lets the subscription's queue go out: new work to look for.
         let validation = next.delivery.event_seq.is_none().then(|| wake.clone());
+        // What the lease read of the subscription may be out of date after a wait in the queue:
+        // one deleted or disabled meanwhile gets nothing more.
+        let reread = next.at.elapsed() > REREAD_AFTER;
         tokio::spawn(async move {
-            context.deliver(next.delivery, next.subscription).await;
+            let subscription = if reread {
+                match context.push.subscription(id).await {
+                    Ok(current) => current,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "delivery worker: cannot read a subscription");
+                        next.subscription
+                    }
+                }
+            } else {
+                next.subscription
+            };
+            if subscription.as_ref().is_none_or(|s| s.enabled) {
+                context.deliver(next.delivery, subscription).await;
+            }
             if let Some(wake) = validation {
                 wake.notify_one();
             }

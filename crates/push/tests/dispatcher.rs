@@ -46,17 +46,8 @@ fn event(id: u32, event_type: &str) -> NewEvent {
 
 fn subscription(type_filter: &str) -> NewSubscription {
     NewSubscription {
-        end_point: "https://receiver.example/hook".into(),
-        resource_filter: RESOURCE.into(),
-        source_filter: None,
-        subject_filter: None,
-        alternative_subject_filter: None,
         type_filter: Some(type_filter.into()),
-        include_subunits: false,
-        consumer: "/org/ttd".into(),
-        created_by: "/org/ttd".into(),
-        principal: r#"{"kind":"org","org":"ttd","orgNumber":null,"scopes":[]}"#.into(),
-        secret: None,
+        ..hendelse_store::testing::org_subscription("https://receiver.example/hook", RESOURCE)
     }
 }
 

@@ -11,8 +11,9 @@ use axum::Router;
 use axum::routing::post;
 use hendelse_auth::{Registry, RegistryAuthorizer};
 use hendelse_push::{EndpointPolicy, Push, PushConfig};
-use hendelse_store::push::{NewDelivery, NewSubscription};
+use hendelse_store::push::NewDelivery;
 use hendelse_store::sqlite::SqliteStore;
+use hendelse_store::testing::org_subscription;
 use hendelse_store::{EventStore, PushStore};
 use tokio::sync::watch;
 
@@ -37,22 +38,6 @@ async fn receive(receiver: Arc<Receiver>) -> &'static str {
     receiver.in_flight.fetch_sub(1, Ordering::SeqCst);
     receiver.received.fetch_add(1, Ordering::SeqCst);
     "ok"
-}
-
-fn subscription(end_point: String) -> NewSubscription {
-    NewSubscription {
-        end_point,
-        resource_filter: RESOURCE.into(),
-        source_filter: None,
-        subject_filter: None,
-        alternative_subject_filter: None,
-        type_filter: None,
-        include_subunits: false,
-        consumer: "/org/ttd".into(),
-        created_by: "/org/ttd".into(),
-        principal: r#"{"kind":"org","org":"ttd","orgNumber":null,"scopes":[]}"#.into(),
-        secret: None,
-    }
 }
 
 fn delivery(subscription_id: i64, seq: i64) -> NewDelivery {
@@ -96,9 +81,10 @@ async fn running(
     let push: Arc<dyn PushStore> = store.clone();
     let events: Arc<dyn EventStore> = store.clone();
     let created = push
-        .create_subscription(&subscription(format!("http://{address}/hook")), &|id| {
-            delivery(id, 0)
-        })
+        .create_subscription(
+            &org_subscription(&format!("http://{address}/hook"), RESOURCE),
+            &|id| delivery(id, 0),
+        )
         .await
         .expect("subscription");
     let deliveries: Vec<NewDelivery> = (1..=queued as i64)

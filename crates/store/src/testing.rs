@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{Connection, PgConnection};
 
-use crate::push::NewDelivery;
+use crate::push::{NewDelivery, NewSubscription};
 use crate::{AppendReceipt, EventQuery, EventStore, NewEvent, StoreError, StoredEvent};
 
 /// Says loudly that `test` is skipped because of `missing`, and carries on. With `CI=true`, where
@@ -127,6 +127,24 @@ impl EventStore for HookedStore {
     }
     async fn probe_write(&self) -> Result<(), StoreError> {
         self.inner.probe_write().await
+    }
+}
+
+/// A subscription of the org `ttd` to every event of `resource`, sent to `end_point`; tests set
+/// the filters they need on top.
+pub fn org_subscription(end_point: &str, resource: &str) -> NewSubscription {
+    NewSubscription {
+        end_point: end_point.to_owned(),
+        resource_filter: resource.to_owned(),
+        source_filter: None,
+        subject_filter: None,
+        alternative_subject_filter: None,
+        type_filter: None,
+        include_subunits: false,
+        consumer: "/org/ttd".into(),
+        created_by: "/org/ttd".into(),
+        principal: r#"{"kind":"org","org":"ttd","orgNumber":null,"scopes":[]}"#.into(),
+        secret: None,
     }
 }
 

@@ -555,17 +555,9 @@ async fn postgres_nodes_share_one_log() {
 
 fn subscription(end_point: &str) -> NewSubscription {
     NewSubscription {
-        end_point: end_point.to_owned(),
-        resource_filter: "urn:altinn:resource:r".into(),
         source_filter: Some("https://example.com/%".into()),
-        subject_filter: None,
-        alternative_subject_filter: None,
-        type_filter: None,
-        include_subunits: false,
-        consumer: "/org/ttd".into(),
-        created_by: "/org/ttd".into(),
-        principal: r#"{"kind":"org","org":"ttd","orgNumber":null,"scopes":[]}"#.into(),
         secret: Some("whsec_x".into()),
+        ..hendelse_store::testing::org_subscription(end_point, "urn:altinn:resource:r")
     }
 }
 

@@ -94,19 +94,10 @@ mod tests {
     use hendelse_auth::{Registry, RegistryAuthorizer};
 
     fn subscription() -> NewSubscription {
-        NewSubscription {
-            end_point: "https://example.com/hook".into(),
-            resource_filter: "urn:altinn:resource:r".into(),
-            source_filter: None,
-            subject_filter: None,
-            alternative_subject_filter: None,
-            type_filter: None,
-            include_subunits: false,
-            consumer: "/org/ttd".into(),
-            created_by: "/org/ttd".into(),
-            principal: "{}".into(),
-            secret: None,
-        }
+        hendelse_store::testing::org_subscription(
+            "https://example.com/hook",
+            "urn:altinn:resource:r",
+        )
     }
 
     fn event(json: &str) -> EventAttributes {

@@ -16,6 +16,8 @@ use hendelse_store::dialog::DeletedFilter;
 use serde_json::Value;
 use uuid::Uuid;
 
+use hendelse_wire::paths::SERVICE_OWNER_DIALOGS;
+
 use crate::app::AppState;
 use crate::caller::Caller;
 use crate::openapi::params::{ChangeConditions, DialogFilters, DialogId};
@@ -27,7 +29,6 @@ use crate::problem::ApiError;
 
 /// The OpenAPI tag of these routes.
 pub const TAG: &str = "dialogs";
-pub const SERVICE_OWNER_BASE: &str = "/dialogporten/api/v1/serviceowner/dialogs";
 
 /// `isSilentUpdate=true`.
 fn silent(params: &Params) -> Result<bool, ApiError> {
@@ -209,7 +210,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let dialog = state.dialogs.create(&caller, body, silent).await?;
     Ok(created(
-        format!("{SERVICE_OWNER_BASE}/{}", dialog.id),
+        format!("{SERVICE_OWNER_DIALOGS}/{}", dialog.id),
         &dialog.id,
         &dialog.revision,
     ))
@@ -428,7 +429,10 @@ pub async fn add_activity(
         .add_activity(&caller, &id, body, &conditions)
         .await?;
     Ok(created(
-        format!("{SERVICE_OWNER_BASE}/{}/activities/{activity}", dialog.id),
+        format!(
+            "{SERVICE_OWNER_DIALOGS}/{}/activities/{activity}",
+            dialog.id
+        ),
         &activity,
         &dialog.revision,
     ))
@@ -464,7 +468,7 @@ pub async fn add_transmission(
         .await?;
     Ok(created(
         format!(
-            "{SERVICE_OWNER_BASE}/{}/transmissions/{transmission}",
+            "{SERVICE_OWNER_DIALOGS}/{}/transmissions/{transmission}",
             dialog.id
         ),
         &transmission,

@@ -5,7 +5,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 /// A new subscription; see the README's "Webhooks" for the rules. Empty texts count as absent.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// Its `Debug` leaves the secret out, so that no log line can carry it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -25,6 +26,24 @@ pub struct SubscriptionRequest {
     /// Standard Webhooks signing secret (`whsec_` + base64); never shown again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for SubscriptionRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriptionRequest")
+            .field("end_point", &self.end_point)
+            .field("resource_filter", &self.resource_filter)
+            .field("source_filter", &self.source_filter)
+            .field("subject_filter", &self.subject_filter)
+            .field(
+                "alternative_subject_filter",
+                &self.alternative_subject_filter,
+            )
+            .field("type_filter", &self.type_filter)
+            .field("include_subunits", &self.include_subunits)
+            .field("secret", &self.secret.as_ref().map(|_| "…"))
+            .finish()
+    }
 }
 
 fn is_false(value: &bool) -> bool {
@@ -113,5 +132,13 @@ mod tests {
         let minimal: SubscriptionRequest =
             serde_json::from_str(r#"{"includeSubunits":true}"#).expect("parses");
         assert!(minimal.include_subunits && minimal.end_point.is_none());
+        let secret = SubscriptionRequest {
+            secret: Some("whsec_c2VjcmV0".into()),
+            ..SubscriptionRequest::default()
+        };
+        assert!(
+            !format!("{secret:?}").contains("whsec_"),
+            "the secret is never shown"
+        );
     }
 }

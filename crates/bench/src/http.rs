@@ -180,6 +180,39 @@ where
     run_for(target, connections, total, None, make, check).await
 }
 
+/// Publishes events `0..total` (`event(n)` builds event `n`) as batches of `batch` over
+/// `connections` connections; a batch that is not accepted counts as an error of the outcome.
+pub async fn publish_batches<E>(
+    target: &Target,
+    connections: usize,
+    total: usize,
+    batch: usize,
+    event: E,
+) -> anyhow::Result<Outcome>
+where
+    E: Fn(usize) -> String + Send + Sync + 'static,
+{
+    let batch = batch.max(1);
+    let t = target.clone();
+    run(
+        target,
+        connections,
+        total.div_ceil(batch),
+        move |b| {
+            let first = b * batch;
+            let body = crate::events::batch((first..(first + batch).min(total)).map(&event));
+            t.request(
+                Method::POST,
+                "/events/api/v1/events",
+                Some(crate::events::BATCH),
+                body,
+            )
+        },
+        success,
+    )
+    .await
+}
+
 /// [`run`], but no request is started once `budget` has passed since the start (so a slow
 /// endpoint yields fewer samples instead of an endless run).
 pub async fn run_for<M, C>(

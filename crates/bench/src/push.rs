@@ -191,28 +191,12 @@ async fn scenario(instance: &Instance, params: &PushParams) -> anyhow::Result<Pu
     let event = event_of(params);
     let event_bytes = event(0, Some(now_us())).len();
     let batch = events::batch_events(event_bytes).min(100);
-    let batches = params.events.div_ceil(batch);
     let began = Instant::now();
     let probe = CpuProbe::start(instance.process.as_ref().map(crate::server::Process::pid));
-    let (t, total, batch_event) = (target.clone(), params.events, event.clone());
-    let published = http::run(
-        target,
-        2,
-        batches,
-        move |b| {
-            let first = b * batch;
-            let last = (first + batch).min(total);
-            let sent = now_us();
-            let body = events::batch((first..last).map(|n| batch_event(n as u64, Some(sent))));
-            t.request(
-                Method::POST,
-                "/events/api/v1/events",
-                Some(events::BATCH),
-                body,
-            )
-        },
-        http::success,
-    )
+    let batch_event = event.clone();
+    let published = http::publish_batches(target, 2, params.events, batch, move |n| {
+        batch_event(n as u64, Some(now_us()))
+    })
     .await?;
     if published.errors > 0 {
         bail!(

@@ -2,7 +2,6 @@
 //! batches), then pages of 50 for each filter shape, measured at N/10 events and again at N.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use hyper::Method;
 
 use crate::events::{self, APPS, Attributes, PARTIES, SOURCES, TYPES, mix};
 use crate::http::{self, Target};
@@ -108,29 +107,18 @@ async fn fill(
     if to <= from {
         return Ok(());
     }
-    let batches = (to - from).div_ceil(batch as u64) as usize;
-    let (t, run, size) = (target.clone(), params.run.clone(), params.size);
-    let outcome = http::run(
+    let (run, size) = (params.run.clone(), params.size);
+    let outcome = http::publish_batches(
         target,
         PREFILL_CONNECTIONS,
-        batches,
-        move |b| {
-            let first = from + (b * batch) as u64;
-            let last = (first + batch as u64).min(to);
-            let body = events::batch((first..last).map(|n| events::app_event(&run, n, size)));
-            t.request(
-                Method::POST,
-                "/events/api/v1/events",
-                Some(events::BATCH),
-                body,
-            )
-        },
-        http::success,
+        (to - from) as usize,
+        batch,
+        move |n| events::app_event(&run, from + n as u64, size),
     )
     .await?;
     if outcome.errors > 0 {
         anyhow::bail!(
-            "prefill: {} of {batches} batches failed (first: {})",
+            "prefill: {} batches failed (first: {})",
             outcome.errors,
             outcome.first_error.unwrap_or_default()
         );

@@ -1,6 +1,7 @@
 //! The OpenAPI 3.1 document: generated from the handlers' `#[utoipa::path]` annotations as the
 //! router registers them (`utoipa_axum`), so a route cannot be served without being documented.
 
+pub mod pages;
 pub mod params;
 pub mod problems;
 

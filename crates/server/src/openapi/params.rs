@@ -21,6 +21,7 @@ struct Declared {
     place: ParameterIn,
     value: Value,
     description: &'static str,
+    required: bool,
 }
 
 const fn query(name: &'static str, value: Value, description: &'static str) -> Declared {
@@ -29,6 +30,15 @@ const fn query(name: &'static str, value: Value, description: &'static str) -> D
         place: ParameterIn::Query,
         value,
         description,
+        required: false,
+    }
+}
+
+/// A query parameter without which the route answers 400.
+const fn required(declared: Declared) -> Declared {
+    Declared {
+        required: true,
+        ..declared
     }
 }
 
@@ -38,6 +48,7 @@ const fn header(name: &'static str, description: &'static str) -> Declared {
         place: ParameterIn::Header,
         value: Value::Text,
         description,
+        required: false,
     }
 }
 
@@ -48,6 +59,7 @@ const fn path(name: &'static str, description: &'static str) -> Declared {
         place: ParameterIn::Path,
         value: Value::Text,
         description,
+        required: true,
     }
 }
 
@@ -67,7 +79,7 @@ fn build(declared: &[Declared]) -> Vec<Parameter> {
             ParameterBuilder::new()
                 .name(d.name)
                 .parameter_in(d.place.clone())
-                .required(if matches!(d.place, ParameterIn::Path) {
+                .required(if d.required {
                     Required::True
                 } else {
                     Required::False
@@ -95,6 +107,15 @@ macro_rules! params {
 }
 
 params! {
+    /// The starting point of an app query, which may be `from` instead.
+    After => [query("after", Value::Text, "Id of the last event read; results are events registered after it")];
+    /// The resource and starting point of `/events`.
+    ResourceAfter => [
+        required(query("resource", Value::Text, "The resource, `urn:altinn:resource:…`")),
+        required(query("after", Value::Text, "Id of the last event read; `0` for the start")),
+    ];
+    /// The resource of `/events/stream`.
+    Resource => [required(query("resource", Value::Text, "The resource, `urn:altinn:resource:…`"))];
     /// The filters every event query and stream takes (beside its starting point).
     EventFilters => [
         query("afterSource", Value::Text, "Source of the `after` event, added by `next` when its id is shared"),
@@ -122,6 +143,8 @@ params! {
     ];
     /// The dialog a route is about.
     DialogId => [path("id", "Dialog id (UUID)")];
+    /// The app of `/app/{org}/{app}`.
+    OrgApp => [path("org", "Org code"), path("app", "App name")];
     /// The conditions of a change of a dialog.
     ChangeConditions => [
         query("isSilentUpdate", Value::Boolean, "true: publish nothing"),

@@ -2,7 +2,8 @@
 //! texts, become an [`EventQuery`] that the events service restricts to what the caller may read
 //! and pages through.
 
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{FromRequestParts, OriginalUri, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use hendelse_auth::Principal;
@@ -12,7 +13,10 @@ use hendelse_store::EventQuery;
 
 use crate::app::AppState;
 use crate::caller::Caller;
-use crate::openapi::params::{AppSubject, EventFilters, GenericSubject};
+use crate::openapi::pages::EventPage;
+use crate::openapi::params::{
+    After, AppSubject, EventFilters, GenericSubject, OrgApp, ResourceAfter,
+};
 use crate::openapi::problems::{BadRequest, Refusals};
 use crate::params::{self, Params};
 use crate::problem::ApiError;
@@ -20,6 +24,37 @@ use crate::problem::ApiError;
 pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json; charset=utf-8";
 const MAX_PAGE: i64 = 1000;
 const DEFAULT_PAGE: i64 = 50;
+
+/// What every query and stream route reads of its request: the verified caller, the query
+/// parameters, the headers (the alternative subjects and the host of `next` come from them) and
+/// the path `next` points at.
+pub struct Reading {
+    pub caller: Principal,
+    pub params: Params,
+    pub headers: HeaderMap,
+    pub path: String,
+}
+
+impl FromRequestParts<AppState> for Reading {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Caller(caller) = Caller::from_request_parts(parts, state).await?;
+        let uri = match parts.extensions.get::<OriginalUri>() {
+            Some(OriginalUri(original)) => original,
+            None => &parts.uri,
+        };
+        Ok(Reading {
+            caller,
+            params: Params::parse(uri.query()),
+            path: uri.path().to_owned(),
+            headers: parts.headers.clone(),
+        })
+    }
+}
 
 /// Whether a route insists on a starting point (`after`, or `from` on the app routes): the paged
 /// queries do, as in Altinn; a live stream starts at the end of the log by default.
@@ -36,38 +71,32 @@ pub enum Start {
     tag = crate::openapi::EVENTS,
     description = "App events of one party (party, unit or header person); after or from required.",
     params(
-        ("after" = Option<String>, Query, description = "Id of the last event read; results are events registered after it"),
+        After,
         EventFilters,
         AppSubject
     ),
     responses(
-        (status = 200, description = "Events in registration order", body = Vec<crate::openapi::CloudEvent>, content_type = "application/cloudevents+json", headers(("next" = String, description = "Absolute URL of the next page (always present)"))),
-        BadRequest, Refusals
+        EventPage, BadRequest, Refusals
     ),
     security(("bearer" = []))
 )]
 pub async fn app_party(
     State(state): State<AppState>,
-    Caller(caller): Caller,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    reading: Reading,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(uri.query());
-    let query = app_party_query(&state, &caller, &params, &headers, Start::Required)?;
-    respond(&state, &params, &headers, uri.path(), query).await
+    let query = app_party_query(&state, &reading, Start::Required)?;
+    respond(&state, &reading, query).await
 }
 
 /// The query of `/app/party` (and its stream).
 pub fn app_party_query(
     state: &AppState,
-    caller: &Principal,
-    params: &Params,
-    headers: &HeaderMap,
+    reading: &Reading,
     start: Start,
 ) -> Result<EventQuery, ApiError> {
-    let mut query = app_query(params, headers, true, start)?;
+    let mut query = app_query(&reading.params, &reading.headers, true, start)?;
     query.resource_prefix = Some(format!("{RESOURCE_PREFIX}app_"));
-    state.events.restrict(caller, &mut query);
+    state.events.restrict(&reading.caller, &mut query);
     Ok(query)
 }
 
@@ -78,29 +107,24 @@ pub fn app_party_query(
     tag = crate::openapi::EVENTS,
     description = "App events of one app, filtered to what the caller may read.",
     params(
-        ("org" = String, Path, description = "Org code"),
-        ("app" = String, Path, description = "App name"),
-        ("after" = Option<String>, Query, description = "Id of the last event read; results are events registered after it"),
+        OrgApp,
+        After,
         EventFilters
     ),
     responses(
-        (status = 200, description = "Events in registration order", body = Vec<crate::openapi::CloudEvent>, content_type = "application/cloudevents+json", headers(("next" = String, description = "Absolute URL of the next page (always present)"))),
-        BadRequest, Refusals
+        EventPage, BadRequest, Refusals
     ),
     security(("bearer" = []))
 )]
 pub async fn app_events(
     State(state): State<AppState>,
-    Caller(caller): Caller,
     Path((org, app)): Path<(String, String)>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    reading: Reading,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(uri.query());
-    let mut query = app_query(&params, &headers, false, Start::Required)?;
+    let mut query = app_query(&reading.params, &reading.headers, false, Start::Required)?;
     query.resource = Some(format!("{RESOURCE_PREFIX}app_{org}_{app}"));
-    state.events.restrict(&caller, &mut query);
-    respond(&state, &params, &headers, uri.path(), query).await
+    state.events.restrict(&reading.caller, &mut query);
+    respond(&state, &reading, query).await
 }
 
 /// `GET /events/api/v1/events`: generic events of one resource.
@@ -110,36 +134,35 @@ pub async fn app_events(
     tag = crate::openapi::EVENTS,
     description = "Generic events of one resource.",
     params(
-        ("resource" = String, Query, description = "The resource, `urn:altinn:resource:…`"),
-        ("after" = String, Query, description = "Id of the last event read; `0` for the start"),
+        ResourceAfter,
         EventFilters,
         GenericSubject
     ),
     responses(
-        (status = 200, description = "Events in registration order", body = Vec<crate::openapi::CloudEvent>, content_type = "application/cloudevents+json", headers(("next" = String, description = "Absolute URL of the next page (always present)"))),
-        BadRequest, Refusals
+        EventPage, BadRequest, Refusals
     ),
     security(("bearer" = []))
 )]
 pub async fn generic_events(
     State(state): State<AppState>,
-    Caller(caller): Caller,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    reading: Reading,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(uri.query());
-    let query = generic_query(&state, &caller, &params, &headers, Start::Required)?;
-    respond(&state, &params, &headers, uri.path(), query).await
+    let query = generic_query(&state, &reading, Start::Required)?;
+    respond(&state, &reading, query).await
 }
 
 /// The query of `/events` (and its stream).
 pub fn generic_query(
     state: &AppState,
-    caller: &Principal,
-    params: &Params,
-    headers: &HeaderMap,
+    reading: &Reading,
     start: Start,
 ) -> Result<EventQuery, ApiError> {
+    let Reading {
+        caller,
+        params,
+        headers,
+        ..
+    } = reading;
     state.events.may_query_resources(caller)?;
     let resource = params
         .one("resource")?
@@ -269,11 +292,15 @@ fn app_query(
 /// Runs the query from the cursor and answers with the page and its `next` link.
 async fn respond(
     state: &AppState,
-    params: &Params,
-    headers: &HeaderMap,
-    path: &str,
+    reading: &Reading,
     query: EventQuery,
 ) -> Result<Response, ApiError> {
+    let Reading {
+        params,
+        headers,
+        path,
+        ..
+    } = reading;
     let after = params.one("after")?;
     let after_source = params.one(params::AFTER_SOURCE)?;
     let page = state.events.page(query, after, after_source).await?;

@@ -9,20 +9,19 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{OriginalUri, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use hendelse_store::{EventQuery, EventStore, StoredEvent};
 use tokio::sync::watch;
 
 use crate::app::AppState;
-use crate::caller::Caller;
-use crate::openapi::params::{AppSubject, EventFilters, GenericSubject, Resume};
+use crate::openapi::pages::EventStream;
+use crate::openapi::params::{AppSubject, EventFilters, GenericSubject, Resource, Resume};
 use crate::openapi::problems::{BadRequest, Refusals};
-use crate::params::{self, Params};
+use crate::params;
 use crate::problem::ApiError;
-use crate::routes::query::{self, Start};
+use crate::routes::query::{self, Reading, Start};
 
 /// Events read per store query while catching up.
 const CHUNK: u32 = 500;
@@ -36,26 +35,22 @@ const IDLE_RECHECK: Duration = Duration::from_secs(5);
     tag = crate::openapi::EVENTS,
     description = "Live stream of the /events query; starts at the end of the log unless after, from or Last-Event-ID say otherwise.",
     params(
-        ("resource" = String, Query, description = "The resource, `urn:altinn:resource:…`"),
+        Resource,
         Resume,
         EventFilters,
         GenericSubject
     ),
     responses(
-        (status = 200, description = "One message per event: `id` the event id, `data` its JSON; resume with `Last-Event-ID`", content_type = "text/event-stream"),
-        BadRequest, Refusals
+        EventStream, BadRequest, Refusals
     ),
     security(("bearer" = []))
 )]
 pub async fn generic(
     State(state): State<AppState>,
-    Caller(caller): Caller,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    reading: Reading,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(uri.query());
-    let query = query::generic_query(&state, &caller, &params, &headers, Start::Optional)?;
-    open(state, &params, &headers, query).await
+    let query = query::generic_query(&state, &reading, Start::Optional)?;
+    open(state, &reading, query).await
 }
 
 /// `GET /events/api/v1/app/party/stream`
@@ -70,28 +65,26 @@ pub async fn generic(
         AppSubject
     ),
     responses(
-        (status = 200, description = "One message per event: `id` the event id, `data` its JSON; resume with `Last-Event-ID`", content_type = "text/event-stream"),
-        BadRequest, Refusals
+        EventStream, BadRequest, Refusals
     ),
     security(("bearer" = []))
 )]
 pub async fn app_party(
     State(state): State<AppState>,
-    Caller(caller): Caller,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    reading: Reading,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(uri.query());
-    let query = query::app_party_query(&state, &caller, &params, &headers, Start::Optional)?;
-    open(state, &params, &headers, query).await
+    let query = query::app_party_query(&state, &reading, Start::Optional)?;
+    open(state, &reading, query).await
 }
 
 async fn open(
     state: AppState,
-    params: &Params,
-    headers: &HeaderMap,
+    reading: &Reading,
     mut query: EventQuery,
 ) -> Result<Response, ApiError> {
+    let Reading {
+        params, headers, ..
+    } = reading;
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

@@ -263,7 +263,8 @@ pub async fn step(
                     event_seq: Some(event.seq),
                     event_id: event.id.clone(),
                     webhook_id: crate::signing::new_webhook_id(),
-                    body: event.body.clone(),
+                    // Read from the event when leased: the queue keeps no copy.
+                    body: None,
                 });
             }
         }

@@ -275,7 +275,7 @@ fn handshake(source_base: &str, id: i64) -> NewDelivery {
         event_seq: None,
         webhook_id: crate::signing::new_webhook_id(),
         event_id,
-        body,
+        body: Some(body),
     }
 }
 

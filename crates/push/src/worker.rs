@@ -439,6 +439,9 @@ impl Context {
     }
 
     async fn attempt(&self, delivery: &LeasedDelivery, subscription: &Subscription) -> Outcome {
+        if delivery.event_seq.is_some() && delivery.body.is_empty() {
+            return Outcome::refused("the event is no longer stored (retention)");
+        }
         if delivery.event_seq.is_some() && !self.may_read(delivery, subscription) {
             return Outcome::refused("the subscriber may no longer read this event");
         }

@@ -54,7 +54,7 @@ fn delivery(subscription_id: i64, seq: i64) -> NewDelivery {
         event_seq: Some(seq),
         webhook_id: format!("msg_{seq}"),
         event_id: seq.to_string(),
-        body: body.to_string(),
+        body: Some(body.to_string()),
     }
 }
 

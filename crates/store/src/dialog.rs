@@ -464,7 +464,11 @@ macro_rules! impl_dialog_store {
                     list.push_bind(*seq);
                 }
                 qb.push(")");
-                Ok(qb.build().execute(&self.$write).await?.rows_affected())
+                // In a synced transaction of its own: a lost delete would relay these again.
+                let mut tx = self.begin_write().await?;
+                let done = qb.build().execute(&mut *tx).await?.rows_affected();
+                tx.commit().await?;
+                Ok(done)
             }
 
             async fn outbox_depth(

@@ -8,6 +8,7 @@ pub mod nodelay;
 pub mod postgres;
 pub mod push;
 mod query;
+mod retention;
 mod sql;
 pub mod sqlite;
 #[cfg(feature = "testing")]

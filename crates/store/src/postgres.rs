@@ -46,6 +46,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "subscription_generation",
         include_str!("../migrations/postgres/0006_subscription_generation.sql"),
     ),
+    (
+        7,
+        "narrow_deliveries",
+        include_str!("../migrations/postgres/0007_narrow_deliveries.sql"),
+    ),
 ];
 
 pub struct PgStore {
@@ -88,6 +93,18 @@ impl PgStore {
         self.pool.begin().await
     }
 
+    /// A write transaction whose commit is not waited for on disk (`synchronous_commit = off`
+    /// for this transaction only), for the push queue's bookkeeping that may be lost to a crash
+    /// of the database (see `push::backend`). PostgreSQL writes its WAL in order, so a later
+    /// synced commit makes every earlier one durable too: what is lost is a suffix, never a hole.
+    pub(crate) async fn begin_write_unsynced(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+        self.pool
+            .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+            .await
+    }
+
     pub async fn migrate(url: &str) -> Result<(), StoreError> {
         let store = Self::connect(url).await?;
         store.pool.close().await;
@@ -103,6 +120,8 @@ impl PgStore {
             .collect()
     }
 }
+
+crate::retention::impl_retention!(PgStore, Postgres);
 
 crate::push::impl_push_store!(
     PgStore,
@@ -210,24 +229,7 @@ impl EventStore for PgStore {
 
     async fn delete_registered_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
-        let cut: Option<i64> =
-            sqlx::query("SELECT max(last_seq) FROM commits WHERE registered < $1")
-                .bind(cutoff.timestamp_micros())
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?;
-        let Some(cut) = cut else {
-            return Ok(0);
-        };
-        let deleted = sqlx::query("DELETE FROM events WHERE seq <= $1")
-            .bind(cut)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        sqlx::query("DELETE FROM commits WHERE last_seq <= $1")
-            .bind(cut)
-            .execute(&mut *tx)
-            .await?;
+        let deleted = Self::delete_through(&mut tx, cutoff.timestamp_micros()).await?;
         tx.commit().await?;
         Ok(deleted)
     }

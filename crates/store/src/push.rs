@@ -45,7 +45,9 @@ pub struct NewDelivery {
     pub event_seq: Option<i64>,
     pub event_id: String,
     pub webhook_id: String,
-    pub body: String,
+    /// The message, when it is not the stored event (the handshake); an event's delivery reads
+    /// the event's body when it is leased instead of keeping a copy.
+    pub body: Option<String>,
 }
 
 /// A delivery a worker holds a lease on.
@@ -56,6 +58,8 @@ pub struct LeasedDelivery {
     pub event_seq: Option<i64>,
     pub event_id: String,
     pub webhook_id: String,
+    /// The message: the event as stored, or the handshake; empty when the event is no longer
+    /// stored (a subscription that was disabled past the retention of its queued events).
     pub body: String,
     /// Attempts made before this one (since the last redrive).
     pub attempts: i64,

@@ -57,6 +57,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "subscription_generation",
         include_str!("../migrations/sqlite/0007_subscription_generation.sql"),
     ),
+    (
+        8,
+        "narrow_deliveries",
+        include_str!("../migrations/sqlite/0008_narrow_deliveries.sql"),
+    ),
 ];
 
 pub struct SqliteStore {
@@ -138,10 +143,28 @@ impl SqliteStore {
     /// and by SQLite inside an open transaction, so an acknowledged commit is always a real
     /// `COMMIT`; and [`left_clean`] retires any connection that comes back from a failed write,
     /// so that the refusal cannot repeat for ever either.
+    ///
+    /// Its commit is synced (`synchronous = FULL`, set again each time because
+    /// [`Self::begin_write_unsynced`] lowers it on the same connection).
     pub(crate) async fn begin_write(
         &self,
     ) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
-        self.writer.begin_with("BEGIN IMMEDIATE").await
+        self.writer
+            .begin_with("PRAGMA synchronous = FULL; BEGIN IMMEDIATE")
+            .await
+    }
+
+    /// A write transaction whose commit is not synced (`synchronous = NORMAL`: in WAL mode the
+    /// commit reaches the OS, which a crash of the process cannot lose, but not the disk), for the
+    /// push queue's bookkeeping that may be lost to a power cut (see `push::backend`). The next
+    /// synced commit syncs the WAL and with it every frame before it, so what is lost is always
+    /// a suffix, never a hole.
+    pub(crate) async fn begin_write_unsynced(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
+        self.writer
+            .begin_with("PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE")
+            .await
     }
 
     /// Applies pending migrations without keeping the store open.
@@ -161,6 +184,8 @@ impl SqliteStore {
             .collect()
     }
 }
+
+crate::retention::impl_retention!(SqliteStore, Sqlite);
 
 crate::push::impl_push_store!(
     SqliteStore,
@@ -262,24 +287,7 @@ impl EventStore for SqliteStore {
     async fn delete_registered_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         let _tip = self.tip.lock().await;
         let mut tx = self.begin_write().await?;
-        let cut: Option<i64> =
-            sqlx::query("SELECT max(last_seq) FROM commits WHERE registered < ?")
-                .bind(cutoff.timestamp_micros())
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?;
-        let Some(cut) = cut else {
-            return Ok(0);
-        };
-        let deleted = sqlx::query("DELETE FROM events WHERE seq <= ?")
-            .bind(cut)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        sqlx::query("DELETE FROM commits WHERE last_seq <= ?")
-            .bind(cut)
-            .execute(&mut *tx)
-            .await?;
+        let deleted = Self::delete_through(&mut tx, cutoff.timestamp_micros()).await?;
         tx.commit().await?;
         Ok(deleted)
     }

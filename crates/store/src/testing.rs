@@ -155,7 +155,7 @@ pub fn handshake(id: i64) -> NewDelivery {
         event_seq: None,
         event_id: format!("validate-{id}"),
         webhook_id: format!("msg_validate_{id}"),
-        body: "{}".into(),
+        body: Some("{}".into()),
     }
 }
 

@@ -35,6 +35,7 @@ hendelse_store::both_backends!(
     one_subscription_cannot_take_every_lease,
     attempts_recorded_together_count_one_by_one,
     the_subscription_generation_marks_every_change_of_the_live_set,
+    deliveries_read_the_stored_event_and_retention_waits_for_them,
 );
 
 fn event(id: &str) -> NewEvent {
@@ -567,7 +568,7 @@ fn delivery(subscription_id: i64, seq: i64) -> NewDelivery {
         event_seq: Some(seq),
         event_id: format!("e{seq}"),
         webhook_id: format!("msg_{subscription_id}_{seq}"),
-        body: format!(r#"{{"id":"e{seq}"}}"#),
+        body: Some(format!(r#"{{"id":"e{seq}"}}"#)),
     }
 }
 
@@ -1111,4 +1112,100 @@ async fn the_subscription_generation_marks_every_change_of_the_live_set(store: A
     assert!(enabled > disabled, "enabled again");
     assert!(store.delete_subscription(id).await.expect("delete"));
     assert!(generation().await > enabled, "deleted");
+}
+
+/// A delivery of a stored event, which keeps no copy of it.
+fn of_event(subscription_id: i64, event: &StoredEvent) -> NewDelivery {
+    NewDelivery {
+        subscription_id,
+        event_seq: Some(event.seq),
+        event_id: event.id.clone(),
+        webhook_id: format!("msg_{subscription_id}_{}", event.seq),
+        body: None,
+    }
+}
+
+async fn deliveries_read_the_stored_event_and_retention_waits_for_them(store: Arc<dyn Store>) {
+    let live = validated(&store, "https://live.example/hook").await;
+    let idle = validated(&store, "https://idle.example/hook").await;
+    store.append(&[event("first")]).await.expect("append");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    store.append(&[event("second")]).await.expect("append");
+    let stored = query(&store, all(10)).await;
+    assert_eq!(ids(&stored), ["first", "second"]);
+    let position = store.dispatch_position().await.expect("position");
+    let queued = [
+        of_event(live, &stored[1]),
+        of_event(idle, &stored[0]),
+        of_event(idle, &stored[1]),
+    ];
+    assert!(
+        store
+            .enqueue(position, stored[1].seq, &queued)
+            .await
+            .expect("enqueue")
+    );
+
+    // The lease hands out the event exactly as stored.
+    let leased = lease(&store, "w", Utc::now(), soon(60_000), 10)
+        .await
+        .expect("lease");
+    assert_eq!(leased.len(), 3);
+    for d in &leased {
+        let event = stored
+            .iter()
+            .find(|e| Some(e.seq) == d.event_seq)
+            .expect("an event's delivery");
+        assert_eq!(d.body, event.body, "delivery {}", d.id);
+    }
+
+    // Every delivery fails once; the idle subscription's endpoint is gone, which disables it.
+    for d in &leased {
+        let mut failed = attempt(d.id, d.subscription_id, "w", Next::RetryAt(Utc::now()));
+        if d.subscription_id == idle {
+            failed.disable = Some("the endpoint answered 410 Gone".into());
+        }
+        assert!(store.record_attempt(&failed).await.expect("record"));
+    }
+
+    // Retention stops below the event the live subscription still owes; the disabled one's
+    // delivery of an expired event goes with the event.
+    let everything = stored[1].registered + chrono::Duration::seconds(1);
+    assert_eq!(
+        store
+            .delete_registered_before(everything)
+            .await
+            .expect("sweep"),
+        1
+    );
+    assert_eq!(ids(&query(&store, all(10)).await), ["second"]);
+    let idle_left = store.deliveries(idle, None, 10).await.expect("deliveries");
+    assert_eq!(idle_left.len(), 2, "its handshake and the second event");
+    assert!(idle_left.iter().any(|d| d.event_id == stored[1].id));
+    assert!(!idle_left.iter().any(|d| d.event_id == stored[0].id));
+
+    // Once it is delivered, the event may go, and its deliveries with it.
+    let again = lease(&store, "w", Utc::now(), soon(60_000), 10)
+        .await
+        .expect("lease");
+    assert_eq!(again.len(), 1, "only the live subscription's delivery");
+    assert_eq!(again[0].body, stored[1].body);
+    let mut ok = attempt(again[0].id, live, "w", Next::Delivered);
+    ok.status = Some(200);
+    assert!(store.record_attempt(&ok).await.expect("record"));
+    assert_eq!(
+        store
+            .delete_registered_before(everything)
+            .await
+            .expect("sweep"),
+        1
+    );
+    for subscription in [live, idle] {
+        let left = store
+            .deliveries(subscription, None, 10)
+            .await
+            .expect("deliveries");
+        assert_eq!(left.len(), 1, "only the handshake of {subscription}");
+        assert!(left[0].event_id != stored[1].id);
+    }
 }

@@ -1,5 +1,27 @@
 //! The SQL of [`super::PushStore`], written once and instantiated per backend: `$n` placeholders
 //! work on SQLite too, and the few spellings that differ come in as the macro's arguments.
+//!
+//! A delivery of an event does not copy the event: its `body` is empty and the lease reads the
+//! body from `events` by `event_seq` (retention keeps the events that pending deliveries of live
+//! subscriptions still need). Only the validation handshake, which is no stored event, keeps its
+//! message in the row.
+//!
+//! Which commits are synced. The promise is at-least-once delivery of every acknowledged event to
+//! every subscription that existed when it was published, and that what the API acknowledged
+//! stays done. So the commits that answer a request are synced: the publish (not here), creating
+//! a subscription (with its handshake delivery), deleting one, a redrive. The queue's own
+//! bookkeeping is not, because losing its last commits to a power cut only repeats work:
+//! - `enqueue` moves the dispatch position with the deliveries it inserts, in one transaction: a
+//!   lost enqueue takes the position back with it, and the dispatcher enqueues those events again
+//!   (the insert ignores what is already there).
+//! - `lease` and `release`: a lost lease is a delivery nobody holds, leased again at once.
+//! - `record_attempts`: a lost record is a delivery still pending, sent once more (receivers
+//!   dedupe by `webhook-id`); a lost "validated" or "disabled" is decided again by the next attempt.
+//!
+//! Both backends write their log in order and a later synced commit makes every earlier one
+//! durable, so a power cut loses a suffix of this bookkeeping, never a hole in it. A crash of the
+//! process alone loses nothing (SQLite's unsynced commits are in the OS's page cache, PostgreSQL's
+//! in its WAL buffers, flushed within `wal_writer_delay`).
 
 /// Implements [`PushStore`] for a backend: `$store` with pools `$read`/`$write` of database `$db`,
 /// `$tip` the SQL of the current end of the log, `$skip_locked` the locking clause of the lease.
@@ -91,7 +113,7 @@ macro_rules! impl_push_store {
                 .bind(id)
                 .bind(&d.event_id)
                 .bind(&d.webhook_id)
-                .bind(&d.body)
+                .bind(d.body.as_deref().unwrap_or_default())
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
@@ -176,7 +198,7 @@ macro_rules! impl_push_store {
                 deliveries: &[$crate::push::NewDelivery],
             ) -> Result<bool, $crate::StoreError> {
                 let now = chrono::Utc::now().timestamp_micros();
-                let mut tx = self.begin_write().await?;
+                let mut tx = self.begin_write_unsynced().await?;
                 // Taking the row first makes concurrent dispatchers (other nodes) take turns.
                 let moved = sqlx::query(
                     "UPDATE dispatch_position SET seq = $2 WHERE singleton AND seq = $1",
@@ -199,7 +221,7 @@ macro_rules! impl_push_store {
                             .push_bind(d.event_seq)
                             .push_bind(d.event_id.clone())
                             .push_bind(d.webhook_id.clone())
-                            .push_bind(d.body.clone())
+                            .push_bind(d.body.clone().unwrap_or_default())
                             .push_bind(now)
                             .push_bind(now);
                     });
@@ -278,10 +300,14 @@ macro_rules! impl_push_store {
                     .push(") ORDER BY d.next_attempt, d.id LIMIT ")
                     .push_bind(i64::from(request.limit))
                     .push(format_args!(
-                        " {}) RETURNING id, subscription_id, event_seq, event_id, webhook_id, body, attempts",
+                        " {}) RETURNING id, subscription_id, event_seq, event_id, webhook_id, \
+                         attempts, coalesce(CASE WHEN body = '' THEN (SELECT e.body FROM events e \
+                         WHERE e.seq = deliveries.event_seq) ELSE body END, '') AS body",
                         $skip_locked
                     ));
-                let rows = qb.build().fetch_all(&self.$write).await?;
+                let mut tx = self.begin_write_unsynced().await?;
+                let rows = qb.build().fetch_all(&mut *tx).await?;
+                tx.commit().await?;
                 rows.iter()
                     .map(|r| {
                         Ok($crate::push::LeasedDelivery {
@@ -298,14 +324,17 @@ macro_rules! impl_push_store {
             }
 
             async fn release(&self, owner: &str) -> Result<u64, $crate::StoreError> {
-                Ok(sqlx::query(
+                let mut tx = self.begin_write_unsynced().await?;
+                let released = sqlx::query(
                     "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL \
                      WHERE lease_owner = $1 AND state = 'pending'",
                 )
                 .bind(owner.to_owned())
-                .execute(&self.$write)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected())
+                .rows_affected();
+                tx.commit().await?;
+                Ok(released)
             }
 
             async fn record_attempts(
@@ -317,7 +346,7 @@ macro_rules! impl_push_store {
                 if records.is_empty() {
                     return Ok(recorded);
                 }
-                let mut tx = self.begin_write().await?;
+                let mut tx = self.begin_write_unsynced().await?;
                 // A set of statements per round rather than per record: each statement is a
                 // round trip to the database. A round holds each delivery once, so that the ids
                 // an update returns say which records counted.

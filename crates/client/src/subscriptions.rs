@@ -62,6 +62,12 @@ pub struct CreateArgs {
     /// Standard Webhooks signing secret (`whsec_` + base64).
     #[arg(long, env = "HENDELSE_WEBHOOK_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+    /// Deliver up to N events in one POST (application/cloudevents-batch+json).
+    #[arg(long, value_name = "N")]
+    pub max_events_per_batch: Option<u32>,
+    /// How long a batch that is not full waits for more events, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub max_wait_ms: Option<u32>,
 }
 
 impl CreateArgs {
@@ -75,6 +81,8 @@ impl CreateArgs {
             type_filter: self.kind.clone(),
             include_subunits: self.include_subunits,
             secret: self.secret.clone(),
+            max_events_per_batch: self.max_events_per_batch,
+            max_wait_ms: self.max_wait_ms,
         }
     }
 }
@@ -126,6 +134,8 @@ mod tests {
             kind: Some("a.%".into()),
             include_subunits: true,
             secret: None,
+            max_events_per_batch: None,
+            max_wait_ms: None,
         };
         assert_eq!(
             serde_json::to_string(&args.body()).expect("json"),

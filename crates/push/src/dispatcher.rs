@@ -11,13 +11,13 @@
 //! that a redrive enabled again within that second may receive events published while it was
 //! disabled (more than it would otherwise get, never less).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hendelse_auth::{Authorizer, Principal};
 use hendelse_model::Visibility;
-use hendelse_store::push::{NewDelivery, Subscription};
+use hendelse_store::push::{BatchOf, NewDelivery, Subscription};
 use hendelse_store::{EventQuery, EventStore, PushStore, StoreError};
 use tokio::sync::{Notify, watch};
 
@@ -244,6 +244,8 @@ pub async fn step(
     // page may match, so that a change of access counts from the next page.
     let mut visibility: HashMap<usize, Visibility> = HashMap::new();
     let mut deliveries = Vec::new();
+    // The events of each subscription that receives batches, in log order.
+    let mut batched: BTreeMap<usize, Vec<(i64, &str)>> = BTreeMap::new();
     for event in &page {
         let Some(attributes) = EventAttributes::parse(&event.body) else {
             continue;
@@ -258,6 +260,10 @@ pub async fn step(
                     .or_insert_with(|| authorizer.visibility(&target.principal))
                     .covers(subject.as_deref(), attributes.resource.as_deref())
             {
+                if target.subscription.spec.batching.batches() {
+                    batched.entry(i).or_default().push((event.seq, &event.id));
+                    continue;
+                }
                 deliveries.push(NewDelivery {
                     subscription_id: target.subscription.id,
                     event_seq: Some(event.seq),
@@ -265,8 +271,30 @@ pub async fn step(
                     webhook_id: crate::signing::new_webhook_id(),
                     // Read from the event when leased: the queue keeps no copy.
                     body: None,
+                    batch: None,
                 });
             }
+        }
+    }
+    for (i, events) in batched {
+        let subscription = &index.targets[i].subscription;
+        let batching = subscription.spec.batching;
+        let size = usize::try_from(batching.max_events.max(1)).unwrap_or(usize::MAX);
+        for chunk in events.chunks(size) {
+            let Some(&(first_seq, first_id)) = chunk.first() else {
+                continue;
+            };
+            deliveries.push(NewDelivery {
+                subscription_id: subscription.id,
+                event_seq: Some(first_seq),
+                event_id: first_id.to_owned(),
+                webhook_id: crate::signing::new_webhook_id(),
+                body: None,
+                batch: Some(BatchOf {
+                    seqs: chunk.iter().map(|(seq, _)| *seq).collect(),
+                    batching,
+                }),
+            });
         }
     }
     position.index = Some(index);

@@ -9,7 +9,7 @@ use chrono::{SecondsFormat, Utc};
 use hendelse_auth::{Authorizer, Principal, SCOPE_SUBSCRIBE};
 use hendelse_model::RESOURCE_PREFIX;
 use hendelse_model::subject::party_key;
-use hendelse_store::push::{DeliveryState, DeliveryView, NewDelivery, NewSubscription};
+use hendelse_store::push::{Batching, DeliveryState, DeliveryView, NewDelivery, NewSubscription};
 use hendelse_store::{PushStore, StoreError, push::Subscription};
 use hendelse_wire::paths;
 use hendelse_wire::subscriptions::SubscriptionRequest;
@@ -125,6 +125,7 @@ impl SubscriptionService {
             consumer,
             principal,
             secret,
+            batching: batching_of(request.max_events_per_batch, request.max_wait_ms)?,
         };
         let source_base = format!("{public_base}{}", paths::SUBSCRIPTIONS);
         let created = self
@@ -254,6 +255,36 @@ fn consumer_of(caller: &Principal) -> String {
     }
 }
 
+/// Most events in one batch, and the longest a batch may wait for more.
+pub const MAX_EVENTS_PER_BATCH: u32 = 1000;
+pub const MAX_WAIT_MS: u32 = 60_000;
+
+fn batching_of(
+    max_events: Option<u32>,
+    max_wait_ms: Option<u32>,
+) -> Result<Batching, SubscriptionError> {
+    let batching = Batching {
+        max_events: max_events.unwrap_or(1),
+        max_wait_ms: max_wait_ms.unwrap_or(0),
+    };
+    if !(1..=MAX_EVENTS_PER_BATCH).contains(&batching.max_events) {
+        return Err(SubscriptionError::Invalid(format!(
+            "maxEventsPerBatch must be a whole number from 1 to {MAX_EVENTS_PER_BATCH}."
+        )));
+    }
+    if batching.max_wait_ms > MAX_WAIT_MS {
+        return Err(SubscriptionError::Invalid(format!(
+            "maxWaitMs must be a whole number from 0 to {MAX_WAIT_MS}."
+        )));
+    }
+    if batching.max_wait_ms > 0 && !batching.batches() {
+        return Err(SubscriptionError::Invalid(
+            "maxWaitMs needs a maxEventsPerBatch over 1.".into(),
+        ));
+    }
+    Ok(batching)
+}
+
 /// An empty text counts as absent.
 fn given(value: Option<String>) -> Option<String> {
     value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
@@ -276,6 +307,7 @@ fn handshake(source_base: &str, id: i64) -> NewDelivery {
         webhook_id: crate::signing::new_webhook_id(),
         event_id,
         body: Some(body),
+        batch: None,
     }
 }
 

@@ -21,6 +21,7 @@ use crate::schedule::is_gone;
 use crate::signing::Secret;
 
 const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
+const CLOUDEVENTS_BATCH_JSON: &str = "application/cloudevents-batch+json";
 /// How many times its cap a subscription may have leased (in flight and queued) at once.
 const LEASE_AHEAD: u32 = 4;
 /// After this long in the queue, a delivery's subscription is read again before it is sent.
@@ -439,12 +440,10 @@ impl Context {
     }
 
     async fn attempt(&self, delivery: &LeasedDelivery, subscription: &Subscription) -> Outcome {
-        if delivery.event_seq.is_some() && delivery.body.is_empty() {
-            return Outcome::refused("the event is no longer stored (retention)");
-        }
-        if delivery.event_seq.is_some() && !self.may_read(delivery, subscription) {
-            return Outcome::refused("the subscriber may no longer read this event");
-        }
+        let (body, content_type) = match self.message(delivery, subscription).await {
+            Ok(message) => message,
+            Err(outcome) => return outcome,
+        };
         let Ok(url) = reqwest::Url::parse(&subscription.spec.end_point) else {
             return Outcome::refused("the endpoint is not a URL");
         };
@@ -455,7 +454,7 @@ impl Context {
         let mut request = self
             .client
             .post(url)
-            .header(CONTENT_TYPE, CLOUDEVENTS_JSON)
+            .header(CONTENT_TYPE, content_type)
             .header("webhook-id", &delivery.webhook_id)
             .header("webhook-timestamp", timestamp.to_string());
         if let Some(secret) = subscription.spec.secret.as_deref() {
@@ -463,13 +462,13 @@ impl Context {
                 Ok(secret) => {
                     request = request.header(
                         "webhook-signature",
-                        secret.sign(&delivery.webhook_id, timestamp, &delivery.body),
+                        secret.sign(&delivery.webhook_id, timestamp, &body),
                     );
                 }
                 Err(_) => return Outcome::refused("the subscription's secret is unusable"),
             }
         }
-        match request.body(delivery.body.clone()).send().await {
+        match request.body(body).send().await {
             Ok(response) => {
                 let status = response.status();
                 let retry_after = response
@@ -496,11 +495,54 @@ impl Context {
         }
     }
 
-    fn may_read(&self, delivery: &LeasedDelivery, subscription: &Subscription) -> bool {
+    /// What to POST and its content type: the handshake or the event as stored, or a batch's
+    /// events as a JSON array, each checked against the subscriber's current access. An `Err` is
+    /// the outcome of an attempt that cannot be made.
+    async fn message(
+        &self,
+        delivery: &LeasedDelivery,
+        subscription: &Subscription,
+    ) -> Result<(String, &'static str), Outcome> {
+        let Some(seqs) = &delivery.batch else {
+            if delivery.event_seq.is_none() {
+                return Ok((delivery.body.clone(), CLOUDEVENTS_JSON));
+            }
+            if delivery.body.is_empty() {
+                return Err(Outcome::refused(
+                    "the event is no longer stored (retention)",
+                ));
+            }
+            if !self.may_read(&delivery.body, subscription) {
+                return Err(Outcome::refused(
+                    "the subscriber may no longer read this event",
+                ));
+            }
+            return Ok((delivery.body.clone(), CLOUDEVENTS_JSON));
+        };
+        let stored = self.push.event_bodies(seqs).await.map_err(|e| Outcome {
+            status: None,
+            retry_after: None,
+            error: Some(format!("cannot read the batch's events: {e}")),
+            refused: false,
+        })?;
+        let readable: Vec<String> = stored
+            .into_iter()
+            .map(|(_, body)| body)
+            .filter(|body| self.may_read(body, subscription))
+            .collect();
+        if readable.is_empty() {
+            return Err(Outcome::refused(
+                "none of the batch's events is stored and readable by the subscriber any more",
+            ));
+        }
+        Ok((format!("[{}]", readable.join(",")), CLOUDEVENTS_BATCH_JSON))
+    }
+
+    fn may_read(&self, body: &str, subscription: &Subscription) -> bool {
         let Ok(principal) = serde_json::from_str::<Principal>(&subscription.spec.principal) else {
             return false;
         };
-        let Some(attributes) = EventAttributes::parse(&delivery.body) else {
+        let Some(attributes) = EventAttributes::parse(body) else {
             return false;
         };
         self.authorizer.visibility(&principal).covers(

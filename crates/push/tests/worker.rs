@@ -55,6 +55,7 @@ fn delivery(subscription_id: i64, seq: i64) -> NewDelivery {
         webhook_id: format!("msg_{seq}"),
         event_id: seq.to_string(),
         body: Some(body.to_string()),
+        batch: None,
     }
 }
 

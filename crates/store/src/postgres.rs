@@ -51,6 +51,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "narrow_deliveries",
         include_str!("../migrations/postgres/0007_narrow_deliveries.sql"),
     ),
+    (
+        8,
+        "batches",
+        include_str!("../migrations/postgres/0008_batches.sql"),
+    ),
 ];
 
 pub struct PgStore {

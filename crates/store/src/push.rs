@@ -23,6 +23,39 @@ pub struct NewSubscription {
     /// Whom deliveries are authorized as (JSON of the creator's principal).
     pub principal: String,
     pub secret: Option<String>,
+    pub batching: Batching,
+}
+
+/// How a subscription's events are sent: one per request (the default), or up to `max_events`
+/// in one request, a batch that is not full yet waiting up to `max_wait_ms` for more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    pub max_events: u32,
+    pub max_wait_ms: u32,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Batching {
+            max_events: 1,
+            max_wait_ms: 0,
+        }
+    }
+}
+
+impl Batching {
+    /// Whether the subscription receives batches (`application/cloudevents-batch+json`), even
+    /// of one event.
+    pub fn batches(self) -> bool {
+        self.max_events > 1
+    }
+}
+
+/// The events of one batch delivery, in log order, and the batching that bounds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchOf {
+    pub seqs: Vec<i64>,
+    pub batching: Batching,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +81,9 @@ pub struct NewDelivery {
     /// The message, when it is not the stored event (the handshake); an event's delivery reads
     /// the event's body when it is leased instead of keeping a copy.
     pub body: Option<String>,
+    /// For a subscription that receives batches: the events of this delivery (`event_seq` and
+    /// `event_id` are the first's). It joins the subscription's open batch when that has room.
+    pub batch: Option<BatchOf>,
 }
 
 /// A delivery a worker holds a lease on.
@@ -59,8 +95,11 @@ pub struct LeasedDelivery {
     pub event_id: String,
     pub webhook_id: String,
     /// The message: the event as stored, or the handshake; empty when the event is no longer
-    /// stored (a subscription that was disabled past the retention of its queued events).
+    /// stored (a subscription that was disabled past the retention of its queued events), and
+    /// for a batch, whose events are read with [`PushStore::event_bodies`].
     pub body: String,
+    /// A batch's events, in log order.
+    pub batch: Option<Vec<i64>>,
     /// Attempts made before this one (since the last redrive).
     pub attempts: i64,
 }
@@ -178,6 +217,8 @@ pub struct DeliveryView {
     pub id: i64,
     pub event_id: String,
     pub webhook_id: String,
+    /// How many events it carries (1 but for batches).
+    pub event_count: i64,
     pub state: DeliveryState,
     pub attempts: i64,
     pub next_attempt: Option<DateTime<Utc>>,
@@ -218,13 +259,19 @@ pub trait PushStore: Send + Sync + 'static {
 
     /// Moves the dispatch position from `from` to `to` and enqueues the deliveries, atomically;
     /// false (and nothing stored) when another dispatcher moved the position first. A delivery of
-    /// an event already queued for the subscription is skipped.
+    /// an event already queued for the subscription is skipped. A batch joins the subscription's
+    /// open batch (one not yet attempted, still waiting, with room for all of it) or opens one,
+    /// due at once when full and otherwise after its `max_wait_ms`.
     async fn enqueue(
         &self,
         from: i64,
         to: i64,
         deliveries: &[NewDelivery],
     ) -> Result<bool, StoreError>;
+
+    /// The bodies of the stored events `seqs`, in log order; an event no longer stored is left
+    /// out.
+    async fn event_bodies(&self, seqs: &[i64]) -> Result<Vec<(i64, String)>, StoreError>;
 
     /// Leases due deliveries of live, validated subscriptions (handshakes need no validation)
     /// until `request.until`; nobody else gets them before the lease expires.
@@ -261,7 +308,8 @@ pub trait PushStore: Send + Sync + 'static {
 
 const SUBSCRIPTION_COLUMNS: &str = "id, end_point, resource_filter, source_filter, subject_filter, \
      alternative_subject_filter, type_filter, include_subunits, consumer, created_by, principal, \
-     secret, created, start_seq, validated, enabled, disabled_reason";
+     secret, created, start_seq, validated, enabled, disabled_reason, max_events_per_batch, \
+     max_wait_ms";
 
 /// SQLite allows 32,766 bound parameters per statement; 5 per delivery row.
 pub(crate) const DELIVERIES_PER_INSERT: usize = 1000;
@@ -275,6 +323,20 @@ pub(crate) fn subscription_select(filter: &str) -> String {
 /// Marks a change of the live subscriptions; run in the change's transaction.
 pub(crate) const BUMP_GENERATION: &str =
     "UPDATE subscription_generation SET generation = generation + 1 WHERE singleton";
+
+/// A count stored as a signed integer (PostgreSQL has no unsigned ones).
+pub(crate) fn stored_u32(value: i64) -> u32 {
+    u32::try_from(value.max(0)).unwrap_or(u32::MAX)
+}
+
+/// A batch's events as `batch_seqs` stores them; `None` for a delivery of one event.
+pub(crate) fn seqs_of(stored: Option<String>) -> Option<Vec<i64>> {
+    stored.map(|text| {
+        text.split(',')
+            .filter_map(|seq| seq.trim().parse().ok())
+            .collect()
+    })
+}
 
 pub(crate) fn status_of(value: Option<i64>) -> Option<u16> {
     value.and_then(|v| u16::try_from(v).ok())

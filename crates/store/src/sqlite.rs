@@ -62,6 +62,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "narrow_deliveries",
         include_str!("../migrations/sqlite/0008_narrow_deliveries.sql"),
     ),
+    (
+        9,
+        "batches",
+        include_str!("../migrations/sqlite/0009_batches.sql"),
+    ),
 ];
 
 pub struct SqliteStore {

@@ -145,6 +145,7 @@ pub fn org_subscription(end_point: &str, resource: &str) -> NewSubscription {
         created_by: "/org/ttd".into(),
         principal: r#"{"kind":"org","org":"ttd","orgNumber":null,"scopes":[]}"#.into(),
         secret: None,
+        batching: crate::push::Batching::default(),
     }
 }
 
@@ -156,6 +157,7 @@ pub fn handshake(id: i64) -> NewDelivery {
         event_id: format!("validate-{id}"),
         webhook_id: format!("msg_validate_{id}"),
         body: Some("{}".into()),
+        batch: None,
     }
 }
 

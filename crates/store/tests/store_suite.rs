@@ -12,7 +12,8 @@ use hendelse_model::visibility::ResourceScope;
 use hendelse_model::{Grant, Pattern, Visibility};
 use hendelse_store::postgres::PgStore;
 use hendelse_store::push::{
-    AttemptRecord, DeliveryState, LeaseRequest, LeasedDelivery, NewDelivery, NewSubscription, Next,
+    AttemptRecord, BatchOf, Batching, DeliveryState, LeaseRequest, LeasedDelivery, NewDelivery,
+    NewSubscription, Next,
 };
 use hendelse_store::sqlite::SqliteStore;
 use hendelse_store::testing::{TestDatabase, handshake};
@@ -36,6 +37,7 @@ hendelse_store::both_backends!(
     attempts_recorded_together_count_one_by_one,
     the_subscription_generation_marks_every_change_of_the_live_set,
     deliveries_read_the_stored_event_and_retention_waits_for_them,
+    a_batch_fills_until_full_and_is_due_then,
 );
 
 fn event(id: &str) -> NewEvent {
@@ -569,6 +571,7 @@ fn delivery(subscription_id: i64, seq: i64) -> NewDelivery {
         event_id: format!("e{seq}"),
         webhook_id: format!("msg_{subscription_id}_{seq}"),
         body: Some(format!(r#"{{"id":"e{seq}"}}"#)),
+        batch: None,
     }
 }
 
@@ -1122,6 +1125,7 @@ fn of_event(subscription_id: i64, event: &StoredEvent) -> NewDelivery {
         event_id: event.id.clone(),
         webhook_id: format!("msg_{subscription_id}_{}", event.seq),
         body: None,
+        batch: None,
     }
 }
 
@@ -1208,4 +1212,112 @@ async fn deliveries_read_the_stored_event_and_retention_waits_for_them(store: Ar
         assert_eq!(left.len(), 1, "only the handshake of {subscription}");
         assert!(left[0].event_id != stored[1].id);
     }
+}
+
+async fn a_batch_fills_until_full_and_is_due_then(store: Arc<dyn Store>) {
+    let batching = Batching {
+        max_events: 4,
+        max_wait_ms: 60_000,
+    };
+    let spec = NewSubscription {
+        batching,
+        ..subscription("https://batch.example/hook")
+    };
+    let s = store
+        .create_subscription(&spec, &handshake)
+        .await
+        .expect("create");
+    assert_eq!(s.spec.batching, batching);
+    let handshakes = lease(&store, "v", Utc::now(), soon(60_000), 10)
+        .await
+        .expect("lease");
+    let mut done = attempt(handshakes[0].id, s.id, "v", Next::Delivered);
+    done.validates = true;
+    assert!(store.record_attempt(&done).await.expect("validate"));
+    let names = ["e1", "e2", "e3", "e4", "e5"];
+    store.append(&names.map(event)).await.expect("append");
+    let stored = query(&store, all(10)).await;
+    let batch = |events: &[StoredEvent]| NewDelivery {
+        batch: Some(BatchOf {
+            seqs: events.iter().map(|e| e.seq).collect(),
+            batching,
+        }),
+        webhook_id: format!("msg_batch_{}", events[0].seq),
+        ..of_event(s.id, &events[0])
+    };
+    let mut position = store.dispatch_position().await.expect("position");
+    let mut enqueue = async |events: &[StoredEvent]| {
+        let to = events[events.len() - 1].seq;
+        assert!(
+            store
+                .enqueue(position, to, &[batch(events)])
+                .await
+                .expect("enqueue")
+        );
+        position = to;
+    };
+    // Two, then one more: an open batch of three that waits for its fourth.
+    enqueue(&stored[0..2]).await;
+    enqueue(&stored[2..3]).await;
+    let waiting = lease(&store, "w", Utc::now(), soon(60_000), 10)
+        .await
+        .expect("lease");
+    assert!(
+        waiting.is_empty(),
+        "a batch that is not full waits: {waiting:?}"
+    );
+    // Two more do not fit: they open a batch of their own; one that fills the first makes it
+    // due at once.
+    enqueue(&stored[3..5]).await;
+    assert!(
+        lease(&store, "w", Utc::now(), soon(60_000), 10)
+            .await
+            .expect("lease")
+            .is_empty()
+    );
+    let extra = store.append(&[event("e6")]).await.expect("append");
+    assert_eq!(extra.inserted, 1);
+    let e6 = query(&store, all(10)).await.pop().expect("e6");
+    enqueue(std::slice::from_ref(&e6)).await;
+    let all_listed = store.deliveries(s.id, None, 10).await.expect("deliveries");
+    let counts: Vec<i64> = all_listed.iter().map(|d| d.event_count).collect();
+    assert_eq!(
+        counts,
+        [3, 3, 1],
+        "newest first: two batches and the handshake"
+    );
+    // The lease a worker gets once the wait is over carries the events in log order.
+    let later = Utc::now() + chrono::Duration::seconds(61);
+    let due = lease(
+        &store,
+        "w",
+        later,
+        later + chrono::Duration::seconds(60),
+        10,
+    )
+    .await
+    .expect("lease");
+    assert_eq!(due.len(), 2);
+    let first = due
+        .iter()
+        .find(|d| d.event_seq == Some(stored[0].seq))
+        .expect("the first batch");
+    let seqs = first.batch.clone().expect("a batch");
+    assert_eq!(seqs, stored[0..3].iter().map(|e| e.seq).collect::<Vec<_>>());
+    let bodies = store.event_bodies(&seqs).await.expect("bodies");
+    assert_eq!(
+        bodies,
+        stored[0..3]
+            .iter()
+            .map(|e| (e.seq, e.body.clone()))
+            .collect::<Vec<_>>()
+    );
+    let second = due
+        .iter()
+        .find(|d| d.event_seq == Some(stored[3].seq))
+        .expect("the second batch");
+    assert_eq!(
+        second.batch.as_deref(),
+        Some(&[stored[3].seq, stored[4].seq, e6.seq][..])
+    );
 }

@@ -26,6 +26,14 @@ pub struct SubscriptionRequest {
     /// Standard Webhooks signing secret (`whsec_` + base64); never shown again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// Up to this many events in one POST as `application/cloudevents-batch+json` (1 to 1000;
+    /// 1, the default, sends each event on its own as `application/cloudevents+json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_events_per_batch: Option<u32>,
+    /// How long a batch that is not full waits for more events, in milliseconds (0 to 60000,
+    /// default 0: a batch holds what is there when it is queued).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wait_ms: Option<u32>,
 }
 
 impl std::fmt::Debug for SubscriptionRequest {
@@ -42,8 +50,14 @@ impl std::fmt::Debug for SubscriptionRequest {
             .field("type_filter", &self.type_filter)
             .field("include_subunits", &self.include_subunits)
             .field("secret", &self.secret.as_ref().map(|_| "…"))
+            .field("max_events_per_batch", &self.max_events_per_batch)
+            .field("max_wait_ms", &self.max_wait_ms)
             .finish()
     }
+}
+
+fn one_event() -> i64 {
+    1
 }
 
 fn is_false(value: &bool) -> bool {
@@ -70,6 +84,14 @@ pub struct Subscription {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<String>,
     pub has_secret: bool,
+    #[serde(default = "one")]
+    pub max_events_per_batch: u32,
+    #[serde(default)]
+    pub max_wait_ms: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// `{"count", "subscriptions"}`, as Altinn answers.
@@ -89,6 +111,9 @@ pub struct Delivery {
     pub id: i64,
     pub event_id: String,
     pub webhook_id: String,
+    /// How many events it carries: 1, or a batch's count (`eventId` is the first's).
+    #[serde(default = "one_event")]
+    pub event_count: i64,
     /// pending, delivered or dead
     pub state: String,
     pub attempts: i64,

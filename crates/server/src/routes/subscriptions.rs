@@ -40,6 +40,8 @@ fn view(s: Stored) -> Subscription {
         enabled: s.enabled,
         disabled_reason: s.disabled_reason,
         has_secret: s.spec.secret.is_some(),
+        max_events_per_batch: s.spec.batching.max_events,
+        max_wait_ms: s.spec.batching.max_wait_ms,
     }
 }
 
@@ -48,6 +50,7 @@ fn delivery_view(d: DeliveryView) -> Delivery {
         id: d.id,
         event_id: d.event_id,
         webhook_id: d.webhook_id,
+        event_count: d.event_count,
         state: d.state.as_str().to_owned(),
         attempts: d.attempts,
         next_attempt: d

@@ -1874,3 +1874,222 @@ async fn a_no_push_node_sends_nothing_and_another_node_delivers() {
     drop((quiet, worker));
     db.drop_database().await;
 }
+
+/// The event ids of a batch delivery, in the order the POST carried them.
+fn batch_ids(hit: &Hit) -> Vec<String> {
+    hit.event
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .map(|e| e["id"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A subscription with `maxEventsPerBatch` gets its events as `application/cloudevents-batch+json`
+/// arrays of at most that many, signed as a whole; a failed batch is retried with the same
+/// `webhook-id` and the same events; a dead batch is listed once with its count and a redrive
+/// sends the same events again; `maxWaitMs` lets events published one by one share a batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_are_retried_dead_lettered_and_redriven_whole() {
+    let server = push_server(&[]);
+    let receiver = Receiver::start().await;
+    let ttd = server.ttd();
+    let secret = secret_of(32);
+    let heal = Arc::new(AtomicBool::new(false));
+    let tries = Arc::new(std::sync::Mutex::new(BTreeMap::<String, usize>::new()));
+    {
+        let (heal, tries) = (heal.clone(), tries.clone());
+        receiver.script_deliveries(move |hit| {
+            let id = hit.webhook_id().unwrap_or("").to_owned();
+            let mut tries = tries.lock().expect("tries");
+            let n = tries.entry(id).or_insert(0);
+            *n += 1;
+            match hit.path.as_str() {
+                "/flaky" if *n == 1 => Reply::status(500),
+                "/dead" if !heal.load(Ordering::SeqCst) => Reply::status(503),
+                _ => Reply::ok(),
+            }
+        });
+    }
+    let mut ids = BTreeMap::new();
+    for (path, batch, wait) in [("/flaky", 4, 0), ("/dead", 4, 0), ("/wait", 10, 5000)] {
+        let body = json!({
+            "endPoint": receiver.url(path), "resourceFilter": RESOURCE, "secret": secret,
+            "maxEventsPerBatch": batch, "maxWaitMs": wait,
+        });
+        let created = subscribe(&server, &ttd, &body).await;
+        assert_eq!(created["maxEventsPerBatch"], batch, "{created}");
+        assert_eq!(created["maxWaitMs"], wait, "{created}");
+        wait_validated(&server, &ttd, id_of(&created)).await;
+        ids.insert(path, id_of(&created));
+    }
+    for (body, what) in [
+        (json!({"maxEventsPerBatch": 0}), "maxEventsPerBatch"),
+        (json!({"maxEventsPerBatch": 1001}), "maxEventsPerBatch"),
+        (
+            json!({"maxEventsPerBatch": 5, "maxWaitMs": 60001}),
+            "maxWaitMs",
+        ),
+        (json!({"maxWaitMs": 100}), "maxWaitMs"),
+    ] {
+        let mut request = json!({"endPoint": receiver.url("/x"), "resourceFilter": RESOURCE});
+        request.as_object_mut().expect("object").extend(
+            body.as_object()
+                .expect("object")
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        let answer = create_subscription(&server, &ttd, &request).await;
+        assert_problem(&answer, 400, &[what], &request.to_string());
+    }
+
+    let events: Vec<Value> = (0..10).map(|i| generic_event(&format!("b{i}"))).collect();
+    let published: Vec<String> = (0..10).map(|i| format!("b{i}")).collect();
+    publish_batch_ok(&server, &ttd, &events).await;
+
+    // /flaky: every batch fails once and is sent again whole; together they carry each event
+    // once, in log order.
+    let flaky = eventually("the batches delivered at /flaky", PATIENCE, async || {
+        let accepted: Vec<Hit> = receiver
+            .deliveries_on("/flaky")
+            .into_iter()
+            .filter(|h| h.status == 200)
+            .collect();
+        let carried: usize = accepted.iter().map(|h| batch_ids(h).len()).sum();
+        if carried >= published.len() {
+            Ok(accepted)
+        } else {
+            Err(format!("{carried} events accepted"))
+        }
+    })
+    .await;
+    let delivered: Vec<String> = flaky.iter().flat_map(batch_ids).collect();
+    let mut in_order = delivered.clone();
+    in_order.sort_by_key(|id| id[1..].parse::<u32>().unwrap_or(u32::MAX));
+    assert_eq!(delivered.len(), published.len(), "each once: {delivered:?}");
+    assert_eq!(in_order, published, "every event: {delivered:?}");
+    let webhook = standardwebhooks::Webhook::new(&secret).expect("secret");
+    for hit in receiver.deliveries_on("/flaky") {
+        assert_eq!(
+            hit.header("content-type"),
+            Some("application/cloudevents-batch+json"),
+            "{:?}",
+            hit.headers
+        );
+        let carried = batch_ids(&hit);
+        assert!(
+            (1..=4).contains(&carried.len()),
+            "at most 4 a batch: {carried:?}"
+        );
+        let mut sorted = carried.clone();
+        sorted.sort_by_key(|id| id[1..].parse::<u32>().unwrap_or(u32::MAX));
+        assert_eq!(sorted, carried, "a batch is in log order");
+        webhook
+            .verify(&hit.body, &hit.headers)
+            .unwrap_or_else(|e| panic!("batch {carried:?} does not verify: {e}"));
+        let again: Vec<Hit> = receiver
+            .deliveries_on("/flaky")
+            .into_iter()
+            .filter(|h| h.webhook_id() == hit.webhook_id())
+            .collect();
+        assert_eq!(again.len(), 2, "one failure and one retry of {carried:?}");
+        assert_eq!(
+            again[0].event, again[1].event,
+            "the retry is the same events"
+        );
+    }
+    let listed = eventually(
+        "the /flaky deliveries listed delivered",
+        PATIENCE,
+        async || {
+            let list = deliveries(&server, &ttd, ids["/flaky"], None).await;
+            if list.iter().all(|d| d["state"] == "delivered") {
+                Ok(list)
+            } else {
+                Err(serde_json::to_string(&list).unwrap_or_default())
+            }
+        },
+    )
+    .await;
+    let batches: Vec<&Value> = listed
+        .iter()
+        .filter(|d| d["eventId"].as_str().is_some_and(|id| id.starts_with('b')))
+        .collect();
+    assert_eq!(
+        batches
+            .iter()
+            .filter_map(|d| d["eventCount"].as_i64())
+            .sum::<i64>(),
+        10,
+        "the batches' counts add up: {listed:?}"
+    );
+    assert!(
+        batches.iter().all(|d| d["attempts"] == 2),
+        "each batch took two attempts: {listed:?}"
+    );
+
+    // /dead: every batch ends as a dead letter; a redrive sends the same events again, under the
+    // same webhook-id.
+    let dead = eventually("the /dead batches dead-lettered", PATIENCE, async || {
+        let dead = deliveries(&server, &ttd, ids["/dead"], Some("dead")).await;
+        let count: i64 = dead.iter().filter_map(|d| d["eventCount"].as_i64()).sum();
+        if count == 10 {
+            Ok(dead)
+        } else {
+            Err(serde_json::to_string(&dead).unwrap_or_default())
+        }
+    })
+    .await;
+    let before: BTreeMap<String, Value> = receiver
+        .deliveries_on("/dead")
+        .into_iter()
+        .map(|h| (h.webhook_id().unwrap_or("").to_owned(), h.event.clone()))
+        .collect();
+    assert_eq!(before.len(), dead.len(), "one webhook-id a batch");
+    heal.store(true, Ordering::SeqCst);
+    let answer = redrive(&server, &ttd, ids["/dead"]).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.body["requeued"], dead.len(), "{}", answer.text);
+    let redriven = eventually("the redriven batches accepted", PATIENCE, async || {
+        let accepted: Vec<Hit> = receiver
+            .deliveries_on("/dead")
+            .into_iter()
+            .filter(|h| h.status == 200)
+            .collect();
+        if accepted.len() == before.len() {
+            Ok(accepted)
+        } else {
+            Err(format!("{} of {} accepted", accepted.len(), before.len()))
+        }
+    })
+    .await;
+    for hit in &redriven {
+        let id = hit.webhook_id().unwrap_or("");
+        assert_eq!(
+            before.get(id),
+            Some(&hit.event),
+            "the redriven batch {id} is the same events"
+        );
+    }
+
+    // /wait: events published one by one within maxWaitMs go out as one batch.
+    for i in 0..3 {
+        publish_ok(&server, &ttd, &generic_event(&format!("w{i}"))).await;
+    }
+    let waited = eventually("the waiting batch", PATIENCE, async || {
+        let hits: Vec<Hit> = receiver
+            .deliveries_on("/wait")
+            .into_iter()
+            .filter(|h| batch_ids(h).iter().any(|id| id.starts_with('w')))
+            .collect();
+        match hits.as_slice() {
+            [one] => Ok(batch_ids(one)),
+            _ => Err(format!("{} batches", hits.len())),
+        }
+    })
+    .await;
+    assert_eq!(waited, ["w0", "w1", "w2"]);
+}

@@ -46,6 +46,12 @@ macro_rules! impl_push_store {
                         created_by: row.try_get("created_by")?,
                         principal: row.try_get("principal")?,
                         secret: row.try_get("secret")?,
+                        batching: $crate::push::Batching {
+                            max_events: $crate::push::stored_u32(
+                                row.try_get("max_events_per_batch")?,
+                            ),
+                            max_wait_ms: $crate::push::stored_u32(row.try_get("max_wait_ms")?),
+                        },
                     },
                     created: $crate::micros_to_time(row.try_get("created")?),
                     start_seq: row.try_get("start_seq")?,
@@ -86,8 +92,10 @@ macro_rules! impl_push_store {
                 let sql = format!(
                     "INSERT INTO subscriptions (end_point, resource_filter, source_filter, \
                      subject_filter, alternative_subject_filter, type_filter, include_subunits, \
-                     consumer, created_by, principal, secret, created, start_seq) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, ({})) RETURNING id",
+                     consumer, created_by, principal, secret, created, max_events_per_batch, \
+                     max_wait_ms, start_seq) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, ({})) \
+                     RETURNING id",
                     $tip
                 );
                 let id: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
@@ -103,6 +111,8 @@ macro_rules! impl_push_store {
                     .bind(&s.principal)
                     .bind(&s.secret)
                     .bind(now)
+                    .bind(i64::from(s.batching.max_events))
+                    .bind(i64::from(s.batching.max_wait_ms))
                     .fetch_one(&mut *tx)
                     .await?;
                 let d = handshake(id);
@@ -211,7 +221,9 @@ macro_rules! impl_push_store {
                 if moved == 0 {
                     return Ok(false);
                 }
-                for chunk in deliveries.chunks($crate::push::DELIVERIES_PER_INSERT) {
+                let (batches, singles): (Vec<_>, Vec<_>) =
+                    deliveries.iter().partition(|d| d.batch.is_some());
+                for chunk in singles.chunks($crate::push::DELIVERIES_PER_INSERT) {
                     let mut qb: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
                         "INSERT INTO deliveries (subscription_id, event_seq, event_id, webhook_id, \
                          body, next_attempt, created) ",
@@ -227,6 +239,62 @@ macro_rules! impl_push_store {
                     });
                     qb.push(" ON CONFLICT (subscription_id, event_seq) DO NOTHING");
                     qb.build().execute(&mut *tx).await?;
+                }
+                for d in batches {
+                    let Some(batch) = &d.batch else { continue };
+                    let seqs = batch
+                        .seqs
+                        .iter()
+                        .map(i64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    let count = i64::try_from(batch.seqs.len()).unwrap_or(i64::MAX);
+                    let max = i64::from(batch.batching.max_events);
+                    // The open batch's conditions stand at the top level as well: PostgreSQL
+                    // checks those again on a row another transaction changed meanwhile (a
+                    // worker's lease), not those of the subquery.
+                    let joined = sqlx::query(
+                        "UPDATE deliveries SET batch_seqs = batch_seqs || ',' || $1, \
+                         event_count = event_count + $2, \
+                         next_attempt = CASE WHEN event_count + $2 >= $3 THEN $4 ELSE next_attempt END \
+                         WHERE id = (SELECT o.id FROM deliveries o WHERE o.subscription_id = $5 \
+                             AND o.state = 'pending' AND o.batch_seqs IS NOT NULL \
+                             ORDER BY o.id DESC LIMIT 1) \
+                         AND state = 'pending' AND attempts = 0 AND lease_owner IS NULL \
+                         AND next_attempt > $4 AND event_count + $2 <= $3",
+                    )
+                    .bind(seqs.clone())
+                    .bind(count)
+                    .bind(max)
+                    .bind(now)
+                    .bind(d.subscription_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if joined > 0 {
+                        continue;
+                    }
+                    let due = if count >= max {
+                        now
+                    } else {
+                        now.saturating_add(i64::from(batch.batching.max_wait_ms) * 1000)
+                    };
+                    sqlx::query(
+                        "INSERT INTO deliveries (subscription_id, event_seq, event_id, webhook_id, \
+                         body, next_attempt, created, batch_seqs, event_count) \
+                         VALUES ($1, $2, $3, $4, '', $5, $6, $7, $8) \
+                         ON CONFLICT (subscription_id, event_seq) DO NOTHING",
+                    )
+                    .bind(d.subscription_id)
+                    .bind(d.event_seq)
+                    .bind(&d.event_id)
+                    .bind(&d.webhook_id)
+                    .bind(due)
+                    .bind(now)
+                    .bind(seqs)
+                    .bind(count)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 tx.commit().await?;
                 Ok(true)
@@ -301,7 +369,7 @@ macro_rules! impl_push_store {
                     .push_bind(i64::from(request.limit))
                     .push(format_args!(
                         " {}) RETURNING id, subscription_id, event_seq, event_id, webhook_id, \
-                         attempts, coalesce(CASE WHEN body = '' THEN (SELECT e.body FROM events e \
+                         attempts, batch_seqs, coalesce(CASE WHEN body = '' THEN (SELECT e.body FROM events e \
                          WHERE e.seq = deliveries.event_seq) ELSE body END, '') AS body",
                         $skip_locked
                     ));
@@ -317,9 +385,33 @@ macro_rules! impl_push_store {
                             event_id: r.try_get("event_id")?,
                             webhook_id: r.try_get("webhook_id")?,
                             body: r.try_get("body")?,
+                            batch: $crate::push::seqs_of(r.try_get("batch_seqs")?),
                             attempts: r.try_get("attempts")?,
                         })
                     })
+                    .collect()
+            }
+
+            async fn event_bodies(
+                &self,
+                seqs: &[i64],
+            ) -> Result<Vec<(i64, String)>, $crate::StoreError> {
+                use sqlx::Row;
+                if seqs.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut qb: sqlx::QueryBuilder<$db> =
+                    sqlx::QueryBuilder::new("SELECT seq, body FROM events WHERE seq IN (");
+                let mut list = qb.separated(", ");
+                for seq in seqs {
+                    list.push_bind(*seq);
+                }
+                qb.push(") ORDER BY seq");
+                qb.build()
+                    .fetch_all(&self.$read)
+                    .await?
+                    .iter()
+                    .map(|r| Ok((r.try_get("seq")?, r.try_get("body")?)))
                     .collect()
             }
 
@@ -432,8 +524,8 @@ macro_rules! impl_push_store {
             ) -> Result<Vec<$crate::push::DeliveryView>, $crate::StoreError> {
                 use sqlx::Row;
                 let mut qb: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
-                    "SELECT id, event_id, webhook_id, state, attempts, next_attempt, last_status, \
-                     last_error FROM deliveries WHERE subscription_id = ",
+                    "SELECT id, event_id, webhook_id, event_count, state, attempts, next_attempt, \
+                     last_status, last_error FROM deliveries WHERE subscription_id = ",
                 );
                 qb.push_bind(subscription_id);
                 if let Some(state) = state {
@@ -451,6 +543,7 @@ macro_rules! impl_push_store {
                         id: r.try_get("id")?,
                         event_id: r.try_get("event_id")?,
                         webhook_id: r.try_get("webhook_id")?,
+                        event_count: r.try_get("event_count")?,
                         state,
                         attempts: r.try_get("attempts")?,
                         next_attempt: (state == $crate::push::DeliveryState::Pending)

@@ -110,6 +110,9 @@ struct Cli {
     /// push: events published at once for the throughput figure.
     #[arg(long, default_value_t = 2_000)]
     push_events: usize,
+    /// push: each subscription's `maxEventsPerBatch` (1: one event a POST).
+    #[arg(long, default_value_t = 1)]
+    push_batch: u32,
     /// push: single events published at a steady rate for the latency figure.
     #[arg(long, default_value_t = 200)]
     paced_events: usize,
@@ -270,6 +273,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             subscriptions: cli.subscriptions.max(1),
             fanout: matches!(cli.push_shape, PushShape::Fanout),
             events: cli.push_events,
+            batch: cli.push_batch.max(1),
             paced_events: cli.paced_events,
             paced_rate: cli.paced_rate,
             size: cli.size,

@@ -30,6 +30,8 @@ pub struct PushParams {
     /// event matches exactly one subscription (otherwise every subscription gets every event).
     pub fanout: bool,
     pub events: usize,
+    /// Each subscription's `maxEventsPerBatch` (1: one event a POST).
+    pub batch: u32,
     pub paced_events: usize,
     pub paced_rate: f64,
     pub size: usize,
@@ -68,6 +70,14 @@ struct Received {
     unreadable: usize,
 }
 
+/// What one POST carries: an event, or a batch of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Posted {
+    One(Delivered),
+    Batch(Vec<Delivered>),
+}
+
 #[derive(Deserialize)]
 struct Delivered {
     #[serde(rename = "type")]
@@ -85,11 +95,22 @@ type Shared = Arc<Mutex<Received>>;
 
 async fn hook(State(state): State<Shared>, Path(k): Path<u32>, body: Bytes) -> StatusCode {
     let arrived = now_us();
-    let Ok(event) = serde_json::from_slice::<Delivered>(&body) else {
+    let Ok(posted) = serde_json::from_slice::<Posted>(&body) else {
         state.lock().expect("receiver state").unreadable += 1;
         return StatusCode::OK;
     };
+    let events = match posted {
+        Posted::One(event) => vec![event],
+        Posted::Batch(events) => events,
+    };
     let mut r = state.lock().expect("receiver state");
+    for event in events {
+        count(&mut r, k, arrived, event);
+    }
+    StatusCode::OK
+}
+
+fn count(r: &mut Received, k: u32, arrived: u64, event: Delivered) {
     if event.event_type == VALIDATION {
         r.validations += 1;
     } else if let Some(data) = event.data {
@@ -106,7 +127,6 @@ async fn hook(State(state): State<Shared>, Path(k): Path<u32>, body: Bytes) -> S
     } else {
         r.unreadable += 1;
     }
-    StatusCode::OK
 }
 
 /// Waits until `done` holds of what was received, or `timeout` passes; says which.
@@ -148,6 +168,9 @@ async fn scenario(instance: &Instance, params: &PushParams) -> anyhow::Result<Pu
             "endPoint": format!("http://127.0.0.1:{port}/hook/{k}"),
             "resourceFilter": events::RESOURCE,
         });
+        if params.batch > 1 {
+            body["maxEventsPerBatch"] = params.batch.into();
+        }
         if params.fanout {
             body["subjectFilter"] = format!("/party/{}", FANOUT_PARTY + k as u64).into();
         }
@@ -171,13 +194,16 @@ async fn scenario(instance: &Instance, params: &PushParams) -> anyhow::Result<Pu
         }
     }
     let subscriptions = params.subscriptions;
-    if !wait_for(&state, Duration::from_secs(60), |r| {
+    // Handshakes go out at the workers' pace; a hundred thousand take a while.
+    let patience = Duration::from_secs(60 + (subscriptions / 100) as u64);
+    if !wait_for(&state, patience, |r| {
         r.validations >= subscriptions
     })
     .await
     {
         bail!(
-            "the validation handshakes of {subscriptions} subscriptions did not all arrive within 60 s"
+            "the validation handshakes of {subscriptions} subscriptions did not all arrive within {} s",
+            patience.as_secs()
         );
     }
     eprintln!(
@@ -287,6 +313,7 @@ async fn scenario(instance: &Instance, params: &PushParams) -> anyhow::Result<Pu
         shape: if params.fanout { "fanout" } else { "every" },
         subscriptions,
         events: params.events,
+        batch: params.batch,
         deliveries_expected: expected,
         deliveries,
         duplicates: duplicates + more_duplicates,

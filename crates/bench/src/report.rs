@@ -126,6 +126,8 @@ pub struct PushFigures {
     /// Throughput phase: events published at once (in batches), each delivered to every
     /// subscription.
     pub events: usize,
+    /// Each subscription's `maxEventsPerBatch`; a delivery here is one event, batched or not.
+    pub batch: u32,
     pub deliveries_expected: usize,
     pub deliveries: usize,
     pub duplicates: usize,
@@ -390,9 +392,14 @@ impl Report {
                 "push",
                 "subscriptions x events",
                 format!(
-                    "{} ({}) x {} = {} deliveries expected",
+                    "{} ({}{}) x {} = {} deliveries expected",
                     p.subscriptions,
                     p.shape,
+                    if p.batch > 1 {
+                        format!(", batches of {}", p.batch)
+                    } else {
+                        String::new()
+                    },
                     thousands(p.events as f64),
                     thousands(p.deliveries_expected as f64)
                 ),

@@ -196,11 +196,7 @@ async fn scenario(instance: &Instance, params: &PushParams) -> anyhow::Result<Pu
     let subscriptions = params.subscriptions;
     // Handshakes go out at the workers' pace; a hundred thousand take a while.
     let patience = Duration::from_secs(60 + (subscriptions / 100) as u64);
-    if !wait_for(&state, patience, |r| {
-        r.validations >= subscriptions
-    })
-    .await
-    {
+    if !wait_for(&state, patience, |r| r.validations >= subscriptions).await {
         bail!(
             "the validation handshakes of {subscriptions} subscriptions did not all arrive within {} s",
             patience.as_secs()

@@ -83,8 +83,17 @@ async fn receive(
         eprintln!("answered the validation of {}", event["source"]);
         return StatusCode::OK;
     }
+    // A batch (`application/cloudevents-batch+json`) prints as its events, a line each.
+    let events = match event {
+        serde_json::Value::Array(events) => events,
+        event => vec![event],
+    };
     let mut out = std::io::stdout().lock();
-    match writeln!(out, "{event}").and_then(|()| out.flush()) {
+    let written = events
+        .iter()
+        .try_for_each(|event| writeln!(out, "{event}"))
+        .and_then(|()| out.flush());
+    match written {
         Ok(()) => StatusCode::OK,
         // Nowhere to put it: let Hendelse try again later rather than lose it.
         Err(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -136,8 +136,14 @@ async fn receive_checks_signatures() {
     let forged = r#"{"specversion":"1.0","id":"forged","source":"s","type":"t"}"#;
     assert_eq!(post(signature, forged).await, 401);
     assert_eq!(post("v1,AAAA".to_owned(), body).await, 401);
+    // A batch prints as its events, a line each.
+    let batch = r#"[{"specversion":"1.0","id":"b1","source":"s","type":"t"},{"specversion":"1.0","id":"b2","source":"s","type":"t"}]"#;
+    let batch_signature = webhook
+        .sign("msg_1", timestamp, batch.as_bytes())
+        .expect("sign");
+    assert_eq!(post(batch_signature, batch).await, 200);
     let _ = child.kill();
     let out = child.wait_with_output().expect("output");
     let printed = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(ids(&printed), ["signed"], "{printed}");
+    assert_eq!(ids(&printed), ["signed", "b1", "b2"], "{printed}");
 }

@@ -110,6 +110,10 @@ struct Cli {
     /// push: events published at once for the throughput figure.
     #[arg(long, default_value_t = 2_000)]
     push_events: usize,
+    /// push: single events published over 64 connections before the subscriptions exist and
+    /// again while the backlog drains, for the ingest figure (0: skip).
+    #[arg(long, default_value_t = 0)]
+    ingest_events: usize,
     /// push: each subscription's `maxEventsPerBatch` (1: one event a POST).
     #[arg(long, default_value_t = 1)]
     push_batch: u32,
@@ -274,6 +278,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             fanout: matches!(cli.push_shape, PushShape::Fanout),
             events: cli.push_events,
             batch: cli.push_batch.max(1),
+            ingest_events: cli.ingest_events,
             paced_events: cli.paced_events,
             paced_rate: cli.paced_rate,
             size: cli.size,

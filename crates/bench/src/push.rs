@@ -17,7 +17,7 @@ use hyper::Method;
 use serde::Deserialize;
 
 use crate::events::{self, now_us};
-use crate::http::{self, Conn};
+use crate::http::{self, Conn, Target};
 use crate::machine::CpuProbe;
 use crate::report::PushFigures;
 use crate::server::{Instance, Setup};
@@ -32,6 +32,9 @@ pub struct PushParams {
     pub events: usize,
     /// Each subscription's `maxEventsPerBatch` (1: one event a POST).
     pub batch: u32,
+    /// Single events published over 64 connections before the subscriptions exist and again
+    /// while the throughput phase's backlog drains (0: neither).
+    pub ingest_events: usize,
     pub paced_events: usize,
     pub paced_rate: f64,
     pub size: usize,
@@ -129,6 +132,37 @@ fn count(r: &mut Received, k: u32, arrived: u64, event: Delivered) {
     }
 }
 
+/// Publishes `params.ingest_events` single events over 64 connections (run `round` of the
+/// ingest figure, so that the two rounds' events differ); events accepted per second.
+async fn ingest(target: &Target, params: &PushParams, round: u64) -> anyhow::Result<f64> {
+    const FIRST: u64 = 1_000_000_000;
+    let (t, run, size) = (target.clone(), params.run.clone(), params.size);
+    let offset = FIRST * (round + 1);
+    let outcome = http::run(
+        target,
+        64,
+        params.ingest_events,
+        move |i| {
+            t.request(
+                Method::POST,
+                "/events/api/v1/events",
+                Some(events::STRUCTURED),
+                events::generic(&run, offset + i as u64, None, size),
+            )
+        },
+        http::success,
+    )
+    .await?;
+    if outcome.errors > 0 {
+        bail!(
+            "ingest: {} publishes failed (first: {})",
+            outcome.errors,
+            outcome.first_error.unwrap_or_default()
+        );
+    }
+    Ok(outcome.per_second())
+}
+
 /// Waits until `done` holds of what was received, or `timeout` passes; says which.
 async fn wait_for(state: &Shared, timeout: Duration, done: impl Fn(&Received) -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -163,6 +197,11 @@ async fn scenario(instance: &Instance, params: &PushParams) -> anyhow::Result<Pu
     let receiver = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let target = &instance.target;
+    let ingest_alone = if params.ingest_events > 0 {
+        Some(ingest(target, params, 0).await?)
+    } else {
+        None
+    };
     for k in 0..params.subscriptions {
         let mut body = serde_json::json!({
             "endPoint": format!("http://127.0.0.1:{port}/hook/{k}"),
@@ -227,6 +266,19 @@ async fn scenario(instance: &Instance, params: &PushParams) -> anyhow::Result<Pu
             published.first_error.unwrap_or_default()
         );
     }
+    // The same load as before the subscriptions existed, now while their backlog drains; its
+    // events match every subscription too (not those of the fan-out shape, which name parties).
+    let ingest_during = if params.ingest_events > 0 {
+        Some(ingest(target, params, 1).await?)
+    } else {
+        None
+    };
+    let expected = expected
+        + if params.fanout {
+            0
+        } else {
+            params.ingest_events * receivers
+        };
     let timeout = Duration::from_secs((120 + expected / 200) as u64);
     let complete = wait_for(&state, timeout, |r| r.deliveries >= expected).await;
     let cpu = probe.and_then(|p| p.finish());
@@ -310,6 +362,8 @@ async fn scenario(instance: &Instance, params: &PushParams) -> anyhow::Result<Pu
         subscriptions,
         events: params.events,
         batch: params.batch,
+        ingest_alone_per_s: ingest_alone.map(round1),
+        ingest_during_backlog_per_s: ingest_during.map(round1),
         deliveries_expected: expected,
         deliveries,
         duplicates: duplicates + more_duplicates,

@@ -128,6 +128,10 @@ pub struct PushFigures {
     pub events: usize,
     /// Each subscription's `maxEventsPerBatch`; a delivery here is one event, batched or not.
     pub batch: u32,
+    /// `--ingest-events`: single events accepted per second before the subscriptions existed,
+    /// and while the throughput phase's backlog drained.
+    pub ingest_alone_per_s: Option<f64>,
+    pub ingest_during_backlog_per_s: Option<f64>,
     pub deliveries_expected: usize,
     pub deliveries: usize,
     pub duplicates: usize,
@@ -435,6 +439,22 @@ impl Report {
                 format!("{:.2} / {:.2} ms", p.latency.p50_ms, p.latency.p99_ms),
                 verdict(p.latency.p50_ms < 20.0, "p50 < 20 ms"),
             );
+            if let (Some(alone), Some(during)) =
+                (p.ingest_alone_per_s, p.ingest_during_backlog_per_s)
+            {
+                let share = during / alone.max(1e-9);
+                row(
+                    "push",
+                    "ingest alone / while the backlog drains",
+                    format!(
+                        "{} / {} events/s ({:.0} %)",
+                        thousands(alone),
+                        thousands(during),
+                        share * 100.0
+                    ),
+                    verdict(share >= 0.8, ">= 80 %"),
+                );
+            }
             row(
                 "push",
                 "server peak RSS",

@@ -1,5 +1,7 @@
 //! The SQL of [`super::PushStore`], written once and instantiated per backend: `$n` placeholders
-//! work on SQLite too, and the few spellings that differ come in as the macro's arguments.
+//! work on SQLite too, and the few spellings that differ come in as the macro's arguments. (Over
+//! 600 lines because it is one trait implementation, which cannot be split across macros; the
+//! types and the trait are in `push.rs`, retention in `retention.rs`.)
 //!
 //! A delivery of an event does not copy the event: its `body` is empty and the lease reads the
 //! body from `events` by `event_seq` (retention keeps the events that pending deliveries of live

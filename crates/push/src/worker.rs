@@ -28,6 +28,8 @@ const LEASE_AHEAD: u32 = 4;
 const REREAD_AFTER: Duration = Duration::from_secs(1);
 /// Time kept between the end of a queued delivery's attempt and the end of its lease.
 const STALE_MARGIN: Duration = Duration::from_secs(5);
+/// How often a wide lease may skip past the queues of subscriptions at their cap.
+const SKIPPING_LEASE_EVERY: Duration = Duration::from_millis(25);
 /// Most attempts recorded in one transaction.
 const RECORD_BATCH: usize = 256;
 
@@ -97,10 +99,28 @@ pub async fn run(
         freed: freed.clone(),
         wake: wake.clone(),
     };
+    // When the last wide lease that had to skip subscriptions at their cap was made.
+    let mut last_skipping_lease: Option<Instant> = None;
     while !*shutdown.borrow() {
         let started = start_what_has_room(&mut queued, &gate, &context);
         let (exclude, room) = lease_limits(&in_flight, &queued, ahead);
-        if queued.len() < concurrency && (look_wide || !room.is_empty()) {
+        // A wide lease reads past every due delivery of the subscriptions it excludes, which for
+        // one subscription with a backlog of 100,000 is the whole backlog, on the one writer
+        // that the publishes need too. Under steady publishing a wake comes with every page the
+        // dispatcher queues, so such leases are made at most every SKIPPING_LEASE_EVERY; a
+        // lease that excludes nothing reads only what it takes and goes at once.
+        let skipping_wait = if look_wide && !exclude.is_empty() {
+            last_skipping_lease
+                .map(|at| SKIPPING_LEASE_EVERY.saturating_sub(at.elapsed()))
+                .filter(|wait| !wait.is_zero())
+        } else {
+            None
+        };
+        let wide = look_wide && skipping_wait.is_none();
+        if queued.len() < concurrency && (wide || !room.is_empty()) {
+            if wide && !exclude.is_empty() {
+                last_skipping_lease = Some(Instant::now());
+            }
             let now = Utc::now();
             let request = LeaseRequest {
                 owner: &context.owner,
@@ -111,6 +131,7 @@ pub async fn run(
                 per_subscription: ahead,
                 exclude: &exclude,
                 room: &room,
+                wide,
             };
             let leased = match context.push.lease(&request).await {
                 Ok(leased) => leased,
@@ -120,7 +141,9 @@ pub async fn run(
                 }
             };
             if leased.is_empty() {
-                look_wide = false;
+                if wide {
+                    look_wide = false;
+                }
             } else {
                 let subscriptions = context.subscriptions_of(&leased).await;
                 let at = Instant::now();
@@ -138,11 +161,14 @@ pub async fn run(
         // Nothing more to start or lease now. A finished attempt may change that (room for a
         // subscription at its cap, or a validated subscription whose queue may now go out); new
         // work, a retry coming due or another node's work come with a wake or the poll.
+        let poll = skipping_wait.map_or(context.config.poll_interval, |wait| {
+            wait.min(context.config.poll_interval)
+        });
         tokio::select! {
             _ = wake.notified() => look_wide = true,
             _ = freed.notified() => {}
             _ = shutdown.changed() => {}
-            _ = tokio::time::sleep(context.config.poll_interval) => look_wide = true,
+            _ = tokio::time::sleep(poll) => look_wide = true,
         }
     }
     // Shutting down: let requests in flight finish for a while, then hand back what is left.

@@ -119,6 +119,10 @@ pub struct LeaseRequest<'a> {
     /// Subscriptions with some in flight, and how many more each may have (less than
     /// `per_subscription`), so that a lease never takes a subscription over its cap.
     pub room: &'a [(i64, u32)],
+    /// Whether to look at every subscription's due deliveries (new work, retries coming due,
+    /// another node's) or only at those of `room`, which costs what it takes rather than a read
+    /// past the queues of the excluded subscriptions.
+    pub wide: bool,
 }
 
 /// What happens to a delivery after an attempt.

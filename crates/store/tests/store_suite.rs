@@ -605,6 +605,7 @@ async fn lease(
             per_subscription: 10_000,
             exclude: &[],
             room: &[],
+            wide: true,
         })
         .await
 }
@@ -1056,6 +1057,7 @@ async fn one_subscription_cannot_take_every_lease(store: Arc<dyn Store>) {
         per_subscription: 4,
         exclude,
         room: &[],
+        wide: true,
     };
     let first = store.lease(&request(&[])).await.expect("lease");
     let of = |leased: &[LeasedDelivery], id: i64| {
@@ -1081,6 +1083,33 @@ async fn one_subscription_cannot_take_every_lease(store: Arc<dyn Store>) {
         .expect("lease");
     assert_eq!((of(&topped, slow), of(&topped, fast)), (1, 4));
     assert_eq!(store.release("w").await.expect("release"), 5);
+    // A lease that is not wide looks only at the subscriptions with room, earliest first.
+    let narrow: &'static [(i64, u32)] = Box::leak(vec![(slow, 2)].into_boxed_slice());
+    let only_slow = store
+        .lease(&LeaseRequest {
+            room: narrow,
+            wide: false,
+            ..request(&[])
+        })
+        .await
+        .expect("lease");
+    assert_eq!((of(&only_slow, slow), of(&only_slow, fast)), (2, 0));
+    let mut seqs: Vec<Option<i64>> = only_slow.iter().map(|d| d.event_seq).collect();
+    seqs.sort();
+    assert_eq!(seqs, [Some(1), Some(2)], "the earliest of slow");
+    assert!(
+        store
+            .lease(&LeaseRequest {
+                room: &[],
+                wide: false,
+                ..request(&[])
+            })
+            .await
+            .expect("lease")
+            .is_empty(),
+        "no room, nothing"
+    );
+    assert_eq!(store.release("w").await.expect("release"), 2);
     assert_eq!(store.lease(&request(&[])).await.expect("lease").len(), 8);
 }
 

@@ -312,8 +312,38 @@ macro_rules! impl_push_store {
                     sqlx::QueryBuilder::new("UPDATE deliveries SET lease_owner = ");
                 qb.push_bind(request.owner.to_owned())
                     .push(", lease_until = ")
-                    .push_bind(request.until.timestamp_micros())
-                    .push(
+                    .push_bind(request.until.timestamp_micros());
+                if !request.wide {
+                    if request.room.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    // The earliest few of each subscription with room, each read from its own
+                    // index range (subscription, state, id): the cost is what is taken.
+                    qb.push(" WHERE id IN (SELECT d.id FROM deliveries d WHERE d.id IN (");
+                    for (i, (id, room)) in request.room.iter().enumerate() {
+                        if i > 0 {
+                            qb.push(" UNION ALL ");
+                        }
+                        qb.push(
+                            "SELECT id FROM (SELECT c.id FROM deliveries c WHERE c.subscription_id = ",
+                        )
+                        .push_bind(*id)
+                        .push(" AND c.state = 'pending' AND c.next_attempt <= ")
+                        .push_bind(now)
+                        .push(" AND (c.lease_until IS NULL OR c.lease_until < ")
+                        .push_bind(now)
+                        .push(
+                            ") AND (SELECT s.enabled AND NOT s.deleted \
+                             AND (s.validated OR c.event_seq IS NULL) \
+                             FROM subscriptions s WHERE s.id = c.subscription_id) \
+                             ORDER BY c.id LIMIT ",
+                        )
+                        .push_bind(i64::from(*room))
+                        .push(format_args!(") p{i}"));
+                    }
+                    qb.push(")");
+                } else {
+                    qb.push(
                         " WHERE id IN (SELECT d.id FROM deliveries d WHERE d.id IN (\
                            SELECT id FROM (SELECT w.id, w.subscription_id, row_number() OVER (\
                                PARTITION BY w.subscription_id ORDER BY w.next_attempt, w.id) AS rank \
@@ -331,39 +361,41 @@ macro_rules! impl_push_store {
                          AND (s.validated OR c.event_seq IS NULL) \
                          FROM subscriptions s WHERE s.id = c.subscription_id)",
                     );
-                if !request.exclude.is_empty() {
-                    qb.push(" AND c.subscription_id NOT IN (");
-                    let mut ids = qb.separated(", ");
-                    for id in request.exclude {
-                        ids.push_bind(*id);
+                    if !request.exclude.is_empty() {
+                        qb.push(" AND c.subscription_id NOT IN (");
+                        let mut ids = qb.separated(", ");
+                        for id in request.exclude {
+                            ids.push_bind(*id);
+                        }
+                        qb.push(")");
+                    }
+                    // The lease conditions again on `d`, the level that locks: PostgreSQL rechecks a
+                    // row another node leased meanwhile against these, not against the subquery's
+                    // snapshot, so a delivery is never leased twice.
+                    // Only the earliest due deliveries are ranked, so a lease costs the same however
+                    // long the queue; subscriptions at their cap are excluded above, so the slice is
+                    // not filled by one endpoint's backlog.
+                    qb.push(" ORDER BY c.next_attempt, c.id LIMIT ")
+                        .push_bind(i64::from(request.limit.max(8)).saturating_mul(8))
+                        .push(") w) ranked WHERE rank <= ");
+                    if request.room.is_empty() {
+                        qb.push_bind(i64::from(request.per_subscription.max(1)));
+                    } else {
+                        qb.push("CASE ranked.subscription_id");
+                        for (id, room) in request.room {
+                            qb.push(" WHEN ")
+                                .push_bind(*id)
+                                .push(" THEN ")
+                                .push_bind(i64::from(*room));
+                        }
+                        qb.push(" ELSE ")
+                            .push_bind(i64::from(request.per_subscription.max(1)))
+                            .push(" END");
                     }
                     qb.push(")");
                 }
-                // The lease conditions again on `d`, the level that locks: PostgreSQL rechecks a
-                // row another node leased meanwhile against these, not against the subquery's
-                // snapshot, so a delivery is never leased twice.
-                // Only the earliest due deliveries are ranked, so a lease costs the same however
-                // long the queue; subscriptions at their cap are excluded above, so the slice is
-                // not filled by one endpoint's backlog.
-                qb.push(" ORDER BY c.next_attempt, c.id LIMIT ")
-                    .push_bind(i64::from(request.limit.max(8)).saturating_mul(8))
-                    .push(") w) ranked WHERE rank <= ");
-                if request.room.is_empty() {
-                    qb.push_bind(i64::from(request.per_subscription.max(1)));
-                } else {
-                    qb.push("CASE ranked.subscription_id");
-                    for (id, room) in request.room {
-                        qb.push(" WHEN ")
-                            .push_bind(*id)
-                            .push(" THEN ")
-                            .push_bind(i64::from(*room));
-                    }
-                    qb.push(" ELSE ")
-                        .push_bind(i64::from(request.per_subscription.max(1)))
-                        .push(" END");
-                }
                 qb
-                    .push(") AND d.state = 'pending' AND d.next_attempt <= ")
+                    .push(" AND d.state = 'pending' AND d.next_attempt <= ")
                     .push_bind(now)
                     .push(" AND (d.lease_until IS NULL OR d.lease_until < ")
                     .push_bind(now)

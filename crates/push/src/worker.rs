@@ -144,8 +144,7 @@ pub async fn run(
                 if wide {
                     look_wide = false;
                 }
-            } else {
-                let subscriptions = context.subscriptions_of(&leased).await;
+            } else if let Some(subscriptions) = context.subscriptions_of(&leased).await {
                 let at = Instant::now();
                 queued.extend(leased.into_iter().map(|delivery| Queued {
                     subscription: subscriptions.get(&delivery.subscription_id).cloned(),
@@ -383,21 +382,22 @@ impl Outcome {
 }
 
 impl Context {
-    async fn subscriptions_of(&self, leased: &[LeasedDelivery]) -> HashMap<i64, Subscription> {
-        let mut found = HashMap::new();
-        for d in leased {
-            if found.contains_key(&d.subscription_id) {
-                continue;
-            }
-            match self.push.subscription(d.subscription_id).await {
-                Ok(Some(s)) => {
-                    found.insert(d.subscription_id, s);
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "delivery worker: cannot read a subscription"),
+    /// The subscriptions of the leased deliveries, read together (a deleted one is absent);
+    /// `None` when they cannot be read.
+    async fn subscriptions_of(
+        &self,
+        leased: &[LeasedDelivery],
+    ) -> Option<HashMap<i64, Subscription>> {
+        let mut ids: Vec<i64> = leased.iter().map(|d| d.subscription_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        match self.push.subscriptions_with_ids(&ids).await {
+            Ok(found) => Some(found.into_iter().map(|s| (s.id, s)).collect()),
+            Err(e) => {
+                tracing::warn!(error = %e, "delivery worker: cannot read the subscriptions of a lease; its deliveries go out when the lease runs out");
+                None
             }
         }
-        found
     }
 
     async fn deliver(&self, delivery: LeasedDelivery, subscription: Option<Subscription>) {

@@ -244,6 +244,9 @@ pub trait PushStore: Send + Sync + 'static {
 
     async fn subscription(&self, id: i64) -> Result<Option<Subscription>, StoreError>;
 
+    /// The subscriptions (not deleted) among `ids`, in id order: one read for a lease's worth.
+    async fn subscriptions_with_ids(&self, ids: &[i64]) -> Result<Vec<Subscription>, StoreError>;
+
     /// The live subscriptions of one consumer, oldest first.
     async fn subscriptions_of(&self, consumer: &str) -> Result<Vec<Subscription>, StoreError>;
 
@@ -319,9 +322,12 @@ const SUBSCRIPTION_COLUMNS: &str = "id, end_point, resource_filter, source_filte
 pub(crate) const DELIVERIES_PER_INSERT: usize = 1000;
 
 pub(crate) fn subscription_select(filter: &str) -> String {
-    format!(
-        "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE NOT deleted {filter} ORDER BY id"
-    )
+    format!("{} {filter} ORDER BY id", subscriptions_not_deleted())
+}
+
+/// The start of a select of subscriptions, for a caller that adds its own conditions.
+pub(crate) fn subscriptions_not_deleted() -> String {
+    format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE NOT deleted")
 }
 
 /// Marks a change of the live subscriptions; run in the change's transaction.

@@ -628,10 +628,19 @@ async fn subscriptions_start_at_the_end_of_the_log_and_validate(store: Arc<dyn S
         consumer: "/org/skd".into(),
         ..subscription("https://b.example/hook")
     };
-    store
+    let other = store
         .create_subscription(&other, &handshake)
         .await
         .expect("create");
+    let both = store
+        .subscriptions_with_ids(&[other.id, created.id, other.id + 1000])
+        .await
+        .expect("by ids");
+    assert_eq!(
+        both.iter().map(|s| s.id).collect::<Vec<_>>(),
+        [created.id, other.id],
+        "those that exist, in id order"
+    );
     let mine = store.subscriptions_of("/org/ttd").await.expect("list");
     assert_eq!(mine.iter().map(|s| s.id).collect::<Vec<_>>(), [created.id]);
     assert_eq!(store.live_subscriptions().await.expect("live").len(), 2);
@@ -683,6 +692,17 @@ async fn subscriptions_start_at_the_end_of_the_log_and_validate(store: Arc<dyn S
             .expect("delete again")
     );
     assert!(store.subscription(created.id).await.expect("get").is_none());
+    assert_eq!(
+        store
+            .subscriptions_with_ids(&[created.id, other.id])
+            .await
+            .expect("by ids")
+            .iter()
+            .map(|s| s.id)
+            .collect::<Vec<_>>(),
+        [other.id],
+        "a deleted one is left out"
+    );
     assert!(
         store
             .deliveries(created.id, Some(DeliveryState::Pending), 10)

@@ -154,6 +154,29 @@ macro_rules! impl_push_store {
                 row.as_ref().map(Self::subscription_from).transpose()
             }
 
+            async fn subscriptions_with_ids(
+                &self,
+                ids: &[i64],
+            ) -> Result<Vec<$crate::push::Subscription>, $crate::StoreError> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut qb: sqlx::QueryBuilder<$db> =
+                    sqlx::QueryBuilder::new($crate::push::subscriptions_not_deleted());
+                qb.push(" AND id IN (");
+                let mut list = qb.separated(", ");
+                for id in ids {
+                    list.push_bind(*id);
+                }
+                qb.push(") ORDER BY id");
+                qb.build()
+                    .fetch_all(&self.$read)
+                    .await?
+                    .iter()
+                    .map(Self::subscription_from)
+                    .collect()
+            }
+
             async fn subscriptions_of(
                 &self,
                 consumer: &str,

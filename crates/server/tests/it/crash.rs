@@ -133,6 +133,10 @@ async fn crash_cycles(backend: &str, args: &[&str]) {
                 other => panic!("publish {id}: unexpected {other}"),
             },
         );
+        // The random moment falls in a running load, not in its start-up.
+        clients
+            .wait_for_acknowledged(CLIENTS, Duration::from_secs(60))
+            .await;
         let delay = rng.between(100, 800);
         tokio::time::sleep(Duration::from_millis(delay)).await;
         server.kill9();

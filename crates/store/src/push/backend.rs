@@ -73,12 +73,15 @@ macro_rules! impl_push_store {
                 if let Some(value) = bind {
                     query = query.bind(value.to_owned());
                 }
-                query
-                    .fetch_all(&self.$read)
-                    .await?
-                    .iter()
-                    .map(Self::subscription_from)
-                    .collect()
+                // Row by row: every live subscription at once as rows first cost several times
+                // the subscriptions' own memory at the peak (100,000 of them: hundreds of MiB).
+                use futures_util::TryStreamExt;
+                let mut rows = query.fetch(&self.$read);
+                let mut found = Vec::new();
+                while let Some(row) = rows.try_next().await? {
+                    found.push(Self::subscription_from(&row)?);
+                }
+                Ok(found)
             }
         }
 

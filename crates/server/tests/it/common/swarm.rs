@@ -3,7 +3,9 @@
 //! killed or stopped under it.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
@@ -31,7 +33,11 @@ pub struct Published {
     pub cut_off: bool,
 }
 
-pub struct Swarm(Vec<JoinHandle<Published>>);
+pub struct Swarm {
+    tasks: Vec<JoinHandle<Published>>,
+    /// Acknowledgements so far, over all publishers.
+    acknowledged: Arc<AtomicUsize>,
+}
 
 impl Swarm {
     /// `publishers` publishers; publisher `p` sends up to `events` generic events with ids
@@ -47,9 +53,11 @@ impl Swarm {
         on_refusal: fn(&str, &reqwest::Response) -> Refusal,
     ) -> Swarm {
         let urls: Vec<String> = nodes.iter().map(|node| node.url.clone()).collect();
+        let acknowledged = Arc::new(AtomicUsize::new(0));
         let tasks = (0..publishers)
             .map(|p| {
                 let (urls, token, prefix) = (urls.clone(), token.to_owned(), prefix.to_owned());
+                let counter = Arc::clone(&acknowledged);
                 tokio::spawn(async move {
                     let http = client();
                     let mut published = Published::default();
@@ -66,6 +74,7 @@ impl Swarm {
                             };
                         if response.status() == 200 {
                             published.acknowledged.push(id);
+                            counter.fetch_add(1, Ordering::Relaxed);
                             continue;
                         }
                         published.refused += 1;
@@ -79,7 +88,24 @@ impl Swarm {
                 })
             })
             .collect();
-        Swarm(tasks)
+        Swarm {
+            tasks,
+            acknowledged,
+        }
+    }
+
+    /// Waits until the publishers together have `n` acknowledgements (panics after `limit`): a
+    /// test that cuts the server at a random moment of a running load first waits for the load
+    /// to run, which on a busy machine can take longer than the random delay itself.
+    pub async fn wait_for_acknowledged(&self, n: usize, limit: Duration) {
+        let start = Instant::now();
+        while self.acknowledged.load(Ordering::Relaxed) < n {
+            assert!(
+                start.elapsed() < limit,
+                "fewer than {n} publishes acknowledged in {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// For publishers whose every publish must succeed.
@@ -88,13 +114,13 @@ impl Swarm {
     }
 
     pub fn is_finished(&self) -> bool {
-        self.0.iter().all(JoinHandle::is_finished)
+        self.tasks.iter().all(JoinHandle::is_finished)
     }
 
     /// Waits for every publisher; what each saw, in publisher order.
     pub async fn join(self) -> Vec<Published> {
         let mut all = Vec::new();
-        for task in self.0 {
+        for task in self.tasks {
             all.push(task.await.expect("publisher"));
         }
         all

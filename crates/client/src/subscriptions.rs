@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand};
 use hendelse_wire::paths::SUBSCRIPTIONS as BASE;
-use hendelse_wire::subscriptions::{DELIVERY_STATES, SubscriptionRequest};
+use hendelse_wire::subscriptions::{DELIVERY_STATES, ReplayRequest, SubscriptionRequest};
 use reqwest::Method;
 
 use super::{Api, Connection, json_body, print_line};
@@ -34,6 +34,46 @@ pub enum Action {
     },
     /// Queue a subscription's dead letters again.
     Redrive { id: i64 },
+    /// Queue the stored events of a window again (after an outage of the receiver's own).
+    Replay(ReplayArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("start").required(true).args(["from", "after"])))]
+pub struct ReplayArgs {
+    pub id: i64,
+    /// Events registered at or after this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// Events registered after the event with this id.
+    #[arg(long, value_name = "EVENT_ID")]
+    pub after: Option<String>,
+    /// Events registered at or before this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    /// Idempotency-Key: the same key again is the same replay (default: a new key, which this
+    /// command's own retries reuse).
+    #[arg(long)]
+    pub key: Option<String>,
+}
+
+impl ReplayArgs {
+    fn body(&self) -> ReplayRequest {
+        ReplayRequest {
+            from: self.from.clone(),
+            after: self.after.clone(),
+            to: self.to.clone(),
+        }
+    }
+
+    fn key(&self) -> String {
+        self.key.clone().unwrap_or_else(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            format!("cli-{}-{}", std::process::id(), now.as_nanos())
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -105,6 +145,10 @@ pub async fn run(args: SubscriptionsArgs) -> anyhow::Result<()> {
             api.request(Method::GET, url)
         }
         Action::Redrive { id } => api.request(Method::POST, one(*id, "/redrive")),
+        Action::Replay(replay) => api
+            .request(Method::POST, one(replay.id, "/replay"))
+            .header("idempotency-key", replay.key())
+            .json(&replay.body()),
     };
     let response = api.send(request).await?;
     let text = if response.content_length() == Some(0) {

@@ -2,11 +2,12 @@
 //! into durable deliveries ([`dispatcher`]), the workers that send them ([`worker`]) with retries
 //! ([`schedule`]) and Standard Webhooks signatures ([`signing`]), the guard that keeps
 //! webhooks off private networks ([`endpoint`]), and the rules of subscriptions as their owners
-//! manage them ([`subscriptions`]).
+//! manage them ([`subscriptions`]), with replays of stored events ([`replay`]).
 
 pub mod dispatcher;
 pub mod endpoint;
 pub mod filter;
+pub mod replay;
 pub mod schedule;
 pub mod signing;
 pub mod subscriptions;

@@ -10,7 +10,7 @@ use hendelse_auth::{Authorizer, Principal, SCOPE_SUBSCRIBE};
 use hendelse_model::RESOURCE_PREFIX;
 use hendelse_model::subject::party_key;
 use hendelse_store::push::{Batching, DeliveryState, DeliveryView, NewDelivery, NewSubscription};
-use hendelse_store::{PushStore, StoreError, push::Subscription};
+use hendelse_store::{EventStore, PushStore, StoreError, push::Subscription};
 use hendelse_wire::paths;
 use hendelse_wire::subscriptions::SubscriptionRequest;
 use serde_json::json;
@@ -34,6 +34,9 @@ pub enum SubscriptionError {
     /// No such subscription of the caller's: someone else's is as absent as a missing one (404).
     #[error("there is no subscription {0}")]
     NotFound(i64),
+    /// The request contradicts an earlier one (409).
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The caller cannot be recorded as the subscriber: a fault of ours.
@@ -43,25 +46,33 @@ pub enum SubscriptionError {
 
 /// Subscriptions as their owners manage them.
 pub struct SubscriptionService {
-    store: Arc<dyn PushStore>,
-    authorizer: Arc<dyn Authorizer>,
+    pub(crate) store: Arc<dyn PushStore>,
+    /// The log, which replays read.
+    pub(crate) events: Arc<dyn EventStore>,
+    pub(crate) authorizer: Arc<dyn Authorizer>,
     policy: EndpointPolicy,
     /// This node's delivery workers, when it runs them: new work is theirs at once.
     wake: Option<Arc<Notify>>,
+    /// The most deliveries one replay queues.
+    pub(crate) replay_max_events: u32,
 }
 
 impl SubscriptionService {
     pub fn new(
         store: Arc<dyn PushStore>,
+        events: Arc<dyn EventStore>,
         authorizer: Arc<dyn Authorizer>,
         policy: EndpointPolicy,
         wake: Option<Arc<Notify>>,
+        replay_max_events: u32,
     ) -> Self {
         SubscriptionService {
             store,
+            events,
             authorizer,
             policy,
             wake,
+            replay_max_events,
         }
     }
 
@@ -70,7 +81,7 @@ impl SubscriptionService {
         require_subscribe_scope(caller)
     }
 
-    fn wake_workers(&self) {
+    pub(crate) fn wake_workers(&self) {
         if let Some(wake) = &self.wake {
             wake.notify_one();
         }

@@ -22,6 +22,8 @@ use crate::signing::Secret;
 
 const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
 const CLOUDEVENTS_BATCH_JSON: &str = "application/cloudevents-batch+json";
+/// On a delivery queued by a replay: the replay's id (`replayId` in the deliveries listing).
+pub const REPLAY_HEADER: &str = "hendelse-replay-id";
 /// How many times its cap a subscription may have leased (in flight and queued) at once.
 const LEASE_AHEAD: u32 = 4;
 /// After this long in the queue, a delivery's subscription is read again before it is sent.
@@ -483,6 +485,10 @@ impl Context {
             .header(CONTENT_TYPE, content_type)
             .header("webhook-id", &delivery.webhook_id)
             .header("webhook-timestamp", timestamp.to_string());
+        if let Some(replay) = delivery.replay {
+            // The receiver can tell a replayed event from a live one (same CloudEvent id).
+            request = request.header(REPLAY_HEADER, replay.to_string());
+        }
         if let Some(secret) = subscription.spec.secret.as_deref() {
             match Secret::parse(secret) {
                 Ok(secret) => {

@@ -74,6 +74,7 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(subscriptions::get, subscriptions::delete))
         .routes(routes!(subscriptions::deliveries))
         .routes(routes!(subscriptions::redrive))
+        .routes(routes!(subscriptions::replay))
         .routes(routes!(health::health))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))

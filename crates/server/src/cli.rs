@@ -158,6 +158,10 @@ pub struct PushArgs {
     /// endpoint cannot hold every slot (default: a quarter of --push-concurrency).
     #[arg(long, env = "HENDELSE_PUSH_PER_SUBSCRIPTION", value_parser = at_least_one)]
     pub push_per_subscription: Option<usize>,
+    /// The most deliveries one replay (`POST …/subscriptions/{id}/replay`) queues; a larger
+    /// window is refused with where to cut it.
+    #[arg(long, env = "HENDELSE_REPLAY_MAX_EVENTS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub replay_max_events: u32,
 }
 
 impl PushArgs {

@@ -236,6 +236,7 @@ impl From<SubscriptionError> for ApiError {
             SubscriptionError::Invalid(m) => ApiError::BadRequest(m),
             SubscriptionError::Forbidden(m) => ApiError::Forbidden(m),
             not_found @ SubscriptionError::NotFound(_) => ApiError::NotFound(not_found.to_string()),
+            SubscriptionError::Conflict(m) => ApiError::Conflict(m),
             SubscriptionError::Store(e) => ApiError::from(e),
             internal @ SubscriptionError::Internal(_) => ApiError::Internal(internal.into()),
         }

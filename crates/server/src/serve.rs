@@ -55,6 +55,7 @@ pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> any
     let metrics = Metrics::install().context("installing the metrics recorder")?;
     let backend = args.store.open().await?;
     let store: Arc<dyn EventStore> = backend.clone();
+    let replay_events: Arc<dyn EventStore> = backend.clone();
     let dialog_store: Arc<dyn hendelse_store::DialogStore> = backend.clone();
     let push_store: Arc<dyn PushStore> = backend;
     let last_seq = store.last_seq().await?;
@@ -120,9 +121,11 @@ pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> any
         public_url: args.public_url.as_deref().map(Arc::from),
         subscriptions: SubscriptionService::new(
             push_store.clone(),
+            replay_events,
             authorizer.clone(),
             endpoint_policy,
             push.as_ref().map(|p| p.wake.clone()),
+            args.push.replay_max_events,
         ),
         push: push_store,
         tip,

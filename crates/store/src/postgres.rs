@@ -56,6 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "batches",
         include_str!("../migrations/postgres/0008_batches.sql"),
     ),
+    (
+        9,
+        "replays",
+        include_str!("../migrations/postgres/0009_replays.sql"),
+    ),
 ];
 
 pub struct PgStore {
@@ -128,6 +133,7 @@ impl PgStore {
 
 crate::retention::impl_retention!(PgStore, Postgres);
 
+crate::push::impl_replay_store!(PgStore, Postgres, read: pool);
 crate::push::impl_push_store!(
     PgStore,
     Postgres,

@@ -102,6 +102,8 @@ pub struct LeasedDelivery {
     pub batch: Option<Vec<i64>>,
     /// Attempts made before this one (since the last redrive).
     pub attempts: i64,
+    /// The replay it belongs to; `None` for a live delivery.
+    pub replay: Option<i64>,
 }
 
 /// Which deliveries a worker asks for.
@@ -228,6 +230,8 @@ pub struct DeliveryView {
     pub next_attempt: Option<DateTime<Utc>>,
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
+    /// The replay it belongs to; `None` for a live delivery.
+    pub replay: Option<i64>,
     pub history: Vec<AttemptView>,
 }
 
@@ -309,6 +313,17 @@ pub trait PushStore: Send + Sync + 'static {
     /// if its failures had disabled it; returns how many were requeued.
     async fn redrive(&self, subscription_id: i64, now: DateTime<Utc>) -> Result<u64, StoreError>;
 
+    /// The replay stored for the subscription under `key`, if any.
+    async fn stored_replay(
+        &self,
+        subscription_id: i64,
+        key: &str,
+    ) -> Result<Option<StoredReplay>, StoreError>;
+
+    /// Stores the replay and queues its deliveries, due now, in one synced transaction; when its
+    /// key is taken, nothing is queued and the outcome says what the key names.
+    async fn store_replay(&self, replay: &NewReplay) -> Result<ReplayOutcome, StoreError>;
+
     /// Pending deliveries and the age of the oldest, for metrics and back-pressure.
     async fn queue_depth(&self) -> Result<(u64, Option<DateTime<Utc>>), StoreError>;
 }
@@ -353,7 +368,10 @@ pub(crate) fn status_of(value: Option<i64>) -> Option<u16> {
 }
 
 mod backend;
+mod replay;
 pub(crate) use backend::impl_push_store;
+pub use replay::{NewReplay, ReplayOutcome, StoredReplay};
+pub(crate) use replay::{REPLAY_DELIVERIES_PER_INSERT, impl_replay_store, replay_of};
 
 #[cfg(test)]
 mod tests {

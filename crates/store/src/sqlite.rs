@@ -67,6 +67,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "batches",
         include_str!("../migrations/sqlite/0009_batches.sql"),
     ),
+    (
+        10,
+        "replays",
+        include_str!("../migrations/sqlite/0010_replays.sql"),
+    ),
 ];
 
 pub struct SqliteStore {
@@ -192,6 +197,7 @@ impl SqliteStore {
 
 crate::retention::impl_retention!(SqliteStore, Sqlite);
 
+crate::push::impl_replay_store!(SqliteStore, Sqlite, read: readers);
 crate::push::impl_push_store!(
     SqliteStore,
     Sqlite,

@@ -13,7 +13,7 @@ use hendelse_model::{Grant, Pattern, Visibility};
 use hendelse_store::postgres::PgStore;
 use hendelse_store::push::{
     AttemptRecord, BatchOf, Batching, DeliveryState, LeaseRequest, LeasedDelivery, NewDelivery,
-    NewSubscription, Next,
+    NewReplay, NewSubscription, Next, ReplayOutcome,
 };
 use hendelse_store::sqlite::SqliteStore;
 use hendelse_store::testing::{TestDatabase, handshake};
@@ -38,6 +38,7 @@ hendelse_store::both_backends!(
     the_subscription_generation_marks_every_change_of_the_live_set,
     deliveries_read_the_stored_event_and_retention_waits_for_them,
     a_batch_fills_until_full_and_is_due_then,
+    a_replay_queues_events_again_once_per_key,
 );
 
 fn event(id: &str) -> NewEvent {
@@ -1368,5 +1369,103 @@ async fn a_batch_fills_until_full_and_is_due_then(store: Arc<dyn Store>) {
     assert_eq!(
         second.batch.as_deref(),
         Some(&[stored[3].seq, stored[4].seq, e6.seq][..])
+    );
+}
+
+async fn a_replay_queues_events_again_once_per_key(store: Arc<dyn Store>) {
+    let id = validated(&store, "https://replayed.example/hook").await;
+    store
+        .append(&[event("r-1"), event("r-2")])
+        .await
+        .expect("append");
+    let stored = query(&store, all(10)).await;
+    let position = store.dispatch_position().await.expect("position");
+    let live: Vec<NewDelivery> = stored.iter().map(|e| of_event(id, e)).collect();
+    assert!(
+        store
+            .enqueue(position, stored[1].seq, &live)
+            .await
+            .expect("enqueue")
+    );
+
+    // The same events again, beside their live deliveries (which a replay does not touch).
+    let replay = NewReplay {
+        subscription_id: id,
+        key: "k".into(),
+        request: r#"{"from":"2026-12-01T00:00:00Z"}"#.into(),
+        deliveries: stored
+            .iter()
+            .map(|e| NewDelivery {
+                webhook_id: format!("msg_replay_{}", e.seq),
+                ..of_event(id, e)
+            })
+            .collect(),
+    };
+    let ReplayOutcome::Queued {
+        id: replay_id,
+        queued,
+    } = store.store_replay(&replay).await.expect("replay")
+    else {
+        panic!("a new key queues");
+    };
+    assert_eq!(queued, 2);
+    let listed = store.deliveries(id, None, 10).await.expect("deliveries");
+    assert_eq!(listed.len(), 5, "handshake, two live, two replayed");
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|d| d.replay == Some(replay_id))
+            .count(),
+        2
+    );
+
+    // The key again queues nothing and names the first replay, whatever the request says now.
+    let again = NewReplay {
+        request: r#"{"from":"2026-12-02T00:00:00Z"}"#.into(),
+        ..replay.clone()
+    };
+    match store.store_replay(&again).await.expect("repeat") {
+        ReplayOutcome::Taken(taken) => {
+            assert_eq!((taken.id, taken.queued), (replay_id, 2));
+            assert_eq!(
+                taken.request, replay.request,
+                "the first request, to compare"
+            );
+        }
+        other => panic!("a used key is taken: {other:?}"),
+    }
+    let found = store
+        .stored_replay(id, "k")
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(found.id, replay_id);
+    assert!(
+        store
+            .stored_replay(id, "other")
+            .await
+            .expect("read")
+            .is_none()
+    );
+    assert_eq!(store.deliveries(id, None, 10).await.expect("d").len(), 5);
+
+    // Leased in queue order, live first, each replayed one marked.
+    let leased = lease(&store, "w", Utc::now(), soon(60_000), 10)
+        .await
+        .expect("lease");
+    let order: Vec<(Option<i64>, Option<i64>)> =
+        leased.iter().map(|d| (d.event_seq, d.replay)).collect();
+    assert_eq!(
+        order,
+        [
+            (Some(stored[0].seq), None),
+            (Some(stored[1].seq), None),
+            (Some(stored[0].seq), Some(replay_id)),
+            (Some(stored[1].seq), Some(replay_id)),
+        ]
+    );
+    assert!(
+        leased.iter().all(|d| !d.body.is_empty()),
+        "bodies from the log"
     );
 }

@@ -120,6 +120,9 @@ pub struct Delivery {
     pub next_attempt: Option<String>,
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
+    /// The replay that queued it; absent for a live delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_id: Option<i64>,
     /// Every attempt: `at`, `status`, `error`.
     pub history: Vec<Value>,
 }
@@ -134,6 +137,37 @@ pub struct DeliveryList {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Redriven {
     pub requeued: u64,
+}
+
+/// A replay: the stored events of a window that the subscription matches, queued again. Give
+/// `from` or `after`; `to` bounds the window (by default it ends with the events stored when the
+/// replay is asked for).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// Events registered at or after this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "2026-12-01T00:00:00Z")]
+    pub from: Option<String>,
+    /// Events registered after the event with this id (among the subscription's resource's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// Events registered at or before this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// The answer of a replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Replayed {
+    /// The replay's id, which its deliveries show as `replayId`.
+    pub replay_id: i64,
+    /// Deliveries queued (events, or batches for a subscription that receives batches).
+    pub queued: u64,
+    /// True when this answers a repeat of an earlier request with the same `Idempotency-Key`:
+    /// nothing more was queued.
+    pub repeated: bool,
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ problems! {
     BadRequest => [(400, "Invalid parameters or body (see detail and errors)")];
     NotFound => [(404, "No such resource of the caller's")];
     Conflict => [(409, "It exists already (an id that is taken)")];
+    KeyReused => [(409, "The Idempotency-Key was used for another request")];
     Gone => [(410, "The dialog is deleted")];
     PreconditionFailed => [(412, "If-Match names another revision")];
     TooLarge => [(413, "Body over 1 MiB")];

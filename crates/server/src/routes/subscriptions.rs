@@ -11,14 +11,15 @@ use chrono::SecondsFormat;
 use hendelse_store::push::{DeliveryView, Subscription as Stored};
 use hendelse_wire::paths::SUBSCRIPTIONS as BASE;
 use hendelse_wire::subscriptions::{
-    Delivery, DeliveryList, Redriven, Subscription, SubscriptionList, SubscriptionRequest,
+    Delivery, DeliveryList, Redriven, ReplayRequest, Replayed, Subscription, SubscriptionList,
+    SubscriptionRequest,
 };
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::AppState;
 use crate::caller::Caller;
-use crate::openapi::problems::{BadRequest, NotFound, Refusals, StorageFull};
+use crate::openapi::problems::{BadRequest, KeyReused, NotFound, Refusals, StorageFull};
 use crate::params;
 use crate::problem::ApiError;
 
@@ -58,6 +59,7 @@ fn delivery_view(d: DeliveryView) -> Delivery {
             .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
         last_status: d.last_status,
         last_error: d.last_error,
+        replay_id: d.replay,
         history: d
             .history
             .into_iter()
@@ -235,3 +237,53 @@ pub async fn redrive(
     let requeued = state.subscriptions.redrive(&caller, id).await?;
     Ok(Json(Redriven { requeued }))
 }
+
+/// `POST /events/api/v1/subscriptions/{id}/replay`: stored events of a window queued again.
+#[utoipa::path(
+    post,
+    path = "/events/api/v1/subscriptions/{id}/replay",
+    tag = crate::openapi::SUBSCRIPTIONS,
+    description = "Queue again, in log order, every stored event of the window that the subscription \
+        matches and its owner may read now, as new deliveries (the same CloudEvent, a new \
+        webhook-id, and a hendelse-replay-id header). With an Idempotency-Key, a repeat of the \
+        request queues nothing more and answers what the first did. A window with more events \
+        than the server's --replay-max-events is refused whole (400), naming where to cut it.",
+    params(
+        ("id" = i64, Path, description = "Subscription id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters; the same key again is the same replay")
+    ),
+    request_body(content = ReplayRequest, example = json!({"from": "2026-12-01T00:00:00Z", "to": "2026-12-01T06:00:00Z"})),
+    responses(
+        (status = 202, description = "Queued (or, for a repeated key, queued before)", body = Replayed, example = json!({"replayId": 3, "queued": 120, "repeated": false})),
+        BadRequest, NotFound, KeyReused, Refusals, StorageFull
+    ),
+    security(("bearer" = []))
+)]
+pub async fn replay(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Replayed>), ApiError> {
+    state.subscriptions.may_subscribe(&caller)?;
+    let request: ReplayRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the body must be a replay as JSON, with from or after (and to): {e}"
+        ))
+    })?;
+    let key = match headers.get(IDEMPOTENCY_KEY) {
+        Some(value) => Some(value.to_str().map_err(|_| {
+            ApiError::BadRequest("Idempotency-Key must be printable ASCII.".into())
+        })?),
+        None => None,
+    };
+    let replayed = state
+        .subscriptions
+        .replay(&caller, id, request, key)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(replayed)))
+}
+
+/// The request header that makes a replay idempotent.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";

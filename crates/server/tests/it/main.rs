@@ -19,6 +19,7 @@ mod postgres_nodes;
 mod push;
 mod queries;
 mod reliability;
+mod replay;
 mod roundtrip;
 mod security;
 mod shutdown;

@@ -22,6 +22,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/events/api/v1/subscriptions/{id}"),
     ("get", "/events/api/v1/subscriptions/{id}/deliveries"),
     ("post", "/events/api/v1/subscriptions/{id}/redrive"),
+    ("post", "/events/api/v1/subscriptions/{id}/replay"),
     ("get", "/health"),
     ("get", "/health/live"),
     ("get", "/health/ready"),

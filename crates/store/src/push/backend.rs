@@ -11,8 +11,9 @@
 //! Which commits are synced. The promise is at-least-once delivery of every acknowledged event to
 //! every subscription that existed when it was published, and that what the API acknowledged
 //! stays done. So the commits that answer a request are synced: the publish (not here), creating
-//! a subscription (with its handshake delivery), deleting one, a redrive. The queue's own
-//! bookkeeping is not, because losing its last commits to a power cut only repeats work:
+//! a subscription (with its handshake delivery), deleting one, a redrive, a replay (`replay.rs`).
+//! The queue's own bookkeeping is not, because losing its last commits to a power cut only
+//! repeats work:
 //! - `enqueue` moves the dispatch position with the deliveries it inserts, in one transaction: a
 //!   lost enqueue takes the position back with it, and the dispatcher enqueues those events again
 //!   (the insert ignores what is already there).
@@ -265,7 +266,7 @@ macro_rules! impl_push_store {
                             .push_bind(now)
                             .push_bind(now);
                     });
-                    qb.push(" ON CONFLICT (subscription_id, event_seq) DO NOTHING");
+                    qb.push(" ON CONFLICT (subscription_id, event_seq, replay_id) DO NOTHING");
                     qb.build().execute(&mut *tx).await?;
                 }
                 for d in batches {
@@ -286,7 +287,7 @@ macro_rules! impl_push_store {
                          event_count = event_count + $2, \
                          next_attempt = CASE WHEN event_count + $2 >= $3 THEN $4 ELSE next_attempt END \
                          WHERE id = (SELECT o.id FROM deliveries o WHERE o.subscription_id = $5 \
-                             AND o.state = 'pending' AND o.batch_seqs IS NOT NULL \
+                             AND o.state = 'pending' AND o.batch_seqs IS NOT NULL AND o.replay_id = 0 \
                              ORDER BY o.id DESC LIMIT 1) \
                          AND state = 'pending' AND attempts = 0 AND lease_owner IS NULL \
                          AND next_attempt > $4 AND event_count + $2 <= $3",
@@ -311,7 +312,7 @@ macro_rules! impl_push_store {
                         "INSERT INTO deliveries (subscription_id, event_seq, event_id, webhook_id, \
                          body, next_attempt, created, batch_seqs, event_count) \
                          VALUES ($1, $2, $3, $4, '', $5, $6, $7, $8) \
-                         ON CONFLICT (subscription_id, event_seq) DO NOTHING",
+                         ON CONFLICT (subscription_id, event_seq, replay_id) DO NOTHING",
                     )
                     .bind(d.subscription_id)
                     .bind(d.event_seq)
@@ -429,14 +430,17 @@ macro_rules! impl_push_store {
                     .push_bind(i64::from(request.limit))
                     .push(format_args!(
                         " {}) RETURNING id, subscription_id, event_seq, event_id, webhook_id, \
-                         attempts, batch_seqs, coalesce(CASE WHEN body = '' THEN (SELECT e.body FROM events e \
+                         attempts, batch_seqs, replay_id, coalesce(CASE WHEN body = '' THEN (SELECT e.body FROM events e \
                          WHERE e.seq = deliveries.event_seq) ELSE body END, '') AS body",
                         $skip_locked
                     ));
                 let mut tx = self.begin_write_unsynced().await?;
                 let rows = qb.build().fetch_all(&mut *tx).await?;
                 tx.commit().await?;
-                rows.iter()
+                // RETURNING comes in no set order (PostgreSQL's is the heap's); a subscription's
+                // deliveries go out in queue order.
+                let mut leased = rows
+                    .iter()
                     .map(|r| {
                         Ok($crate::push::LeasedDelivery {
                             id: r.try_get("id")?,
@@ -447,9 +451,12 @@ macro_rules! impl_push_store {
                             body: r.try_get("body")?,
                             batch: $crate::push::seqs_of(r.try_get("batch_seqs")?),
                             attempts: r.try_get("attempts")?,
+                            replay: $crate::push::replay_of(r.try_get("replay_id")?),
                         })
                     })
-                    .collect()
+                    .collect::<Result<Vec<_>, $crate::StoreError>>()?;
+                leased.sort_by_key(|d: &$crate::push::LeasedDelivery| d.id);
+                Ok(leased)
             }
 
             async fn event_bodies(
@@ -585,7 +592,7 @@ macro_rules! impl_push_store {
                 use sqlx::Row;
                 let mut qb: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
                     "SELECT id, event_id, webhook_id, event_count, state, attempts, next_attempt, \
-                     last_status, last_error FROM deliveries WHERE subscription_id = ",
+                     last_status, last_error, replay_id FROM deliveries WHERE subscription_id = ",
                 );
                 qb.push_bind(subscription_id);
                 if let Some(state) = state {
@@ -610,6 +617,7 @@ macro_rules! impl_push_store {
                             .then(|| $crate::micros_to_time(next)),
                         last_status: $crate::push::status_of(r.try_get("last_status")?),
                         last_error: r.try_get("last_error")?,
+                        replay: $crate::push::replay_of(r.try_get("replay_id")?),
                         history: Vec::new(),
                     });
                 }
@@ -666,6 +674,21 @@ macro_rules! impl_push_store {
                     .await?;
                 tx.commit().await?;
                 Ok(requeued)
+            }
+
+            async fn stored_replay(
+                &self,
+                subscription_id: i64,
+                key: &str,
+            ) -> Result<Option<$crate::push::StoredReplay>, $crate::StoreError> {
+                <$store>::select_replay(self, subscription_id, key).await
+            }
+
+            async fn store_replay(
+                &self,
+                replay: &$crate::push::NewReplay,
+            ) -> Result<$crate::push::ReplayOutcome, $crate::StoreError> {
+                <$store>::insert_replay(self, replay).await
             }
 
             async fn queue_depth(

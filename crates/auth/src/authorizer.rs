@@ -26,6 +26,11 @@ pub trait Authorizer: Send + Sync + 'static {
     fn party_subjects(&self, subject: &str, include_subunits: bool) -> Vec<String>;
 }
 
+/// The resource of the events Hendelse publishes about subscriptions, each with its consumer
+/// (`/org/ttd`, `/user/{id}`…) as subject, so that every subscriber reads (or subscribes to) those
+/// about its own.
+pub const SUBSCRIPTION_EVENTS_RESOURCE: &str = "urn:altinn:resource:events-subscriptions";
+
 /// The prefix of every app resource of an org: `urn:altinn:resource:app_{org}_`.
 pub fn app_resource_prefix(org: &str) -> String {
     format!("{RESOURCE_PREFIX}app_{org}_")
@@ -150,6 +155,14 @@ impl Authorizer for RegistryAuthorizer {
                 }
             }
         }
+        // The events about one's own subscriptions (one disabled for failing, say).
+        grants.push(Grant {
+            subjects: Some(vec![principal.consumer()]),
+            resources: ResourceScope::Some {
+                exact: vec![SUBSCRIPTION_EVENTS_RESOURCE.to_owned()],
+                prefixes: Vec::new(),
+            },
+        });
         Visibility::Grants(grants)
     }
 

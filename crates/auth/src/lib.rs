@@ -7,7 +7,7 @@ pub mod principal;
 pub mod registry;
 pub mod verifier;
 
-pub use authorizer::{Authorizer, RegistryAuthorizer};
+pub use authorizer::{Authorizer, RegistryAuthorizer, SUBSCRIPTION_EVENTS_RESOURCE};
 pub use devkey::{DEV_ISSUER, DevKey, TokenRequest};
 pub use principal::Principal;
 pub use registry::Registry;

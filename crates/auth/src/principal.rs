@@ -32,6 +32,24 @@ impl Principal {
         self.scopes().iter().any(|s| s == scope)
     }
 
+    /// Who owns what this principal subscribes, in Altinn's notation (`/org/ttd`,
+    /// `/organisation/{orgno}`, `/user/{id}`, `/person/{pid}`): a subscription's `consumer`, and
+    /// the subject of the events about its subscriptions.
+    pub fn consumer(&self) -> String {
+        match self {
+            Principal::Org { org: Some(org), .. } => format!("/org/{org}"),
+            Principal::Org {
+                org_number: Some(orgno),
+                ..
+            } => format!("/organisation/{orgno}"),
+            Principal::Org { .. } => "/org/unknown".to_owned(),
+            Principal::Person {
+                user_id: Some(id), ..
+            } => format!("/user/{id}"),
+            Principal::Person { pid, .. } => format!("/person/{pid}"),
+        }
+    }
+
     /// The org code (`ttd`) of an org principal.
     pub fn org(&self) -> Option<&str> {
         match self {

@@ -36,6 +36,8 @@ pub enum Action {
     Redrive { id: i64 },
     /// Queue the stored events of a window again (after an outage of the receiver's own).
     Replay(ReplayArgs),
+    /// Enable a subscription that was disabled (its endpoint failed for too long, or is gone).
+    Enable { id: i64 },
 }
 
 #[derive(Args, Debug)]
@@ -145,6 +147,7 @@ pub async fn run(args: SubscriptionsArgs) -> anyhow::Result<()> {
             api.request(Method::GET, url)
         }
         Action::Redrive { id } => api.request(Method::POST, one(*id, "/redrive")),
+        Action::Enable { id } => api.request(Method::POST, one(*id, "/enable")),
         Action::Replay(replay) => api
             .request(Method::POST, one(replay.id, "/replay"))
             .header("idempotency-key", replay.key())

@@ -7,6 +7,7 @@
 pub mod dispatcher;
 pub mod endpoint;
 pub mod filter;
+pub mod health;
 pub mod replay;
 pub mod schedule;
 pub mod signing;
@@ -41,6 +42,8 @@ pub struct PushConfig {
     /// How often the dispatcher and the workers look for work nobody told them about (other
     /// nodes' events, retries coming due).
     pub poll_interval: Duration,
+    /// A subscription whose endpoint has failed (without a success) for this long is disabled.
+    pub disable_after: Duration,
 }
 
 impl Default for PushConfig {
@@ -52,6 +55,7 @@ impl Default for PushConfig {
             per_subscription: 8,
             policy: EndpointPolicy::default(),
             poll_interval: Duration::from_millis(250),
+            disable_after: health::DEFAULT_DISABLE_AFTER,
         }
     }
 }
@@ -79,7 +83,7 @@ impl Push {
         let (shutdown, stopping) = watch::channel(false);
         let client = worker::client(&config)?;
         let dispatcher = tokio::spawn(dispatcher::run(
-            events,
+            events.clone(),
             push.clone(),
             authorizer.clone(),
             committed,
@@ -88,6 +92,7 @@ impl Push {
             stopping.clone(),
         ));
         let worker = tokio::spawn(worker::run(
+            events,
             push,
             authorizer,
             client,

@@ -61,6 +61,20 @@ pub fn is_gone(status: Option<u16>) -> bool {
 }
 
 impl RetrySchedule {
+    /// The `step`th wait (from 0), or the last for a step beyond the ladder.
+    pub fn wait(&self, step: usize) -> Duration {
+        self.0
+            .get(step)
+            .or(self.0.last())
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The longest wait of the ladder.
+    pub fn longest(&self) -> Duration {
+        self.0.iter().max().copied().unwrap_or_default()
+    }
+
     /// Attempts in all: one more than there are waits.
     pub fn attempts(&self) -> usize {
         self.0.len() + 1

@@ -196,6 +196,21 @@ impl SubscriptionService {
         }
     }
 
+    /// Enables the caller's subscription `id` again; returns it as it is now.
+    pub async fn enable(
+        &self,
+        caller: &Principal,
+        id: i64,
+    ) -> Result<Subscription, SubscriptionError> {
+        let subscription = self.get(caller, id).await?;
+        if !subscription.enabled || subscription.health.consecutive_failures > 0 {
+            self.store.enable_subscription(id).await?;
+            self.wake_workers();
+            tracing::info!(subscription = id, "subscription enabled");
+        }
+        self.get(caller, id).await
+    }
+
     /// Deletes the caller's subscription `id` with its pending deliveries; returns what it was.
     pub async fn delete(
         &self,
@@ -252,18 +267,7 @@ fn require_subscribe_scope(caller: &Principal) -> Result<(), SubscriptionError> 
 
 /// Who owns the subscriptions a principal creates, in Altinn's notation.
 fn consumer_of(caller: &Principal) -> String {
-    match caller {
-        Principal::Org { org: Some(org), .. } => format!("/org/{org}"),
-        Principal::Org {
-            org_number: Some(orgno),
-            ..
-        } => format!("/organisation/{orgno}"),
-        Principal::Org { .. } => "/org/unknown".to_owned(),
-        Principal::Person {
-            user_id: Some(id), ..
-        } => format!("/user/{id}"),
-        Principal::Person { pid, .. } => format!("/person/{pid}"),
-    }
+    caller.consumer()
 }
 
 /// Most events in one batch, and the longest a batch may wait for more.

@@ -2,14 +2,16 @@
 //! its verdict. A lease outlives the request timeout, so a worker that dies mid-delivery only
 //! delays the delivery until its lease expires; it is then sent again (at least once).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use hendelse_auth::{Authorizer, Principal};
-use hendelse_store::PushStore;
-use hendelse_store::push::{AttemptRecord, LeaseRequest, LeasedDelivery, Next, Subscription};
+use hendelse_store::push::{
+    AttemptRecord, EndpointReport, LeaseRequest, LeasedDelivery, Next, Subscription,
+};
+use hendelse_store::{EventStore, PushStore};
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use std::sync::Mutex;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
@@ -51,6 +53,7 @@ pub fn client(config: &PushConfig) -> Result<reqwest::Client, reqwest::Error> {
 }
 
 pub async fn run(
+    events: Arc<dyn EventStore>,
     push: Arc<dyn PushStore>,
     authorizer: Arc<dyn Authorizer>,
     client: reqwest::Client,
@@ -73,6 +76,8 @@ pub async fn run(
     let (recorder, records) = mpsc::channel(concurrency.saturating_mul(2));
     tokio::spawn(record_in_batches(push.clone(), records));
     let context = Arc::new(Context {
+        events,
+        deferring: Arc::new(Mutex::new(HashSet::new())),
         push,
         authorizer,
         client,
@@ -311,6 +316,34 @@ fn lease_limits(
 }
 
 /// The in-flight counts; a panic elsewhere cannot leave them unusable.
+/// Moves the subscription's queue to the end of its endpoint's rest, chunk by chunk, so that
+/// leases do not read past it meanwhile. One mover per subscription at a time.
+async fn defer_queue(
+    push: Arc<dyn PushStore>,
+    deferring: Arc<Mutex<HashSet<i64>>>,
+    subscription_id: i64,
+) {
+    if !lock_set(&deferring).insert(subscription_id) {
+        return;
+    }
+    loop {
+        match push.defer_resting(subscription_id, Utc::now()).await {
+            Ok(moved) if moved >= u64::from(hendelse_store::push::health::DEFER_CHUNK) => {}
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(subscription = subscription_id, error = %e, "cannot move a resting endpoint's queue; leases skip it meanwhile");
+                break;
+            }
+        }
+    }
+    lock_set(&deferring).remove(&subscription_id);
+}
+
+fn lock_set(set: &Mutex<HashSet<i64>>) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+    set.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn lock(counts: &Mutex<HashMap<i64, u32>>) -> std::sync::MutexGuard<'_, HashMap<i64, u32>> {
     counts
         .lock()
@@ -318,6 +351,10 @@ fn lock(counts: &Mutex<HashMap<i64, u32>>) -> std::sync::MutexGuard<'_, HashMap<
 }
 
 struct Context {
+    /// The log, where a subscription disabled for failing is announced.
+    events: Arc<dyn EventStore>,
+    /// Subscriptions whose queue is being moved to the end of their endpoint's rest.
+    deferring: Arc<Mutex<HashSet<i64>>>,
     push: Arc<dyn PushStore>,
     authorizer: Arc<dyn Authorizer>,
     client: reqwest::Client,
@@ -449,6 +486,27 @@ impl Context {
         };
         metrics::counter!("hendelse_webhook_attempts_total", "outcome" => outcome_label)
             .increment(1);
+        // Only a request that was sent says something about the endpoint.
+        let endpoint = match (&subscription, outcome.refused) {
+            (Some(s), false) => Some(crate::health::report(
+                &self.config.schedule,
+                s,
+                outcome.status,
+                outcome.error.as_deref(),
+                outcome.retry_after,
+                now,
+            )),
+            _ => None,
+        };
+        let mut disable = disable_reason(gone);
+        if disable.is_none()
+            && let (Some(s), Some(EndpointReport::Failure { class, .. })) =
+                (&subscription, &endpoint)
+            && let Some(reason) = crate::health::overdue(s, now, self.config.disable_after, class)
+        {
+            disable = self.announce_disabled(s, reason, now).await;
+        }
+        let rests = matches!(endpoint, Some(EndpointReport::Failure { .. }));
         let record = AttemptRecord {
             delivery_id: delivery.id,
             subscription_id: delivery.subscription_id,
@@ -458,12 +516,40 @@ impl Context {
             error: outcome.error,
             next,
             validates: delivery.event_seq.is_none() && next == Next::Delivered,
-            disable: disable_reason(gone),
+            disable,
+            endpoint,
         };
         // Held until recorded, so the slot (and the per-endpoint share) stays taken meanwhile.
         let (reply, recorded) = oneshot::channel();
-        if self.recorder.send((record, reply)).await.is_ok() {
-            let _ = recorded.await;
+        if self.recorder.send((record, reply)).await.is_ok() && recorded.await == Ok(true) && rests
+        {
+            tokio::spawn(defer_queue(
+                self.push.clone(),
+                self.deferring.clone(),
+                delivery.subscription_id,
+            ));
+        }
+    }
+
+    /// Publishes that the subscription is disabled, before the disable is recorded (so that a
+    /// crash between the two announces it again, under the same id, rather than never); the
+    /// reason to record, or `None` to try again at the next failure when the log refuses.
+    async fn announce_disabled(
+        &self,
+        subscription: &Subscription,
+        reason: String,
+        now: chrono::DateTime<Utc>,
+    ) -> Option<String> {
+        let event = crate::health::disabled_event(subscription, &reason, now);
+        match self.events.append(std::slice::from_ref(&event)).await {
+            Ok(_) => {
+                tracing::warn!(subscription = subscription.id, consumer = %subscription.spec.consumer, %reason, "subscription disabled");
+                Some(reason)
+            }
+            Err(e) => {
+                tracing::warn!(subscription = subscription.id, error = %e, "cannot announce that a failing subscription is disabled; it stays enabled for now");
+                None
+            }
         }
     }
 

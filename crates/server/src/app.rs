@@ -75,6 +75,7 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(subscriptions::deliveries))
         .routes(routes!(subscriptions::redrive))
         .routes(routes!(subscriptions::replay))
+        .routes(routes!(subscriptions::enable))
         .routes(routes!(health::health))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))

@@ -162,6 +162,10 @@ pub struct PushArgs {
     /// window is refused with where to cut it.
     #[arg(long, env = "HENDELSE_REPLAY_MAX_EVENTS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub replay_max_events: u32,
+    /// A subscription whose endpoint has failed without a success for this long is disabled,
+    /// and its owner told (`platform.events.subscription.disabled`); `ms`, `s`, `m`, `h` or `d`.
+    #[arg(long, env = "HENDELSE_DISABLE_FAILING_AFTER", default_value = "5d", value_parser = period)]
+    pub disable_failing_after: std::time::Duration,
 }
 
 impl PushArgs {
@@ -206,6 +210,27 @@ fn at_least_one(value: &str) -> Result<usize, String> {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("'{value}' is not a whole number of at least 1")),
     }
+}
+
+/// A positive period such as `5d`, `12h`, `30m`, `10s` or `500ms`.
+fn period(value: &str) -> Result<std::time::Duration, String> {
+    let text = value.trim();
+    let error = || format!("'{value}' is not a period such as 5d, 12h, 30m, 10s or 500ms");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(error)?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| error())?;
+    let period = match unit {
+        "ms" => std::time::Duration::from_millis(n),
+        "s" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_secs(n.saturating_mul(60)),
+        "h" => std::time::Duration::from_secs(n.saturating_mul(3600)),
+        "d" => std::time::Duration::from_secs(n.saturating_mul(86_400)),
+        _ => return Err(error()),
+    };
+    if period.is_zero() {
+        return Err(error());
+    }
+    Ok(period)
 }
 
 fn positive_days(value: &str) -> Result<f64, String> {

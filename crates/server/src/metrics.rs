@@ -86,8 +86,19 @@ pub async fn render(State(state): State<AppState>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "metrics: cannot read the delivery queue"),
     }
-    match state.push.live_subscriptions().await {
-        Ok(live) => gauge!("hendelse_subscriptions").set(live.len() as f64),
+    // Counted in the store: reading 100,000 subscriptions per scrape would cost more than the
+    // scrape is worth.
+    match state.push.subscription_states().await {
+        Ok(states) => {
+            gauge!("hendelse_subscriptions").set((states.healthy + states.failing) as f64);
+            for (name, n) in [
+                ("healthy", states.healthy),
+                ("failing", states.failing),
+                ("disabled", states.disabled),
+            ] {
+                gauge!("hendelse_subscriptions_by_state", "state" => name).set(n as f64);
+            }
+        }
         Err(e) => tracing::warn!(error = %e, "metrics: cannot count subscriptions"),
     }
     gauge!("hendelse_store_last_seq").set(*state.tip.borrow() as f64);

@@ -90,6 +90,7 @@ pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> any
             concurrency: args.push.push_concurrency,
             per_subscription: args.push.per_subscription(),
             policy: endpoint_policy,
+            disable_after: args.push.disable_failing_after,
             ..PushConfig::default()
         };
         Some(

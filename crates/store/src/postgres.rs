@@ -61,6 +61,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "replays",
         include_str!("../migrations/postgres/0009_replays.sql"),
     ),
+    (
+        10,
+        "endpoint_health",
+        include_str!("../migrations/postgres/0010_endpoint_health.sql"),
+    ),
 ];
 
 pub struct PgStore {
@@ -134,6 +139,7 @@ impl PgStore {
 crate::retention::impl_retention!(PgStore, Postgres);
 
 crate::push::impl_replay_store!(PgStore, Postgres, read: pool);
+crate::push::impl_health_store!(PgStore, Postgres, read: pool);
 crate::push::impl_push_store!(
     PgStore,
     Postgres,

@@ -68,6 +68,7 @@ pub struct Subscription {
     pub validated: bool,
     pub enabled: bool,
     pub disabled_reason: Option<String>,
+    pub health: EndpointHealth,
 }
 
 /// One message to send to one subscription.
@@ -181,8 +182,18 @@ pub struct AttemptRecord {
     pub next: Next,
     /// A delivered validation handshake validates the subscription.
     pub validates: bool,
-    /// Disable the subscription, with this reason (410 Gone).
+    /// Disable the subscription, with this reason (410 Gone, or failing for too long).
     pub disable: Option<String>,
+    /// What the attempt says about the endpoint; `None` when nothing was sent.
+    pub endpoint: Option<EndpointReport>,
+}
+
+/// How many subscriptions (not deleted) are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubscriptionStates {
+    pub healthy: u64,
+    pub failing: u64,
+    pub disabled: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,6 +335,22 @@ pub trait PushStore: Send + Sync + 'static {
     /// key is taken, nothing is queued and the outcome says what the key names.
     async fn store_replay(&self, replay: &NewReplay) -> Result<ReplayOutcome, StoreError>;
 
+    /// Moves up to [`health::DEFER_CHUNK`] of the subscription's due deliveries that nobody holds
+    /// to the end of its endpoint's rest, in a transaction of its own; how many it moved (fewer
+    /// than the chunk: all are moved).
+    async fn defer_resting(
+        &self,
+        subscription_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+
+    /// Enables the subscription again with a clean health record and its rested deliveries due
+    /// now; false when there is none.
+    async fn enable_subscription(&self, id: i64) -> Result<bool, StoreError>;
+
+    /// How many subscriptions are healthy, failing and disabled.
+    async fn subscription_states(&self) -> Result<SubscriptionStates, StoreError>;
+
     /// Pending deliveries and the age of the oldest, for metrics and back-pressure.
     async fn queue_depth(&self) -> Result<(u64, Option<DateTime<Utc>>), StoreError>;
 }
@@ -331,7 +358,8 @@ pub trait PushStore: Send + Sync + 'static {
 const SUBSCRIPTION_COLUMNS: &str = "id, end_point, resource_filter, source_filter, subject_filter, \
      alternative_subject_filter, type_filter, include_subunits, consumer, created_by, principal, \
      secret, created, start_seq, validated, enabled, disabled_reason, max_events_per_batch, \
-     max_wait_ms";
+     max_wait_ms, consecutive_failures, failing_since, last_success, last_failure, last_error, \
+     rest_until";
 
 /// SQLite allows 32,766 bound parameters per statement; 5 per delivery row.
 pub(crate) const DELIVERIES_PER_INSERT: usize = 1000;
@@ -368,8 +396,11 @@ pub(crate) fn status_of(value: Option<i64>) -> Option<u16> {
 }
 
 mod backend;
+pub mod health;
 mod replay;
 pub(crate) use backend::impl_push_store;
+pub(crate) use health::impl_health_store;
+pub use health::{EndpointHealth, EndpointReport};
 pub use replay::{NewReplay, ReplayOutcome, StoredReplay};
 pub(crate) use replay::{REPLAY_DELIVERIES_PER_INSERT, impl_replay_store, replay_of};
 
@@ -388,6 +419,7 @@ mod tests {
             next: Next::Delivered,
             validates: false,
             disable: None,
+            endpoint: None,
         }
     }
 

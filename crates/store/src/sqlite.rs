@@ -72,6 +72,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "replays",
         include_str!("../migrations/sqlite/0010_replays.sql"),
     ),
+    (
+        11,
+        "endpoint_health",
+        include_str!("../migrations/sqlite/0011_endpoint_health.sql"),
+    ),
 ];
 
 pub struct SqliteStore {
@@ -198,6 +203,7 @@ impl SqliteStore {
 crate::retention::impl_retention!(SqliteStore, Sqlite);
 
 crate::push::impl_replay_store!(SqliteStore, Sqlite, read: readers);
+crate::push::impl_health_store!(SqliteStore, Sqlite, read: readers);
 crate::push::impl_push_store!(
     SqliteStore,
     Sqlite,

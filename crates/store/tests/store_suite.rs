@@ -587,6 +587,7 @@ fn attempt(id: i64, subscription_id: i64, owner: &str, next: Next) -> AttemptRec
         next,
         validates: false,
         disable: None,
+        endpoint: None,
     }
 }
 

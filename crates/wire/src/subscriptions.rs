@@ -88,6 +88,34 @@ pub struct Subscription {
     pub max_events_per_batch: u32,
     #[serde(default)]
     pub max_wait_ms: u32,
+    /// How its endpoint is doing.
+    #[serde(default)]
+    pub health: SubscriptionHealth,
+}
+
+/// A subscription's endpoint health.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionHealth {
+    /// `healthy`, `failing` (failed attempts since the last success) or `disabled`.
+    #[schema(example = "failing")]
+    pub state: String,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u64,
+    /// When the current streak of failures began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<String>,
+    /// The last successful attempt (kept to within a second).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+    /// The last failure's class: `status 503`, `timeout`, `connect` or `request`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// While failing, no delivery is attempted before this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resting_until: Option<String>,
 }
 
 fn one() -> u32 {

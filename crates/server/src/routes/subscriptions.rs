@@ -11,8 +11,8 @@ use chrono::SecondsFormat;
 use hendelse_store::push::{DeliveryView, Subscription as Stored};
 use hendelse_wire::paths::SUBSCRIPTIONS as BASE;
 use hendelse_wire::subscriptions::{
-    Delivery, DeliveryList, Redriven, ReplayRequest, Replayed, Subscription, SubscriptionList,
-    SubscriptionRequest,
+    Delivery, DeliveryList, Redriven, ReplayRequest, Replayed, Subscription, SubscriptionHealth,
+    SubscriptionList, SubscriptionRequest,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -25,6 +25,18 @@ use crate::problem::ApiError;
 
 /// A subscription as the API shows it; the secret never leaves the store.
 fn view(s: Stored) -> Subscription {
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+    };
+    let health = SubscriptionHealth {
+        state: hendelse_push::health::state(&s).to_owned(),
+        consecutive_failures: s.health.consecutive_failures,
+        failing_since: time(s.health.failing_since),
+        last_success: time(s.health.last_success),
+        last_failure: time(s.health.last_failure),
+        last_error: s.health.last_error.clone(),
+        resting_until: time(s.health.rest_until.filter(|t| *t > chrono::Utc::now())),
+    };
     Subscription {
         id: s.id,
         end_point: s.spec.end_point,
@@ -43,6 +55,7 @@ fn view(s: Stored) -> Subscription {
         has_secret: s.spec.secret.is_some(),
         max_events_per_batch: s.spec.batching.max_events,
         max_wait_ms: s.spec.batching.max_wait_ms,
+        health,
     }
 }
 
@@ -287,3 +300,28 @@ pub async fn replay(
 
 /// The request header that makes a replay idempotent.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// `POST /events/api/v1/subscriptions/{id}/enable`: takes deliveries again after a disable.
+#[utoipa::path(
+    post,
+    path = "/events/api/v1/subscriptions/{id}/enable",
+    tag = crate::openapi::SUBSCRIPTIONS,
+    description = "Enable a subscription that was disabled (its endpoint failed for longer than \
+        the server's --disable-failing-after, or answered 410 Gone): its health starts afresh and \
+        its queued deliveries go out again, those that rested at once. Events published while it \
+        was disabled were not queued; replay them. Enabling an enabled subscription changes \
+        nothing.",
+    params(("id" = i64, Path, description = "Subscription id")),
+    responses(
+        (status = 200, description = "Enabled", body = Subscription),
+        NotFound, Refusals, StorageFull
+    ),
+    security(("bearer" = []))
+)]
+pub async fn enable(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+) -> Result<Json<Subscription>, ApiError> {
+    Ok(Json(view(state.subscriptions.enable(&caller, id).await?)))
+}

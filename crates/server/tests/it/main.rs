@@ -12,6 +12,7 @@ mod db_faults;
 mod dialogs;
 mod disk_full;
 mod durability;
+mod health;
 mod hostile;
 mod isolation;
 mod openapi;

@@ -23,6 +23,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/events/api/v1/subscriptions/{id}/deliveries"),
     ("post", "/events/api/v1/subscriptions/{id}/redrive"),
     ("post", "/events/api/v1/subscriptions/{id}/replay"),
+    ("post", "/events/api/v1/subscriptions/{id}/enable"),
     ("get", "/health"),
     ("get", "/health/live"),
     ("get", "/health/ready"),

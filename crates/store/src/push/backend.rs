@@ -61,6 +61,25 @@ macro_rules! impl_push_store {
                     validated: row.try_get("validated")?,
                     enabled: row.try_get("enabled")?,
                     disabled_reason: row.try_get("disabled_reason")?,
+                    health: $crate::push::EndpointHealth {
+                        consecutive_failures: u64::try_from(
+                            row.try_get::<i64, _>("consecutive_failures")?,
+                        )
+                        .unwrap_or(0),
+                        failing_since: row
+                            .try_get::<Option<i64>, _>("failing_since")?
+                            .map($crate::micros_to_time),
+                        last_success: row
+                            .try_get::<Option<i64>, _>("last_success")?
+                            .map($crate::micros_to_time),
+                        last_failure: row
+                            .try_get::<Option<i64>, _>("last_failure")?
+                            .map($crate::micros_to_time),
+                        last_error: row.try_get("last_error")?,
+                        rest_until: row
+                            .try_get::<Option<i64>, _>("rest_until")?
+                            .map($crate::micros_to_time),
+                    },
                 })
             }
 
@@ -263,7 +282,14 @@ macro_rules! impl_push_store {
                             .push_bind(d.event_id.clone())
                             .push_bind(d.webhook_id.clone())
                             .push_bind(d.body.clone().unwrap_or_default())
-                            .push_bind(now)
+                            // Due now, or when its resting endpoint may be tried again.
+                            .push("coalesce((SELECT s.rest_until FROM subscriptions s WHERE s.id = ")
+                            .push_bind_unseparated(d.subscription_id)
+                            .push_unseparated(" AND s.rest_until > ")
+                            .push_bind_unseparated(now)
+                            .push_unseparated("), ")
+                            .push_bind_unseparated(now)
+                            .push_unseparated(")")
                             .push_bind(now);
                     });
                     qb.push(" ON CONFLICT (subscription_id, event_seq, replay_id) DO NOTHING");
@@ -362,7 +388,11 @@ macro_rules! impl_push_store {
                         .push(
                             ") AND (SELECT s.enabled AND NOT s.deleted \
                              AND (s.validated OR c.event_seq IS NULL) \
-                             FROM subscriptions s WHERE s.id = c.subscription_id) \
+                             AND (s.rest_until IS NULL OR s.rest_until <= ",
+                        )
+                        .push_bind(now)
+                        .push(
+                            ") FROM subscriptions s WHERE s.id = c.subscription_id) \
                              ORDER BY c.id LIMIT ",
                         )
                         .push_bind(i64::from(*room))
@@ -386,8 +416,10 @@ macro_rules! impl_push_store {
                     .push(
                         ") AND (SELECT s.enabled AND NOT s.deleted \
                          AND (s.validated OR c.event_seq IS NULL) \
-                         FROM subscriptions s WHERE s.id = c.subscription_id)",
-                    );
+                         AND (s.rest_until IS NULL OR s.rest_until <= ",
+                    )
+                    .push_bind(now)
+                    .push(") FROM subscriptions s WHERE s.id = c.subscription_id)");
                     if !request.exclude.is_empty() {
                         qb.push(" AND c.subscription_id NOT IN (");
                         let mut ids = qb.separated(", ");
@@ -555,6 +587,10 @@ macro_rules! impl_push_store {
                             .push_bind(r.error.clone());
                     });
                     qb.build().execute(&mut *tx).await?;
+                    let changes = $crate::push::health::endpoint_changes(
+                        counted.iter().map(|i| &records[*i]),
+                    );
+                    <$store>::apply_endpoint_changes(&mut tx, &changes).await?;
                     for i in counted {
                         recorded[i] = true;
                         let r = &records[i];
@@ -664,7 +700,8 @@ macro_rules! impl_push_store {
                 // Asking for a redrive says the endpoint is fixed: a subscription disabled by its
                 // failures takes deliveries again.
                 sqlx::query(
-                    "UPDATE subscriptions SET enabled = TRUE, disabled_reason = NULL WHERE id = $1",
+                    "UPDATE subscriptions SET enabled = TRUE, disabled_reason = NULL, \
+                     consecutive_failures = 0, failing_since = NULL, rest_until = NULL WHERE id = $1",
                 )
                 .bind(subscription_id)
                 .execute(&mut *tx)
@@ -689,6 +726,24 @@ macro_rules! impl_push_store {
                 replay: &$crate::push::NewReplay,
             ) -> Result<$crate::push::ReplayOutcome, $crate::StoreError> {
                 <$store>::insert_replay(self, replay).await
+            }
+
+            async fn defer_resting(
+                &self,
+                subscription_id: i64,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<u64, $crate::StoreError> {
+                <$store>::defer_resting_sql(self, subscription_id, now).await
+            }
+
+            async fn enable_subscription(&self, id: i64) -> Result<bool, $crate::StoreError> {
+                <$store>::enable_subscription_sql(self, id).await
+            }
+
+            async fn subscription_states(
+                &self,
+            ) -> Result<$crate::push::SubscriptionStates, $crate::StoreError> {
+                <$store>::subscription_states_sql(self).await
             }
 
             async fn queue_depth(

@@ -4,7 +4,7 @@
 use hendelse_auth::Authorizer;
 use hendelse_model::Pattern;
 use hendelse_model::subject::party_key;
-use hendelse_store::push::NewSubscription;
+use hendelse_store::push::{NewSubscription, SubscriptionToMatch};
 use serde::Deserialize;
 
 /// The attributes of a stored event that filters look at.
@@ -42,17 +42,54 @@ pub struct Matcher {
     alternative_subject: Option<String>,
 }
 
+/// A subscription's filters as its creator gave them.
+#[derive(Debug, Clone, Copy)]
+pub struct Filters<'a> {
+    pub resource: &'a str,
+    pub source: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    pub alternative_subject: Option<&'a str>,
+    pub event_type: Option<&'a str>,
+    pub include_subunits: bool,
+}
+
+impl<'a> From<&'a NewSubscription> for Filters<'a> {
+    fn from(s: &'a NewSubscription) -> Self {
+        Filters {
+            resource: &s.resource_filter,
+            source: s.source_filter.as_deref(),
+            subject: s.subject_filter.as_deref(),
+            alternative_subject: s.alternative_subject_filter.as_deref(),
+            event_type: s.type_filter.as_deref(),
+            include_subunits: s.include_subunits,
+        }
+    }
+}
+
+impl<'a> From<&'a SubscriptionToMatch> for Filters<'a> {
+    fn from(s: &'a SubscriptionToMatch) -> Self {
+        Filters {
+            resource: &s.resource_filter,
+            source: s.source_filter.as_deref(),
+            subject: s.subject_filter.as_deref(),
+            alternative_subject: s.alternative_subject_filter.as_deref(),
+            event_type: s.type_filter.as_deref(),
+            include_subunits: s.include_subunits,
+        }
+    }
+}
+
 impl Matcher {
-    pub fn new(subscription: &NewSubscription, authorizer: &dyn Authorizer) -> Matcher {
+    pub fn new<'a>(filters: impl Into<Filters<'a>>, authorizer: &dyn Authorizer) -> Matcher {
+        let f = filters.into();
         Matcher {
-            resource: subscription.resource_filter.clone(),
-            source: subscription.source_filter.as_deref().map(Pattern::new),
-            event_type: subscription.type_filter.as_deref().map(Pattern::new),
-            subjects: subscription
-                .subject_filter
-                .as_deref()
-                .map(|s| authorizer.party_subjects(s, subscription.include_subunits)),
-            alternative_subject: subscription.alternative_subject_filter.clone(),
+            resource: f.resource.to_owned(),
+            source: f.source.map(Pattern::new),
+            event_type: f.event_type.map(Pattern::new),
+            subjects: f
+                .subject
+                .map(|s| authorizer.party_subjects(s, f.include_subunits)),
+            alternative_subject: f.alternative_subject.map(str::to_owned),
         }
     }
 

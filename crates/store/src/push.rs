@@ -71,6 +71,24 @@ pub struct Subscription {
     pub health: EndpointHealth,
 }
 
+/// A live subscription as the dispatcher matches events against it: its filters, its
+/// subscriber and how it is sent, no more (the dispatcher holds every one in memory).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriptionToMatch {
+    pub id: i64,
+    /// Events after this position are delivered.
+    pub start_seq: i64,
+    pub resource_filter: String,
+    pub source_filter: Option<String>,
+    pub subject_filter: Option<String>,
+    pub alternative_subject_filter: Option<String>,
+    pub type_filter: Option<String>,
+    pub include_subunits: bool,
+    /// Whom deliveries are authorized as (JSON of the creator's principal).
+    pub principal: String,
+    pub batching: Batching,
+}
+
 /// One message to send to one subscription.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewDelivery {
@@ -267,6 +285,10 @@ pub trait PushStore: Send + Sync + 'static {
 
     /// Every subscription that is neither deleted nor disabled.
     async fn live_subscriptions(&self) -> Result<Vec<Subscription>, StoreError>;
+
+    /// The same subscriptions as [`live_subscriptions`](Self::live_subscriptions), in id order,
+    /// with only what matching needs.
+    async fn subscriptions_to_match(&self) -> Result<Vec<SubscriptionToMatch>, StoreError>;
 
     /// A number that changes (in the same transaction) whenever the set of live subscriptions
     /// does, on any node: what [`live_subscriptions`](Self::live_subscriptions) returned stays

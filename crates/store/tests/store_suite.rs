@@ -12,8 +12,8 @@ use hendelse_model::visibility::ResourceScope;
 use hendelse_model::{Grant, Pattern, Visibility};
 use hendelse_store::postgres::PgStore;
 use hendelse_store::push::{
-    AttemptRecord, BatchOf, Batching, DeliveryState, LeaseRequest, LeasedDelivery, NewDelivery,
-    NewReplay, NewSubscription, Next, ReplayOutcome,
+    AttemptRecord, BatchOf, Batching, DeliveryState, EndpointReport, LeaseRequest, LeasedDelivery,
+    NewDelivery, NewReplay, NewSubscription, Next, ReplayOutcome, SubscriptionStates,
 };
 use hendelse_store::sqlite::SqliteStore;
 use hendelse_store::testing::{TestDatabase, handshake};
@@ -39,6 +39,7 @@ hendelse_store::both_backends!(
     deliveries_read_the_stored_event_and_retention_waits_for_them,
     a_batch_fills_until_full_and_is_due_then,
     a_replay_queues_events_again_once_per_key,
+    a_failing_endpoint_rests_and_a_success_ends_its_streak,
 );
 
 fn event(id: &str) -> NewEvent {
@@ -1161,11 +1162,50 @@ async fn the_subscription_generation_marks_every_change_of_the_live_set(store: A
     let disabled = generation().await;
     assert!(disabled > created, "disabled");
     assert!(store.live_subscriptions().await.expect("live").is_empty());
+    assert!(
+        store
+            .subscriptions_to_match()
+            .await
+            .expect("live")
+            .is_empty()
+    );
     store.redrive(id, Utc::now()).await.expect("redrive");
     let enabled = generation().await;
     assert!(enabled > disabled, "enabled again");
+    // What the dispatcher matches is the live set, with the subscription's filters.
+    let live = store.live_subscriptions().await.expect("live");
+    let to_match = store.subscriptions_to_match().await.expect("to match");
+    assert_eq!(to_match.len(), 1);
+    assert_eq!(
+        (to_match[0].id, to_match[0].start_seq),
+        (id, live[0].start_seq)
+    );
+    assert_eq!(to_match[0].resource_filter, live[0].spec.resource_filter);
+    assert_eq!(to_match[0].principal, live[0].spec.principal);
+    assert_eq!(to_match[0].batching, live[0].spec.batching);
+    // Disabled by failing too long and enabled again: both change the live set.
+    let mut failing = attempt(0, id, "w", Next::Dead);
+    store
+        .enqueue(0, 0, &[delivery(id, 2)])
+        .await
+        .expect("enqueue");
+    let leased = lease(&store, "w", Utc::now(), soon(60_000), 10)
+        .await
+        .expect("lease");
+    failing.delivery_id = leased[0].id;
+    failing.disable = Some("failing for too long".into());
+    assert!(store.record_attempt(&failing).await.expect("record"));
+    let disabled_again = generation().await;
+    assert!(disabled_again > enabled);
+    assert!(store.enable_subscription(id).await.expect("enable"));
+    assert!(generation().await > disabled_again, "enabled by its owner");
+    let enabled = generation().await;
     assert!(store.delete_subscription(id).await.expect("delete"));
     assert!(generation().await > enabled, "deleted");
+    assert!(
+        !store.enable_subscription(id).await.expect("enable"),
+        "a deleted one stays"
+    );
 }
 
 /// A delivery of a stored event, which keeps no copy of it.
@@ -1468,5 +1508,122 @@ async fn a_replay_queues_events_again_once_per_key(store: Arc<dyn Store>) {
     assert!(
         leased.iter().all(|d| !d.body.is_empty()),
         "bodies from the log"
+    );
+}
+
+async fn a_failing_endpoint_rests_and_a_success_ends_its_streak(store: Arc<dyn Store>) {
+    let failing = validated(&store, "https://failing.example/hook").await;
+    let other = validated(&store, "https://other.example/hook").await;
+    let queued: Vec<NewDelivery> = (1..=5)
+        .map(|seq| delivery(failing, seq))
+        .chain([delivery(other, 1)])
+        .collect();
+    store.enqueue(0, 0, &queued).await.expect("enqueue");
+    let first = lease(&store, "w", Utc::now(), soon(60_000), 1)
+        .await
+        .expect("lease");
+    assert_eq!(first[0].subscription_id, failing);
+
+    // One failure: the endpoint rests for a minute, with its streak on record.
+    let at = Utc::now();
+    let rest_until = at + chrono::Duration::seconds(60);
+    let mut failed = attempt(first[0].id, failing, "w", Next::RetryAt(rest_until));
+    failed.at = at;
+    failed.endpoint = Some(EndpointReport::Failure {
+        class: "status 500".into(),
+        rest_until,
+    });
+    assert!(store.record_attempt(&failed).await.expect("record"));
+    let health = store
+        .subscription(failing)
+        .await
+        .expect("read")
+        .expect("there")
+        .health;
+    assert_eq!(health.consecutive_failures, 1);
+    assert_eq!(health.last_error.as_deref(), Some("status 500"));
+    assert_eq!(
+        health.failing_since.map(|t| t.timestamp_micros()),
+        Some(at.timestamp_micros())
+    );
+    assert_eq!(
+        health.rest_until.map(|t| t.timestamp_micros()),
+        Some(rest_until.timestamp_micros())
+    );
+    assert_eq!(
+        store.subscription_states().await.expect("states"),
+        SubscriptionStates {
+            healthy: 1,
+            failing: 1,
+            disabled: 0
+        }
+    );
+
+    // While it rests none of its deliveries is leased; the other subscription's is.
+    let during = lease(&store, "w", Utc::now(), soon(60_000), 10)
+        .await
+        .expect("lease");
+    assert!(
+        during.iter().all(|d| d.subscription_id == other),
+        "{during:?}"
+    );
+    // Its queue moves to the end of the rest, and what is queued meanwhile is due then too.
+    let moved = store
+        .defer_resting(failing, Utc::now())
+        .await
+        .expect("defer");
+    assert_eq!(moved, 4, "the four it did not lease");
+    assert_eq!(
+        store
+            .defer_resting(failing, Utc::now())
+            .await
+            .expect("defer"),
+        0
+    );
+    store
+        .enqueue(0, 0, &[delivery(failing, 6)])
+        .await
+        .expect("enqueue");
+    let pending = store
+        .deliveries(failing, Some(DeliveryState::Pending), 10)
+        .await
+        .expect("deliveries");
+    assert_eq!(pending.len(), 6);
+    for d in &pending {
+        let due = d.next_attempt.expect("pending").timestamp_micros();
+        assert!(
+            due >= rest_until.timestamp_micros() - 1,
+            "{d:?} is due before the rest ends"
+        );
+    }
+
+    // After the rest, a success ends the streak.
+    let later = rest_until + chrono::Duration::seconds(1);
+    let after = lease(&store, "w", later, later + chrono::Duration::seconds(60), 1)
+        .await
+        .expect("lease");
+    assert_eq!(after.len(), 1);
+    let mut ok = attempt(after[0].id, failing, "w", Next::Delivered);
+    ok.at = later;
+    ok.status = Some(200);
+    ok.endpoint = Some(EndpointReport::Success);
+    assert!(store.record_attempt(&ok).await.expect("record"));
+    let health = store
+        .subscription(failing)
+        .await
+        .expect("read")
+        .expect("there")
+        .health;
+    assert_eq!(health.consecutive_failures, 0);
+    assert_eq!(health.failing_since, None);
+    assert_eq!(health.rest_until, None);
+    assert_eq!(
+        health.last_success.map(|t| t.timestamp_micros()),
+        Some(later.timestamp_micros())
+    );
+    assert_eq!(
+        health.last_error.as_deref(),
+        Some("status 500"),
+        "kept for the record"
     );
 }

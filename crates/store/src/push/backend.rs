@@ -213,6 +213,42 @@ macro_rules! impl_push_store {
                 self.subscriptions_where("AND enabled", None).await
             }
 
+            async fn subscriptions_to_match(
+                &self,
+            ) -> Result<Vec<$crate::push::SubscriptionToMatch>, $crate::StoreError> {
+                use futures_util::TryStreamExt;
+                use sqlx::Row;
+                let mut rows = sqlx::query(
+                    "SELECT id, start_seq, resource_filter, source_filter, subject_filter, \
+                     alternative_subject_filter, type_filter, include_subunits, principal, \
+                     max_events_per_batch, max_wait_ms FROM subscriptions \
+                     WHERE NOT deleted AND enabled ORDER BY id",
+                )
+                .fetch(&self.$read);
+                let mut found = Vec::new();
+                while let Some(row) = rows.try_next().await? {
+                    found.push($crate::push::SubscriptionToMatch {
+                        id: row.try_get("id")?,
+                        start_seq: row.try_get("start_seq")?,
+                        resource_filter: row.try_get("resource_filter")?,
+                        source_filter: row.try_get("source_filter")?,
+                        subject_filter: row.try_get("subject_filter")?,
+                        alternative_subject_filter: row.try_get("alternative_subject_filter")?,
+                        type_filter: row.try_get("type_filter")?,
+                        include_subunits: row.try_get("include_subunits")?,
+                        principal: row.try_get("principal")?,
+                        batching: $crate::push::Batching {
+                            max_events: $crate::push::stored_u32(
+                                row.try_get("max_events_per_batch")?,
+                            ),
+                            max_wait_ms: $crate::push::stored_u32(row.try_get("max_wait_ms")?),
+                        },
+                    });
+                }
+                found.shrink_to_fit();
+                Ok(found)
+            }
+
             async fn subscription_generation(&self) -> Result<i64, $crate::StoreError> {
                 Ok(sqlx::query_scalar(
                     "SELECT generation FROM subscription_generation WHERE singleton",

@@ -2,7 +2,9 @@
 
 use clap::{Args, Subcommand};
 use hendelse_wire::paths::SUBSCRIPTIONS as BASE;
-use hendelse_wire::subscriptions::{DELIVERY_STATES, ReplayRequest, SubscriptionRequest};
+use hendelse_wire::subscriptions::{
+    DELIVERY_STATES, ReplayRequest, SubscriptionPatch, SubscriptionRequest,
+};
 use reqwest::Method;
 
 use super::{Api, Connection, json_body, print_line};
@@ -38,6 +40,42 @@ pub enum Action {
     Replay(ReplayArgs),
     /// Enable a subscription that was disabled (its endpoint failed for too long, or is gone).
     Enable { id: i64 },
+    /// Change a subscription's endpoint (validated again first) and/or secret (the previous one
+    /// signs beside it for a while).
+    Update(UpdateArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["endpoint", "secret", "no_secret"])))]
+pub struct UpdateArgs {
+    pub id: i64,
+    /// The new endpoint.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// The new Standard Webhooks signing secret (`whsec_` + base64).
+    #[arg(
+        long,
+        env = "HENDELSE_WEBHOOK_SECRET",
+        hide_env_values = true,
+        conflicts_with = "no_secret"
+    )]
+    pub secret: Option<String>,
+    /// Sign no more.
+    #[arg(long)]
+    pub no_secret: bool,
+}
+
+impl UpdateArgs {
+    fn body(&self) -> SubscriptionPatch {
+        SubscriptionPatch {
+            end_point: self.endpoint.clone(),
+            secret: if self.no_secret {
+                Some(None)
+            } else {
+                self.secret.clone().map(Some)
+            },
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -148,6 +186,9 @@ pub async fn run(args: SubscriptionsArgs) -> anyhow::Result<()> {
         }
         Action::Redrive { id } => api.request(Method::POST, one(*id, "/redrive")),
         Action::Enable { id } => api.request(Method::POST, one(*id, "/enable")),
+        Action::Update(update) => api
+            .request(Method::PATCH, one(update.id, ""))
+            .json(&update.body()),
         Action::Replay(replay) => api
             .request(Method::POST, one(replay.id, "/replay"))
             .header("idempotency-key", replay.key())

@@ -179,6 +179,7 @@ mod tests {
                 failing_since,
                 ..EndpointHealth::default()
             },
+            previous_secret: None,
         }
     }
 

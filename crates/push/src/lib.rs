@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 
 pub use endpoint::EndpointPolicy;
 pub use schedule::RetrySchedule;
-pub use subscriptions::{SubscriptionError, SubscriptionService};
+pub use subscriptions::{SubscriptionError, SubscriptionService, SubscriptionSettings};
 
 /// The CloudEvent type of the validation handshake.
 pub const VALIDATION_EVENT_TYPE: &str = "platform.events.validatesubscription";

@@ -140,7 +140,7 @@ impl SubscriptionService {
             .map_err(SubscriptionError::Internal)?;
         let matcher = Matcher::new(&subscription.spec, self.authorizer.as_ref());
         let visibility = self.authorizer.visibility(&owner);
-        let max = usize::try_from(self.replay_max_events).unwrap_or(usize::MAX);
+        let max = usize::try_from(self.settings.replay_max_events).unwrap_or(usize::MAX);
         // Events stored after the request arrived reach the subscription live.
         let ceiling = self.events.last_seq().await?;
         let mut query = EventQuery {

@@ -9,10 +9,12 @@ use chrono::{SecondsFormat, Utc};
 use hendelse_auth::{Authorizer, Principal, SCOPE_SUBSCRIBE};
 use hendelse_model::RESOURCE_PREFIX;
 use hendelse_model::subject::party_key;
-use hendelse_store::push::{Batching, DeliveryState, DeliveryView, NewDelivery, NewSubscription};
+use hendelse_store::push::{
+    Batching, DeliveryState, DeliveryView, NewDelivery, NewSubscription, SubscriptionChange,
+};
 use hendelse_store::{EventStore, PushStore, StoreError, push::Subscription};
 use hendelse_wire::paths;
-use hendelse_wire::subscriptions::SubscriptionRequest;
+use hendelse_wire::subscriptions::{SubscriptionPatch, SubscriptionRequest};
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -44,17 +46,35 @@ pub enum SubscriptionError {
     Internal(#[source] serde_json::Error),
 }
 
+/// What the operator decides about subscriptions.
+#[derive(Debug, Clone)]
+pub struct SubscriptionSettings {
+    pub policy: EndpointPolicy,
+    /// The most deliveries one replay queues.
+    pub replay_max_events: u32,
+    /// How long a replaced secret keeps signing beside the new one.
+    pub secret_overlap: std::time::Duration,
+}
+
+impl Default for SubscriptionSettings {
+    fn default() -> Self {
+        SubscriptionSettings {
+            policy: EndpointPolicy::default(),
+            replay_max_events: 10_000,
+            secret_overlap: std::time::Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
 /// Subscriptions as their owners manage them.
 pub struct SubscriptionService {
     pub(crate) store: Arc<dyn PushStore>,
     /// The log, which replays read.
     pub(crate) events: Arc<dyn EventStore>,
     pub(crate) authorizer: Arc<dyn Authorizer>,
-    policy: EndpointPolicy,
+    pub(crate) settings: SubscriptionSettings,
     /// This node's delivery workers, when it runs them: new work is theirs at once.
     wake: Option<Arc<Notify>>,
-    /// The most deliveries one replay queues.
-    pub(crate) replay_max_events: u32,
 }
 
 impl SubscriptionService {
@@ -62,17 +82,15 @@ impl SubscriptionService {
         store: Arc<dyn PushStore>,
         events: Arc<dyn EventStore>,
         authorizer: Arc<dyn Authorizer>,
-        policy: EndpointPolicy,
+        settings: SubscriptionSettings,
         wake: Option<Arc<Notify>>,
-        replay_max_events: u32,
     ) -> Self {
         SubscriptionService {
             store,
             events,
             authorizer,
-            policy,
+            settings,
             wake,
-            replay_max_events,
         }
     }
 
@@ -100,7 +118,7 @@ impl SubscriptionService {
         let end_point = given(request.end_point).ok_or_else(|| {
             SubscriptionError::Invalid("Missing or invalid endpoint to push events towards.".into())
         })?;
-        crate::endpoint::check(&end_point, self.policy)
+        crate::endpoint::check(&end_point, self.settings.policy)
             .await
             .map_err(|e| SubscriptionError::Invalid(e.to_string()))?;
         let source_filter = given(request.source_filter);
@@ -194,6 +212,68 @@ impl SubscriptionService {
             Some(s) if s.spec.consumer == consumer_of(caller) => Ok(s),
             _ => Err(SubscriptionError::NotFound(id)),
         }
+    }
+
+    /// Changes the caller's subscription `id`: a new endpoint (checked as on creation, then
+    /// validated with a handshake before deliveries go to it) and/or a new secret (the previous
+    /// one signing beside it for the overlap). `public_base` is the handshake's source.
+    pub async fn change(
+        &self,
+        caller: &Principal,
+        id: i64,
+        patch: SubscriptionPatch,
+        public_base: &str,
+    ) -> Result<Subscription, SubscriptionError> {
+        self.get(caller, id).await?;
+        let end_point = match patch.end_point {
+            Some(end_point) => {
+                let end_point = given(Some(end_point)).ok_or_else(|| {
+                    SubscriptionError::Invalid("endPoint must not be empty.".into())
+                })?;
+                crate::endpoint::check(&end_point, self.settings.policy)
+                    .await
+                    .map_err(|e| SubscriptionError::Invalid(e.to_string()))?;
+                Some(end_point)
+            }
+            None => None,
+        };
+        let secret = match patch.secret {
+            Some(Some(secret)) => {
+                Secret::parse(&secret).map_err(|e| SubscriptionError::Invalid(e.to_string()))?;
+                Some(Some(secret))
+            }
+            other => other,
+        };
+        if end_point.is_none() && secret.is_none() {
+            return Err(SubscriptionError::Invalid(
+                "Nothing to change: give endPoint and/or secret.".into(),
+            ));
+        }
+        let overlap = chrono::Duration::from_std(self.settings.secret_overlap)
+            .unwrap_or(chrono::Duration::MAX);
+        let change = SubscriptionChange {
+            end_point,
+            secret,
+            previous_secret_until: Utc::now()
+                .checked_add_signed(overlap)
+                .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC),
+        };
+        let source_base = format!("{public_base}{}", paths::SUBSCRIPTIONS);
+        if !self
+            .store
+            .change_subscription(id, &change, &|id| handshake(&source_base, id))
+            .await?
+        {
+            return Err(SubscriptionError::NotFound(id));
+        }
+        self.wake_workers();
+        tracing::info!(
+            subscription = id,
+            new_endpoint = change.end_point.is_some(),
+            new_secret = change.secret.is_some(),
+            "subscription changed"
+        );
+        self.get(caller, id).await
     }
 
     /// Enables the caller's subscription `id` again; returns it as it is now.

@@ -575,16 +575,28 @@ impl Context {
             // The receiver can tell a replayed event from a live one (same CloudEvent id).
             request = request.header(REPLAY_HEADER, replay.to_string());
         }
-        if let Some(secret) = subscription.spec.secret.as_deref() {
+        // During a rotation the previous secret signs too (Standard Webhooks takes a list of
+        // signatures), so that a receiver may switch to the new one at any moment of it.
+        let previous = subscription
+            .previous_secret
+            .as_ref()
+            .filter(|(_, until)| *until > Utc::now())
+            .map(|(secret, _)| secret.as_str());
+        let mut signatures = Vec::new();
+        for secret in subscription
+            .spec
+            .secret
+            .as_deref()
+            .into_iter()
+            .chain(previous)
+        {
             match Secret::parse(secret) {
-                Ok(secret) => {
-                    request = request.header(
-                        "webhook-signature",
-                        secret.sign(&delivery.webhook_id, timestamp, &body),
-                    );
-                }
+                Ok(secret) => signatures.push(secret.sign(&delivery.webhook_id, timestamp, &body)),
                 Err(_) => return Outcome::refused("the subscription's secret is unusable"),
             }
+        }
+        if !signatures.is_empty() {
+            request = request.header("webhook-signature", signatures.join(" "));
         }
         match request.body(body).send().await {
             Ok(response) => {

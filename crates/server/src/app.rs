@@ -71,7 +71,11 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(stream::generic))
         .routes(routes!(stream::app_party))
         .routes(routes!(subscriptions::create, subscriptions::list))
-        .routes(routes!(subscriptions::get, subscriptions::delete))
+        .routes(routes!(
+            subscriptions::get,
+            subscriptions::change,
+            subscriptions::delete
+        ))
         .routes(routes!(subscriptions::deliveries))
         .routes(routes!(subscriptions::redrive))
         .routes(routes!(subscriptions::replay))

@@ -8,7 +8,7 @@ use anyhow::Context;
 use hendelse_auth::{
     Authorizer, DevKey, Registry, RegistryAuthorizer, TokenVerifier, TrustedIssuer,
 };
-use hendelse_push::{EndpointPolicy, Push, PushConfig, SubscriptionService};
+use hendelse_push::{EndpointPolicy, Push, PushConfig, SubscriptionService, SubscriptionSettings};
 use hendelse_store::{EventStore, Ingest, IngestConfig, PushStore};
 use tokio::sync::watch;
 
@@ -124,9 +124,12 @@ pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> any
             push_store.clone(),
             replay_events,
             authorizer.clone(),
-            endpoint_policy,
+            SubscriptionSettings {
+                policy: endpoint_policy,
+                replay_max_events: args.push.replay_max_events,
+                secret_overlap: args.push.secret_rotation_overlap,
+            },
             push.as_ref().map(|p| p.wake.clone()),
-            args.push.replay_max_events,
         ),
         push: push_store,
         tip,

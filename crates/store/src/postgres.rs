@@ -66,6 +66,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "endpoint_health",
         include_str!("../migrations/postgres/0010_endpoint_health.sql"),
     ),
+    (
+        11,
+        "secret_rotation",
+        include_str!("../migrations/postgres/0011_secret_rotation.sql"),
+    ),
 ];
 
 pub struct PgStore {
@@ -140,6 +145,7 @@ crate::retention::impl_retention!(PgStore, Postgres);
 
 crate::push::impl_replay_store!(PgStore, Postgres, read: pool);
 crate::push::impl_health_store!(PgStore, Postgres, read: pool);
+crate::push::impl_change_store!(PgStore, Postgres);
 crate::push::impl_push_store!(
     PgStore,
     Postgres,

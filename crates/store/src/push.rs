@@ -69,6 +69,8 @@ pub struct Subscription {
     pub enabled: bool,
     pub disabled_reason: Option<String>,
     pub health: EndpointHealth,
+    /// The secret a change replaced, which signs beside the current one until the time given.
+    pub previous_secret: Option<(String, DateTime<Utc>)>,
 }
 
 /// A live subscription as the dispatcher matches events against it: its filters, its
@@ -366,6 +368,15 @@ pub trait PushStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError>;
 
+    /// Applies a change, in one synced transaction; a new endpoint unvalidates the subscription
+    /// and queues `handshake` (built from the id). False when there is no such subscription.
+    async fn change_subscription(
+        &self,
+        id: i64,
+        change: &SubscriptionChange,
+        handshake: &(dyn Fn(i64) -> NewDelivery + Send + Sync),
+    ) -> Result<bool, StoreError>;
+
     /// Enables the subscription again with a clean health record and its rested deliveries due
     /// now; false when there is none.
     async fn enable_subscription(&self, id: i64) -> Result<bool, StoreError>;
@@ -381,7 +392,7 @@ const SUBSCRIPTION_COLUMNS: &str = "id, end_point, resource_filter, source_filte
      alternative_subject_filter, type_filter, include_subunits, consumer, created_by, principal, \
      secret, created, start_seq, validated, enabled, disabled_reason, max_events_per_batch, \
      max_wait_ms, consecutive_failures, failing_since, last_success, last_failure, last_error, \
-     rest_until";
+     rest_until, previous_secret, previous_secret_until";
 
 /// SQLite allows 32,766 bound parameters per statement; 5 per delivery row.
 pub(crate) const DELIVERIES_PER_INSERT: usize = 1000;
@@ -418,9 +429,12 @@ pub(crate) fn status_of(value: Option<i64>) -> Option<u16> {
 }
 
 mod backend;
+mod change;
 pub mod health;
 mod replay;
 pub(crate) use backend::impl_push_store;
+pub use change::SubscriptionChange;
+pub(crate) use change::impl_change_store;
 pub(crate) use health::impl_health_store;
 pub use health::{EndpointHealth, EndpointReport};
 pub use replay::{NewReplay, ReplayOutcome, StoredReplay};

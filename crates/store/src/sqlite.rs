@@ -77,6 +77,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "endpoint_health",
         include_str!("../migrations/sqlite/0011_endpoint_health.sql"),
     ),
+    (
+        12,
+        "secret_rotation",
+        include_str!("../migrations/sqlite/0012_secret_rotation.sql"),
+    ),
 ];
 
 pub struct SqliteStore {
@@ -204,6 +209,7 @@ crate::retention::impl_retention!(SqliteStore, Sqlite);
 
 crate::push::impl_replay_store!(SqliteStore, Sqlite, read: readers);
 crate::push::impl_health_store!(SqliteStore, Sqlite, read: readers);
+crate::push::impl_change_store!(SqliteStore, Sqlite);
 crate::push::impl_push_store!(
     SqliteStore,
     Sqlite,

@@ -88,6 +88,9 @@ pub struct Subscription {
     pub max_events_per_batch: u32,
     #[serde(default)]
     pub max_wait_ms: u32,
+    /// While a replaced secret still signs beside the current one: until when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_until: Option<String>,
     /// How its endpoint is doing.
     #[serde(default)]
     pub health: SubscriptionHealth,
@@ -166,6 +169,60 @@ pub struct DeliveryList {
 pub struct Redriven {
     pub requeued: u64,
 }
+
+/// A change of a subscription (`PATCH`): its endpoint and its secret. Filters and batching
+/// cannot be changed; the server refuses a body that names them.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubscriptionPatch {
+    /// A new endpoint: validated with a handshake before any delivery goes to it; deliveries
+    /// wait meanwhile, none is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_point: Option<String>,
+    /// A new Standard Webhooks secret (`whsec_` + base64), or `null` to sign no more. The
+    /// previous secret keeps signing beside the new one for the server's rotation overlap.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub secret: Option<Option<String>>,
+}
+
+impl std::fmt::Debug for SubscriptionPatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriptionPatch")
+            .field("end_point", &self.end_point)
+            .field(
+                "secret",
+                &self.secret.as_ref().map(|s| s.as_ref().map(|_| "…")),
+            )
+            .finish()
+    }
+}
+
+/// A field that is there, `null` or not: `Some(None)` for `null`, so that "remove" and "leave
+/// as it is" differ.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// The fields of a subscription that a `PATCH` cannot change.
+pub const IMMUTABLE_FIELDS: [&str; 8] = [
+    "resourceFilter",
+    "sourceFilter",
+    "subjectFilter",
+    "alternativeSubjectFilter",
+    "typeFilter",
+    "includeSubunits",
+    "maxEventsPerBatch",
+    "maxWaitMs",
+];
 
 /// A replay: the stored events of a window that the subscription matches, queued again. Give
 /// `from` or `after`; `to` bounds the window (by default it ends with the events stored when the

@@ -11,8 +11,8 @@ use chrono::SecondsFormat;
 use hendelse_store::push::{DeliveryView, Subscription as Stored};
 use hendelse_wire::paths::SUBSCRIPTIONS as BASE;
 use hendelse_wire::subscriptions::{
-    Delivery, DeliveryList, Redriven, ReplayRequest, Replayed, Subscription, SubscriptionHealth,
-    SubscriptionList, SubscriptionRequest,
+    Delivery, DeliveryList, IMMUTABLE_FIELDS, Redriven, ReplayRequest, Replayed, Subscription,
+    SubscriptionHealth, SubscriptionList, SubscriptionPatch, SubscriptionRequest,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -55,6 +55,12 @@ fn view(s: Stored) -> Subscription {
         has_secret: s.spec.secret.is_some(),
         max_events_per_batch: s.spec.batching.max_events,
         max_wait_ms: s.spec.batching.max_wait_ms,
+        previous_secret_until: time(
+            s.previous_secret
+                .as_ref()
+                .map(|(_, until)| *until)
+                .filter(|until| *until > chrono::Utc::now()),
+        ),
         health,
     }
 }
@@ -169,6 +175,52 @@ pub async fn get(
     Path(id): Path<i64>,
 ) -> Result<Json<Subscription>, ApiError> {
     Ok(Json(view(state.subscriptions.get(&caller, id).await?)))
+}
+
+/// `PATCH /events/api/v1/subscriptions/{id}`
+#[utoipa::path(
+    patch,
+    path = "/events/api/v1/subscriptions/{id}",
+    tag = crate::openapi::SUBSCRIPTIONS,
+    description = "Change a subscription's endpoint and/or secret. A new endpoint is checked as on \
+        creation and validated with a handshake before any delivery goes to it (deliveries wait \
+        meanwhile; none is dropped). A new secret signs at once; the one it replaces keeps signing \
+        beside it (two v1 signatures) for the server's --secret-rotation-overlap. Filters and \
+        batching cannot be changed (400): create a new subscription.",
+    params(("id" = i64, Path, description = "Subscription id")),
+    request_body(content = SubscriptionPatch, example = json!({"endPoint": "https://hooks.example.com/new", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})),
+    responses(
+        (status = 200, description = "Changed", body = Subscription),
+        BadRequest, NotFound, Refusals, StorageFull
+    ),
+    security(("bearer" = []))
+)]
+pub async fn change(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Subscription>, ApiError> {
+    state.subscriptions.may_subscribe(&caller)?;
+    let fields: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("the body must be a JSON object: {e}")))?;
+    if let Some(field) = IMMUTABLE_FIELDS.iter().find(|f| fields.contains_key(**f)) {
+        return Err(ApiError::BadRequest(format!(
+            "{field} cannot be changed: a subscription keeps the filters and batching it was \
+             created with; create a new subscription (and delete this one) instead."
+        )));
+    }
+    let patch: SubscriptionPatch = serde_json::from_value(serde_json::Value::Object(fields))
+        .map_err(|e| {
+            ApiError::BadRequest(format!("the body must be a subscription change: {e}"))
+        })?;
+    let base = params::base_url(state.public_url.as_deref(), &headers);
+    let changed = state
+        .subscriptions
+        .change(&caller, id, patch, &base)
+        .await?;
+    Ok(Json(view(changed)))
 }
 
 /// `DELETE /events/api/v1/subscriptions/{id}`

@@ -3,6 +3,7 @@
 //! through HTTP and the CLI. Shared fixtures are in `common`.
 
 mod backpressure;
+mod change;
 mod cli;
 mod common;
 mod config;

@@ -24,6 +24,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/events/api/v1/subscriptions/{id}/redrive"),
     ("post", "/events/api/v1/subscriptions/{id}/replay"),
     ("post", "/events/api/v1/subscriptions/{id}/enable"),
+    ("patch", "/events/api/v1/subscriptions/{id}"),
     ("get", "/health"),
     ("get", "/health/live"),
     ("get", "/health/ready"),

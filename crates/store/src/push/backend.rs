@@ -80,6 +80,13 @@ macro_rules! impl_push_store {
                             .try_get::<Option<i64>, _>("rest_until")?
                             .map($crate::micros_to_time),
                     },
+                    previous_secret: match (
+                        row.try_get::<Option<String>, _>("previous_secret")?,
+                        row.try_get::<Option<i64>, _>("previous_secret_until")?,
+                    ) {
+                        (Some(secret), Some(until)) => Some((secret, $crate::micros_to_time(until))),
+                        _ => None,
+                    },
                 })
             }
 
@@ -770,6 +777,15 @@ macro_rules! impl_push_store {
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<u64, $crate::StoreError> {
                 <$store>::defer_resting_sql(self, subscription_id, now).await
+            }
+
+            async fn change_subscription(
+                &self,
+                id: i64,
+                change: &$crate::push::SubscriptionChange,
+                handshake: &(dyn Fn(i64) -> $crate::push::NewDelivery + Send + Sync),
+            ) -> Result<bool, $crate::StoreError> {
+                <$store>::change_subscription_sql(self, id, change, handshake).await
             }
 
             async fn enable_subscription(&self, id: i64) -> Result<bool, $crate::StoreError> {

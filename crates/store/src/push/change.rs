@@ -1,0 +1,101 @@
+//! Changing a subscription after it was created: a new endpoint (validated with a handshake
+//! before any delivery goes to it; what is queued stays queued) and a new secret (the previous
+//! one keeps signing beside it for a while). Filters and batching do not change: a subscription
+//! matches what it matched when it was created.
+
+use chrono::{DateTime, Utc};
+
+/// What a change asks for; `None` leaves a field as it is.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SubscriptionChange {
+    pub end_point: Option<String>,
+    /// `Some(None)` removes the secret.
+    pub secret: Option<Option<String>>,
+    /// Until when the secret being replaced still signs.
+    pub previous_secret_until: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for SubscriptionChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriptionChange")
+            .field("end_point", &self.end_point)
+            .field(
+                "secret",
+                &self.secret.as_ref().map(|s| s.as_ref().map(|_| "…")),
+            )
+            .field("previous_secret_until", &self.previous_secret_until)
+            .finish()
+    }
+}
+
+/// Implements subscription changes for `$store` as inherent methods that the push store's trait
+/// implementation calls.
+macro_rules! impl_change_store {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            pub(crate) async fn change_subscription_sql(
+                &self,
+                id: i64,
+                change: &$crate::push::SubscriptionChange,
+                handshake: &(dyn Fn(i64) -> $crate::push::NewDelivery + Send + Sync),
+            ) -> Result<bool, $crate::StoreError> {
+                let now = chrono::Utc::now().timestamp_micros();
+                let mut tx = self.begin_write().await?;
+                let exists: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM subscriptions WHERE id = $1 AND NOT deleted")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if exists.is_none() {
+                    return Ok(false);
+                }
+                if let Some(end_point) = &change.end_point {
+                    // Deliveries wait (the lease takes only validated subscriptions' events)
+                    // until the new endpoint answers its handshake.
+                    let changed = sqlx::query(
+                        "UPDATE subscriptions SET end_point = $2, validated = FALSE \
+                         WHERE id = $1 AND end_point <> $2",
+                    )
+                    .bind(id)
+                    .bind(end_point)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if changed > 0 {
+                        let d = handshake(id);
+                        sqlx::query(
+                            "INSERT INTO deliveries (subscription_id, event_seq, event_id, \
+                             webhook_id, body, next_attempt, created) \
+                             VALUES ($1, NULL, $2, $3, $4, $5, $5)",
+                        )
+                        .bind(id)
+                        .bind(&d.event_id)
+                        .bind(&d.webhook_id)
+                        .bind(d.body.as_deref().unwrap_or_default())
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                if let Some(secret) = &change.secret {
+                    // Removing the secret stops signing at once: there is nothing to switch to.
+                    sqlx::query(
+                        "UPDATE subscriptions SET \
+                         previous_secret = CASE WHEN $2 IS NULL THEN NULL ELSE secret END, \
+                         previous_secret_until = CASE WHEN $2 IS NULL OR secret IS NULL THEN NULL \
+                             ELSE $3 END, \
+                         secret = $2 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(secret)
+                    .bind(change.previous_secret_until.timestamp_micros())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+        }
+    };
+}
+pub(crate) use impl_change_store;

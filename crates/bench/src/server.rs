@@ -61,6 +61,10 @@ pub struct Setup {
     pub keep: bool,
 }
 
+/// The key the benchmark's servers on PostgreSQL seal webhook secrets with (the base64 of 32
+/// bytes; a benchmark's secrets protect nothing).
+const BENCH_SECRET_KEY: &str = "aGVuZGVsc2UtYmVuY2gta2V5LTMyLWJ5dGVzLWxvbmc=";
+
 /// A running child that printed `listening on http://ADDR` as its first line.
 pub struct Process {
     child: Child,
@@ -69,11 +73,17 @@ pub struct Process {
 }
 
 impl Process {
-    pub fn spawn(program: &Path, args: &[OsString], log: &Path) -> anyhow::Result<Process> {
+    pub fn spawn(
+        program: &Path,
+        args: &[OsString],
+        envs: &[(&str, &str)],
+        log: &Path,
+    ) -> anyhow::Result<Process> {
         let log_file = std::fs::File::create(log)
             .with_context(|| format!("creating the log file {}", log.display()))?;
         let mut child = Command::new(program)
             .args(args)
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file)
@@ -183,6 +193,7 @@ pub fn spawn_ceiling(dir: &Path) -> anyhow::Result<Process> {
             "--listen".into(),
             "127.0.0.1:0".into(),
         ],
+        &[],
         &dir.join("ceiling.log"),
     )
 }
@@ -238,7 +249,13 @@ impl Instance {
         }
         let mut database = None;
         let mut database_url = None;
+        let mut envs = Vec::new();
         if setup.backend == Backend::Postgres {
+            // A server on PostgreSQL needs the keys that seal webhook secrets given (an older
+            // build ignores the variable).
+            if std::env::var_os("HENDELSE_SECRET_KEY").is_none() {
+                envs.push(("HENDELSE_SECRET_KEY", BENCH_SECRET_KEY));
+            }
             let url = match &setup.database_url {
                 Some(url) => url.clone(),
                 None => {
@@ -251,7 +268,12 @@ impl Instance {
             database_url = Some(url.clone());
             args.extend(["--database-url".into(), url.into()]);
         }
-        let process = Process::spawn(&setup.server_bin, &args, &dir.path().join("server.log"))?;
+        let process = Process::spawn(
+            &setup.server_bin,
+            &args,
+            &envs,
+            &dir.path().join("server.log"),
+        )?;
         let token = mint_token(&setup.server_bin, &data)?;
         Ok(Instance {
             target: Target::new(&process.url, Some(&token))?,

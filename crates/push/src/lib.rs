@@ -10,6 +10,7 @@ pub mod filter;
 pub mod health;
 pub mod replay;
 pub mod schedule;
+pub mod secrets;
 pub mod signing;
 pub mod subscriptions;
 pub mod worker;
@@ -78,6 +79,7 @@ impl Push {
         authorizer: Arc<dyn Authorizer>,
         committed: watch::Receiver<i64>,
         config: PushConfig,
+        secret_keys: Arc<secrets::SecretKeys>,
     ) -> Result<Push, reqwest::Error> {
         let wake = Arc::new(Notify::new());
         let (shutdown, stopping) = watch::channel(false);
@@ -92,9 +94,12 @@ impl Push {
             stopping.clone(),
         ));
         let worker = tokio::spawn(worker::run(
-            events,
-            push,
-            authorizer,
+            worker::WorkerParts {
+                events,
+                push,
+                authorizer,
+                secret_keys,
+            },
             client,
             config,
             wake.clone(),

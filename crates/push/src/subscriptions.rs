@@ -18,6 +18,7 @@ use hendelse_wire::subscriptions::{SubscriptionPatch, SubscriptionRequest};
 use serde_json::json;
 use tokio::sync::Notify;
 
+use crate::secrets::SecretKeys;
 use crate::signing::Secret;
 use crate::{EndpointPolicy, VALIDATION_EVENT_TYPE};
 
@@ -54,16 +55,8 @@ pub struct SubscriptionSettings {
     pub replay_max_events: u32,
     /// How long a replaced secret keeps signing beside the new one.
     pub secret_overlap: std::time::Duration,
-}
-
-impl Default for SubscriptionSettings {
-    fn default() -> Self {
-        SubscriptionSettings {
-            policy: EndpointPolicy::default(),
-            replay_max_events: 10_000,
-            secret_overlap: std::time::Duration::from_secs(24 * 3600),
-        }
-    }
+    /// Seal the secrets before they are stored.
+    pub secret_keys: Arc<SecretKeys>,
 }
 
 /// Subscriptions as their owners manage them.
@@ -136,10 +129,12 @@ impl SubscriptionService {
         }
         let subject_filter = given(request.subject_filter);
         self.may_read(caller, &resource_filter, subject_filter.as_deref())?;
-        let secret = given(request.secret);
-        if let Some(secret) = &secret {
-            Secret::parse(secret).map_err(|e| SubscriptionError::Invalid(e.to_string()))?;
-        }
+        let secret = given(request.secret)
+            .map(|secret| {
+                Secret::parse(&secret).map_err(|e| SubscriptionError::Invalid(e.to_string()))?;
+                Ok::<_, SubscriptionError>(self.settings.secret_keys.seal(&secret))
+            })
+            .transpose()?;
         let consumer = consumer_of(caller);
         let principal = serde_json::to_string(caller).map_err(SubscriptionError::Internal)?;
         let spec = NewSubscription {
@@ -240,7 +235,7 @@ impl SubscriptionService {
         let secret = match patch.secret {
             Some(Some(secret)) => {
                 Secret::parse(&secret).map_err(|e| SubscriptionError::Invalid(e.to_string()))?;
-                Some(Some(secret))
+                Some(Some(self.settings.secret_keys.seal(&secret)))
             }
             other => other,
         };

@@ -20,6 +20,7 @@ use crate::PushConfig;
 use crate::endpoint::{GuardedResolver, refuses_literal};
 use crate::filter::EventAttributes;
 use crate::schedule::is_gone;
+use crate::secrets::SecretKeys;
 use crate::signing::Secret;
 
 const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
@@ -52,15 +53,28 @@ pub fn client(config: &PushConfig) -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
+/// What the workers work with: the log, the queue, the access decisions and the keys that open
+/// the subscriptions' secrets.
+pub struct WorkerParts {
+    pub events: Arc<dyn EventStore>,
+    pub push: Arc<dyn PushStore>,
+    pub authorizer: Arc<dyn Authorizer>,
+    pub secret_keys: Arc<SecretKeys>,
+}
+
 pub async fn run(
-    events: Arc<dyn EventStore>,
-    push: Arc<dyn PushStore>,
-    authorizer: Arc<dyn Authorizer>,
+    parts: WorkerParts,
     client: reqwest::Client,
     config: PushConfig,
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let WorkerParts {
+        events,
+        push,
+        authorizer,
+        secret_keys,
+    } = parts;
     let owner = format!("worker-{}", uuid::Uuid::new_v4().simple());
     let concurrency = config.concurrency.max(1);
     // One endpoint may hold only so many slots: a slow one cannot starve the others.
@@ -77,6 +91,7 @@ pub async fn run(
     tokio::spawn(record_in_batches(push.clone(), records));
     let context = Arc::new(Context {
         events,
+        secret_keys,
         deferring: Arc::new(Mutex::new(HashSet::new())),
         push,
         authorizer,
@@ -353,6 +368,8 @@ fn lock(counts: &Mutex<HashMap<i64, u32>>) -> std::sync::MutexGuard<'_, HashMap<
 struct Context {
     /// The log, where a subscription disabled for failing is announced.
     events: Arc<dyn EventStore>,
+    /// Open the subscriptions' sealed secrets.
+    secret_keys: Arc<SecretKeys>,
     /// Subscriptions whose queue is being moved to the end of their endpoint's rest.
     deferring: Arc<Mutex<HashSet<i64>>>,
     push: Arc<dyn PushStore>,
@@ -583,14 +600,19 @@ impl Context {
             .filter(|(_, until)| *until > Utc::now())
             .map(|(secret, _)| secret.as_str());
         let mut signatures = Vec::new();
-        for secret in subscription
+        for sealed in subscription
             .spec
             .secret
             .as_deref()
             .into_iter()
             .chain(previous)
         {
-            match Secret::parse(secret) {
+            let Ok(secret) = self.secret_keys.open(sealed) else {
+                return Outcome::refused(
+                    "the subscription's secret does not open with this node's secret keys",
+                );
+            };
+            match Secret::parse(&secret) {
                 Ok(secret) => signatures.push(secret.sign(&delivery.webhook_id, timestamp, &body)),
                 Err(_) => return Outcome::refused("the subscription's secret is unusable"),
             }

@@ -114,6 +114,12 @@ async fn running(
         Arc::new(RegistryAuthorizer::new(registry)),
         committed,
         config,
+        Arc::new(
+            hendelse_push::secrets::SecretKeys::parse(
+                &hendelse_push::secrets::SecretKeys::generate().expect("key"),
+            )
+            .expect("keys"),
+        ),
     )
     .expect("start");
     workers.wake.notify_one();

@@ -169,6 +169,12 @@ pub struct PushArgs {
     /// How long a subscription's replaced secret keeps signing beside the new one.
     #[arg(long, env = "HENDELSE_SECRET_ROTATION_OVERLAP", default_value = "24h", value_parser = period)]
     pub secret_rotation_overlap: std::time::Duration,
+    /// Keys that seal webhook secrets in the store: one base64 key (32 bytes) per line, the one
+    /// that seals first, older ones after it to open what they sealed (default: the keys in
+    /// HENDELSE_SECRET_KEY, comma-separated; else, on the embedded store, `secret-keys` in the
+    /// data directory, made on first start).
+    #[arg(long, env = "HENDELSE_SECRET_KEY_FILE", value_name = "PATH")]
+    pub secret_key_file: Option<PathBuf>,
 }
 
 impl PushArgs {

@@ -19,6 +19,7 @@ mod params;
 mod problem;
 mod receive;
 mod routes;
+mod secret_keys;
 mod serve;
 
 pub use serve::{serve, serve_on};

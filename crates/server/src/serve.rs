@@ -52,12 +52,19 @@ pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> any
         );
     }
 
+    let secret_keys = crate::secret_keys::load(
+        args.push.secret_key_file.as_deref(),
+        args.store.database_url.is_some(),
+        &args.store.data.data_dir,
+    )?;
+
     let metrics = Metrics::install().context("installing the metrics recorder")?;
     let backend = args.store.open().await?;
     let store: Arc<dyn EventStore> = backend.clone();
     let replay_events: Arc<dyn EventStore> = backend.clone();
     let dialog_store: Arc<dyn hendelse_store::DialogStore> = backend.clone();
     let push_store: Arc<dyn PushStore> = backend;
+    crate::secret_keys::reseal(push_store.as_ref(), &secret_keys).await?;
     let last_seq = store.last_seq().await?;
     let (ingest, writer) = Ingest::start(
         store.clone(),
@@ -100,6 +107,7 @@ pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> any
                 authorizer.clone(),
                 tip.clone(),
                 config,
+                secret_keys.clone(),
             )
             .context("starting the webhook workers")?,
         )
@@ -128,6 +136,7 @@ pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> any
                 policy: endpoint_policy,
                 replay_max_events: args.push.replay_max_events,
                 secret_overlap: args.push.secret_rotation_overlap,
+                secret_keys,
             },
             push.as_ref().map(|p| p.wake.clone()),
         ),

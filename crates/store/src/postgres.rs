@@ -145,7 +145,7 @@ crate::retention::impl_retention!(PgStore, Postgres);
 
 crate::push::impl_replay_store!(PgStore, Postgres, read: pool);
 crate::push::impl_health_store!(PgStore, Postgres, read: pool);
-crate::push::impl_change_store!(PgStore, Postgres);
+crate::push::impl_change_store!(PgStore, Postgres, write: pool);
 crate::push::impl_push_store!(
     PgStore,
     Postgres,

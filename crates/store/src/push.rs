@@ -377,6 +377,12 @@ pub trait PushStore: Send + Sync + 'static {
         handshake: &(dyn Fn(i64) -> NewDelivery + Send + Sync),
     ) -> Result<bool, StoreError>;
 
+    /// Every subscription's stored secrets (deleted ones' too: they stay in the table).
+    async fn stored_secrets(&self) -> Result<Vec<StoredSecrets>, StoreError>;
+
+    /// Writes these secrets in place of the stored ones, in one synced transaction.
+    async fn replace_secrets(&self, replaced: &[StoredSecrets]) -> Result<(), StoreError>;
+
     /// Enables the subscription again with a clean health record and its rested deliveries due
     /// now; false when there is none.
     async fn enable_subscription(&self, id: i64) -> Result<bool, StoreError>;
@@ -433,8 +439,8 @@ mod change;
 pub mod health;
 mod replay;
 pub(crate) use backend::impl_push_store;
-pub use change::SubscriptionChange;
 pub(crate) use change::impl_change_store;
+pub use change::{StoredSecrets, SubscriptionChange};
 pub(crate) use health::impl_health_store;
 pub use health::{EndpointHealth, EndpointReport};
 pub use replay::{NewReplay, ReplayOutcome, StoredReplay};

@@ -209,7 +209,7 @@ crate::retention::impl_retention!(SqliteStore, Sqlite);
 
 crate::push::impl_replay_store!(SqliteStore, Sqlite, read: readers);
 crate::push::impl_health_store!(SqliteStore, Sqlite, read: readers);
-crate::push::impl_change_store!(SqliteStore, Sqlite);
+crate::push::impl_change_store!(SqliteStore, Sqlite, write: writer);
 crate::push::impl_push_store!(
     SqliteStore,
     Sqlite,

@@ -23,6 +23,7 @@ mod queries;
 mod reliability;
 mod replay;
 mod roundtrip;
+mod secrets;
 mod security;
 mod shutdown;
 mod stream_metrics;

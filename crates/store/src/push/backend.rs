@@ -788,6 +788,19 @@ macro_rules! impl_push_store {
                 <$store>::change_subscription_sql(self, id, change, handshake).await
             }
 
+            async fn stored_secrets(
+                &self,
+            ) -> Result<Vec<$crate::push::StoredSecrets>, $crate::StoreError> {
+                <$store>::stored_secrets_sql(self).await
+            }
+
+            async fn replace_secrets(
+                &self,
+                replaced: &[$crate::push::StoredSecrets],
+            ) -> Result<(), $crate::StoreError> {
+                <$store>::replace_secrets_sql(self, replaced).await
+            }
+
             async fn enable_subscription(&self, id: i64) -> Result<bool, $crate::StoreError> {
                 <$store>::enable_subscription_sql(self, id).await
             }

@@ -28,10 +28,27 @@ impl std::fmt::Debug for SubscriptionChange {
     }
 }
 
+/// A subscription's secrets as stored (sealed, or from before secrets were sealed), for sealing
+/// them again under a new key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredSecrets {
+    pub id: i64,
+    pub secret: Option<String>,
+    pub previous_secret: Option<String>,
+}
+
+impl std::fmt::Debug for StoredSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSecrets")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Implements subscription changes for `$store` as inherent methods that the push store's trait
 /// implementation calls.
 macro_rules! impl_change_store {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, write: $write:ident) => {
         impl $store {
             pub(crate) async fn change_subscription_sql(
                 &self,
@@ -94,6 +111,46 @@ macro_rules! impl_change_store {
                 }
                 tx.commit().await?;
                 Ok(true)
+            }
+
+            pub(crate) async fn stored_secrets_sql(
+                &self,
+            ) -> Result<Vec<$crate::push::StoredSecrets>, $crate::StoreError> {
+                use sqlx::Row;
+                let rows = sqlx::query(
+                    "SELECT id, secret, previous_secret FROM subscriptions \
+                     WHERE secret IS NOT NULL OR previous_secret IS NOT NULL ORDER BY id",
+                )
+                .fetch_all(&self.$write)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok($crate::push::StoredSecrets {
+                            id: r.try_get("id")?,
+                            secret: r.try_get("secret")?,
+                            previous_secret: r.try_get("previous_secret")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            pub(crate) async fn replace_secrets_sql(
+                &self,
+                replaced: &[$crate::push::StoredSecrets],
+            ) -> Result<(), $crate::StoreError> {
+                let mut tx = self.begin_write().await?;
+                for r in replaced {
+                    sqlx::query(
+                        "UPDATE subscriptions SET secret = $2, previous_secret = $3 WHERE id = $1",
+                    )
+                    .bind(r.id)
+                    .bind(&r.secret)
+                    .bind(&r.previous_secret)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
             }
         }
     };

@@ -131,6 +131,7 @@ impl Server {
             .arg("--registry")
             .arg(data_path("registry.json"))
             .args(&self.extra_args)
+            .envs(secret_key_env(&self.extra_args))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -185,6 +186,13 @@ impl Server {
     /// Starts the server again on the same data directory (on a new port).
     pub fn restart(&mut self) {
         self.kill9();
+        self.spawn();
+    }
+
+    /// Starts the server again on the same data directory with other arguments.
+    pub fn restart_with(&mut self, extra_args: &[&str]) {
+        self.kill9();
+        self.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
         self.spawn();
     }
 
@@ -280,6 +288,21 @@ pub fn token_for(data_dir: &Path, args: &[&str]) -> String {
 
 /// A loopback port that nothing listens on (free when asked; a test that binds it later races
 /// only with other processes).
+/// The key that servers on PostgreSQL seal webhook secrets with in these tests (every node of a
+/// test needs the same; the base64 of 32 bytes).
+pub const TEST_SECRET_KEY: &str = "aGVuZGVsc2UtdGVzdHMta2V5LTMyLWJ5dGVzLWxvbiE=";
+
+/// `HENDELSE_SECRET_KEY` for a server on PostgreSQL that is not given its keys otherwise.
+pub fn secret_key_env(args: &[String]) -> Vec<(&'static str, &'static str)> {
+    let on_postgres = args.iter().any(|a| a == "--database-url");
+    let has_keys = args.iter().any(|a| a == "--secret-key-file");
+    if on_postgres && !has_keys {
+        vec![("HENDELSE_SECRET_KEY", TEST_SECRET_KEY)]
+    } else {
+        Vec::new()
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

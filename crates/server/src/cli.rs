@@ -166,6 +166,12 @@ pub struct PushArgs {
     /// and its owner told (`platform.events.subscription.disabled`); `ms`, `s`, `m`, `h` or `d`.
     #[arg(long, env = "HENDELSE_DISABLE_FAILING_AFTER", default_value = "5d", value_parser = period)]
     pub disable_failing_after: std::time::Duration,
+    /// Delivered deliveries and their attempts are deleted this long after they were delivered.
+    #[arg(long, env = "HENDELSE_DELIVERED_RETENTION", default_value = "30d", value_parser = period)]
+    pub delivered_retention: std::time::Duration,
+    /// Dead letters and their attempts are deleted this long after they died.
+    #[arg(long, env = "HENDELSE_DEAD_LETTER_RETENTION", default_value = "90d", value_parser = period)]
+    pub dead_letter_retention: std::time::Duration,
     /// How long a subscription's replaced secret keeps signing beside the new one.
     #[arg(long, env = "HENDELSE_SECRET_ROTATION_OVERLAP", default_value = "24h", value_parser = period)]
     pub secret_rotation_overlap: std::time::Duration,

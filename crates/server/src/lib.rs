@@ -11,6 +11,7 @@ pub mod cli;
 mod config;
 mod dialog_settings;
 mod events;
+mod history;
 mod listen;
 mod logging;
 mod metrics;

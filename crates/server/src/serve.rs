@@ -81,6 +81,14 @@ pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> any
         args.retention_days,
         args.retention_interval,
     ));
+    let history = tokio::spawn(crate::history::sweep(
+        push_store.clone(),
+        crate::history::Retention {
+            delivered: args.push.delivered_retention,
+            dead: args.push.dead_letter_retention,
+            interval: Duration::from_secs(args.retention_interval),
+        },
+    ));
 
     let authorizer: Arc<dyn Authorizer> = Arc::new(RegistryAuthorizer::new(registry));
     let endpoint_policy = EndpointPolicy {
@@ -162,6 +170,7 @@ pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> any
         }
     }
     retention.abort();
+    history.abort();
     if let Some(forwarder) = dialog_forwarder {
         // Unforwarded outbox rows stay in the store for the next start. The forwarder holds an
         // Ingest clone: it must be gone before the writer can finish.

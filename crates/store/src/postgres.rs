@@ -71,6 +71,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "secret_rotation",
         include_str!("../migrations/postgres/0011_secret_rotation.sql"),
     ),
+    (
+        12,
+        "settled_deliveries",
+        include_str!("../migrations/postgres/0012_settled_deliveries.sql"),
+    ),
 ];
 
 pub struct PgStore {
@@ -146,6 +151,7 @@ crate::retention::impl_retention!(PgStore, Postgres);
 crate::push::impl_replay_store!(PgStore, Postgres, read: pool);
 crate::push::impl_health_store!(PgStore, Postgres, read: pool);
 crate::push::impl_change_store!(PgStore, Postgres, write: pool);
+crate::push::impl_history_store!(PgStore, Postgres, read: pool);
 crate::push::impl_push_store!(
     PgStore,
     Postgres,

@@ -208,6 +208,14 @@ pub struct AttemptRecord {
     pub endpoint: Option<EndpointReport>,
 }
 
+/// The delivery history's size: settled deliveries by state, and attempts recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistorySize {
+    pub delivered: u64,
+    pub dead: u64,
+    pub attempts: u64,
+}
+
 /// How many subscriptions (not deleted) are in each state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SubscriptionStates {
@@ -390,6 +398,18 @@ pub trait PushStore: Send + Sync + 'static {
     /// How many subscriptions are healthy, failing and disabled.
     async fn subscription_states(&self) -> Result<SubscriptionStates, StoreError>;
 
+    /// Deletes up to `limit` deliveries in `state` (delivered or dead) settled before
+    /// `settled_before`, oldest first, with their attempts; how many it deleted.
+    async fn prune_settled(
+        &self,
+        state: DeliveryState,
+        settled_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError>;
+
+    /// How large the delivery history is (counted: for a sweep, not for every scrape).
+    async fn history_size(&self) -> Result<HistorySize, StoreError>;
+
     /// Pending deliveries and the age of the oldest, for metrics and back-pressure.
     async fn queue_depth(&self) -> Result<(u64, Option<DateTime<Utc>>), StoreError>;
 }
@@ -437,12 +457,14 @@ pub(crate) fn status_of(value: Option<i64>) -> Option<u16> {
 mod backend;
 mod change;
 pub mod health;
+mod history;
 mod replay;
 pub(crate) use backend::impl_push_store;
 pub(crate) use change::impl_change_store;
 pub use change::{StoredSecrets, SubscriptionChange};
 pub(crate) use health::impl_health_store;
 pub use health::{EndpointHealth, EndpointReport};
+pub(crate) use history::impl_history_store;
 pub use replay::{NewReplay, ReplayOutcome, StoredReplay};
 pub(crate) use replay::{REPLAY_DELIVERIES_PER_INSERT, impl_replay_store, replay_of};
 

@@ -82,6 +82,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "secret_rotation",
         include_str!("../migrations/sqlite/0012_secret_rotation.sql"),
     ),
+    (
+        13,
+        "settled_deliveries",
+        include_str!("../migrations/sqlite/0013_settled_deliveries.sql"),
+    ),
 ];
 
 pub struct SqliteStore {
@@ -210,6 +215,7 @@ crate::retention::impl_retention!(SqliteStore, Sqlite);
 crate::push::impl_replay_store!(SqliteStore, Sqlite, read: readers);
 crate::push::impl_health_store!(SqliteStore, Sqlite, read: readers);
 crate::push::impl_change_store!(SqliteStore, Sqlite, write: writer);
+crate::push::impl_history_store!(SqliteStore, Sqlite, read: readers);
 crate::push::impl_push_store!(
     SqliteStore,
     Sqlite,

@@ -40,6 +40,7 @@ hendelse_store::both_backends!(
     a_batch_fills_until_full_and_is_due_then,
     a_replay_queues_events_again_once_per_key,
     a_failing_endpoint_rests_and_a_success_ends_its_streak,
+    settled_deliveries_are_pruned_oldest_first_in_batches,
 );
 
 fn event(id: &str) -> NewEvent {
@@ -1626,4 +1627,63 @@ async fn a_failing_endpoint_rests_and_a_success_ends_its_streak(store: Arc<dyn S
         Some("status 500"),
         "kept for the record"
     );
+}
+
+async fn settled_deliveries_are_pruned_oldest_first_in_batches(store: Arc<dyn Store>) {
+    let id = validated(&store, "https://pruned.example/hook").await;
+    let queued: Vec<NewDelivery> = (1..=4).map(|seq| delivery(id, seq)).collect();
+    store.enqueue(0, 0, &queued).await.expect("enqueue");
+    let leased = lease(&store, "w", Utc::now(), soon(60_000), 10)
+        .await
+        .expect("lease");
+    assert_eq!(leased.len(), 4);
+    let long_ago = Utc::now() - chrono::Duration::days(40);
+    for (i, d) in leased.iter().enumerate() {
+        let next = if i == 3 { Next::Dead } else { Next::Delivered };
+        let mut record = attempt(d.id, id, "w", next);
+        // Settled long ago, one after the other; the third just now.
+        record.at = if i == 2 {
+            Utc::now()
+        } else {
+            long_ago + chrono::Duration::seconds(i as i64)
+        };
+        assert!(store.record_attempt(&record).await.expect("record"));
+    }
+    let size = store.history_size().await.expect("size");
+    assert_eq!(
+        (size.delivered, size.dead),
+        (4, 1),
+        "the handshake is delivered too"
+    );
+    assert!(size.attempts >= 5);
+
+    let cutoff = Utc::now() - chrono::Duration::days(30);
+    let first = store
+        .prune_settled(DeliveryState::Delivered, cutoff, 2)
+        .await
+        .expect("prune");
+    assert_eq!(first, 2, "a batch at the most");
+    let rest = store
+        .prune_settled(DeliveryState::Delivered, cutoff, 2)
+        .await
+        .expect("prune");
+    assert_eq!(rest, 0, "the handshake and the third were settled recently");
+    let left = store.deliveries(id, None, 10).await.expect("deliveries");
+    let ids: Vec<i64> = left.iter().map(|d| d.id).collect();
+    assert!(
+        !ids.contains(&leased[0].id) && !ids.contains(&leased[1].id),
+        "{ids:?}"
+    );
+    assert!(ids.contains(&leased[2].id) && ids.contains(&leased[3].id));
+    // The dead letter has its own retention.
+    assert_eq!(
+        store
+            .prune_settled(DeliveryState::Dead, cutoff, 10)
+            .await
+            .expect("prune"),
+        1
+    );
+    let size = store.history_size().await.expect("size");
+    assert_eq!((size.delivered, size.dead), (2, 0));
+    assert_eq!(size.attempts, 2, "attempts go with their deliveries");
 }

@@ -14,6 +14,7 @@ mod dialogs;
 mod disk_full;
 mod durability;
 mod health;
+mod history;
 mod hostile;
 mod isolation;
 mod openapi;

@@ -811,6 +811,19 @@ macro_rules! impl_push_store {
                 <$store>::subscription_states_sql(self).await
             }
 
+            async fn prune_settled(
+                &self,
+                state: $crate::push::DeliveryState,
+                settled_before: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+            ) -> Result<u64, $crate::StoreError> {
+                <$store>::prune_settled_sql(self, state, settled_before, limit).await
+            }
+
+            async fn history_size(&self) -> Result<$crate::push::HistorySize, $crate::StoreError> {
+                <$store>::history_size_sql(self).await
+            }
+
             async fn queue_depth(
                 &self,
             ) -> Result<(u64, Option<chrono::DateTime<chrono::Utc>>), $crate::StoreError> {

@@ -117,6 +117,10 @@ struct Cli {
     /// push: each subscription's `maxEventsPerBatch` (1: one event a POST).
     #[arg(long, default_value_t = 1)]
     push_batch: u32,
+    /// push: each subscription's `rateLimit` (deliveries per second); the report then compares
+    /// the rate reached with it.
+    #[arg(long)]
+    push_rate_limit: Option<u32>,
     /// push: single events published at a steady rate for the latency figure.
     #[arg(long, default_value_t = 200)]
     paced_events: usize,
@@ -278,6 +282,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             fanout: matches!(cli.push_shape, PushShape::Fanout),
             events: cli.push_events,
             batch: cli.push_batch.max(1),
+            rate_limit: cli.push_rate_limit,
             ingest_events: cli.ingest_events,
             paced_events: cli.paced_events,
             paced_rate: cli.paced_rate,

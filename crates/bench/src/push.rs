@@ -32,6 +32,8 @@ pub struct PushParams {
     pub events: usize,
     /// Each subscription's `maxEventsPerBatch` (1: one event a POST).
     pub batch: u32,
+    /// Each subscription's `rateLimit`.
+    pub rate_limit: Option<u32>,
     /// Single events published over 64 connections before the subscriptions exist and again
     /// while the throughput phase's backlog drains (0: neither).
     pub ingest_events: usize,
@@ -210,6 +212,9 @@ async fn scenario(instance: &Instance, params: &PushParams) -> anyhow::Result<Pu
         if params.batch > 1 {
             body["maxEventsPerBatch"] = params.batch.into();
         }
+        if let Some(rate) = params.rate_limit {
+            body["rateLimit"] = rate.into();
+        }
         if params.fanout {
             body["subjectFilter"] = format!("/party/{}", FANOUT_PARTY + k as u64).into();
         }
@@ -362,6 +367,7 @@ async fn scenario(instance: &Instance, params: &PushParams) -> anyhow::Result<Pu
         subscriptions,
         events: params.events,
         batch: params.batch,
+        rate_limit: params.rate_limit,
         ingest_alone_per_s: ingest_alone.map(round1),
         ingest_during_backlog_per_s: ingest_during.map(round1),
         deliveries_expected: expected,

@@ -128,6 +128,8 @@ pub struct PushFigures {
     pub events: usize,
     /// Each subscription's `maxEventsPerBatch`; a delivery here is one event, batched or not.
     pub batch: u32,
+    /// Each subscription's `rateLimit`, if it had one.
+    pub rate_limit: Option<u32>,
     /// `--ingest-events`: single events accepted per second before the subscriptions existed,
     /// and while the throughput phase's backlog drained.
     pub ingest_alone_per_s: Option<f64>,
@@ -415,12 +417,29 @@ impl Report {
                 format!("{} ({})", thousands(p.deliveries as f64), p.duplicates),
                 String::new(),
             );
-            row(
-                "push",
-                "deliveries/s",
-                thousands(p.deliveries_per_s),
-                verdict(p.deliveries_per_s >= 5000.0, ">= 5,000"),
-            );
+            match p.rate_limit {
+                None => row(
+                    "push",
+                    "deliveries/s",
+                    thousands(p.deliveries_per_s),
+                    verdict(p.deliveries_per_s >= 5000.0, ">= 5,000"),
+                ),
+                Some(limit) => {
+                    // Each subscription's own rate, against its limit: never above, and within
+                    // 5 % below.
+                    let each = p.deliveries_per_s / p.subscriptions.max(1) as f64;
+                    let limit = f64::from(limit);
+                    row(
+                        "push",
+                        "deliveries/s per subscription (rateLimit)",
+                        format!("{each:.2} ({limit})"),
+                        verdict(
+                            each <= limit * 1.001 && each >= limit * 0.95,
+                            "within 5 % below the limit",
+                        ),
+                    )
+                }
+            }
             row(
                 "push",
                 "latency under load p50 / p99",

@@ -46,7 +46,7 @@ pub enum Action {
 }
 
 #[derive(Args, Debug)]
-#[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["endpoint", "secret", "no_secret"])))]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["endpoint", "secret", "no_secret", "rate_limit", "no_rate_limit"])))]
 pub struct UpdateArgs {
     pub id: i64,
     /// The new endpoint.
@@ -63,6 +63,12 @@ pub struct UpdateArgs {
     /// Sign no more.
     #[arg(long)]
     pub no_secret: bool,
+    /// At most N deliveries per second.
+    #[arg(long, value_name = "N", conflicts_with = "no_rate_limit")]
+    pub rate_limit: Option<u32>,
+    /// No rate limit.
+    #[arg(long)]
+    pub no_rate_limit: bool,
 }
 
 impl UpdateArgs {
@@ -73,6 +79,11 @@ impl UpdateArgs {
                 Some(None)
             } else {
                 self.secret.clone().map(Some)
+            },
+            rate_limit: if self.no_rate_limit {
+                Some(None)
+            } else {
+                self.rate_limit.map(Some)
             },
         }
     }
@@ -148,6 +159,9 @@ pub struct CreateArgs {
     /// How long a batch that is not full waits for more events, in milliseconds.
     #[arg(long, value_name = "MS")]
     pub max_wait_ms: Option<u32>,
+    /// At most N deliveries per second.
+    #[arg(long, value_name = "N")]
+    pub rate_limit: Option<u32>,
 }
 
 impl CreateArgs {
@@ -163,6 +177,7 @@ impl CreateArgs {
             secret: self.secret.clone(),
             max_events_per_batch: self.max_events_per_batch,
             max_wait_ms: self.max_wait_ms,
+            rate_limit: self.rate_limit,
         }
     }
 }
@@ -224,6 +239,7 @@ mod tests {
             secret: None,
             max_events_per_batch: None,
             max_wait_ms: None,
+            rate_limit: None,
         };
         assert_eq!(
             serde_json::to_string(&args.body()).expect("json"),

@@ -168,6 +168,7 @@ mod tests {
                 principal: "{}".into(),
                 secret: None,
                 batching: Default::default(),
+                rate_limit: None,
             },
             created: Utc::now(),
             start_seq: 0,

@@ -150,6 +150,7 @@ impl SubscriptionService {
             principal,
             secret,
             batching: batching_of(request.max_events_per_batch, request.max_wait_ms)?,
+            rate_limit: request.rate_limit.map(checked_rate).transpose()?,
         };
         let source_base = format!("{public_base}{}", paths::SUBSCRIPTIONS);
         let created = self
@@ -239,9 +240,13 @@ impl SubscriptionService {
             }
             other => other,
         };
-        if end_point.is_none() && secret.is_none() {
+        let rate_limit = match patch.rate_limit {
+            Some(Some(rate)) => Some(Some(checked_rate(rate)?)),
+            other => other,
+        };
+        if end_point.is_none() && secret.is_none() && rate_limit.is_none() {
             return Err(SubscriptionError::Invalid(
-                "Nothing to change: give endPoint and/or secret.".into(),
+                "Nothing to change: give endPoint, secret and/or rateLimit.".into(),
             ));
         }
         let overlap = chrono::Duration::from_std(self.settings.secret_overlap)
@@ -249,6 +254,7 @@ impl SubscriptionService {
         let change = SubscriptionChange {
             end_point,
             secret,
+            rate_limit,
             previous_secret_until: Utc::now()
                 .checked_add_signed(overlap)
                 .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC),
@@ -343,6 +349,19 @@ fn require_subscribe_scope(caller: &Principal) -> Result<(), SubscriptionError> 
 /// Who owns the subscriptions a principal creates, in Altinn's notation.
 fn consumer_of(caller: &Principal) -> String {
     caller.consumer()
+}
+
+/// The highest rate limit taken, in deliveries per second.
+pub const MAX_RATE_LIMIT: u32 = 10_000;
+
+fn checked_rate(rate: u32) -> Result<u32, SubscriptionError> {
+    if (1..=MAX_RATE_LIMIT).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(SubscriptionError::Invalid(format!(
+            "rateLimit must be 1 to {MAX_RATE_LIMIT} deliveries per second, not {rate}."
+        )))
+    }
 }
 
 /// Most events in one batch, and the longest a batch may wait for more.

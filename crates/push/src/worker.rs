@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use hendelse_auth::{Authorizer, Principal};
 use hendelse_store::push::{
-    AttemptRecord, EndpointReport, LeaseRequest, LeasedDelivery, Next, Subscription,
+    AttemptRecord, EndpointReport, LeaseRequest, LeasedDelivery, Next, Permit, Subscription,
 };
 use hendelse_store::{EventStore, PushStore};
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
@@ -548,6 +548,29 @@ impl Context {
         }
     }
 
+    /// Waits for the subscription's next permit under its rate limit, which every node takes
+    /// from the same place in the store, so that together they never send faster.
+    async fn wait_for_permit(
+        &self,
+        subscription_id: i64,
+        rate: u32,
+    ) -> Result<(), hendelse_store::StoreError> {
+        let interval = Duration::from_micros(1_000_000 / u64::from(rate.max(1)));
+        loop {
+            match self.push.claim_permit(subscription_id, Utc::now()).await? {
+                Permit::At(at) => {
+                    if let Ok(wait) = (at - Utc::now()).to_std() {
+                        tokio::time::sleep(wait).await;
+                    }
+                    return Ok(());
+                }
+                // The next second's permits are taken: ask again after one interval.
+                Permit::Busy => tokio::time::sleep(interval.max(Duration::from_millis(5))).await,
+                Permit::Unlimited => return Ok(()),
+            }
+        }
+    }
+
     /// Publishes that the subscription is disabled, before the disable is recorded (so that a
     /// crash between the two announces it again, under the same id, rather than never); the
     /// reason to record, or `None` to try again at the next failure when the log refuses.
@@ -619,6 +642,16 @@ impl Context {
         }
         if !signatures.is_empty() {
             request = request.header("webhook-signature", signatures.join(" "));
+        }
+        if let Some(rate) = subscription.spec.rate_limit
+            && let Err(e) = self.wait_for_permit(subscription.id, rate).await
+        {
+            return Outcome {
+                status: None,
+                retry_after: None,
+                error: Some(format!("cannot take a permit of the rate limit: {e}")),
+                refused: false,
+            };
         }
         match request.body(body).send().await {
             Ok(response) => {

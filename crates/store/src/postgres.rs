@@ -76,6 +76,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "settled_deliveries",
         include_str!("../migrations/postgres/0012_settled_deliveries.sql"),
     ),
+    (
+        13,
+        "rate_limits",
+        include_str!("../migrations/postgres/0013_rate_limits.sql"),
+    ),
 ];
 
 pub struct PgStore {

@@ -24,6 +24,8 @@ pub struct NewSubscription {
     pub principal: String,
     pub secret: Option<String>,
     pub batching: Batching,
+    /// At most this many deliveries per second, over all nodes.
+    pub rate_limit: Option<u32>,
 }
 
 /// How a subscription's events are sent: one per request (the default), or up to `max_events`
@@ -385,6 +387,14 @@ pub trait PushStore: Send + Sync + 'static {
         handshake: &(dyn Fn(i64) -> NewDelivery + Send + Sync),
     ) -> Result<bool, StoreError>;
 
+    /// Claims the next send of a rate-limited subscription, for every node alike (a generic cell
+    /// rate algorithm whose state is in the store).
+    async fn claim_permit(
+        &self,
+        subscription_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Permit, StoreError>;
+
     /// Every subscription's stored secrets (deleted ones' too: they stay in the table).
     async fn stored_secrets(&self) -> Result<Vec<StoredSecrets>, StoreError>;
 
@@ -418,7 +428,7 @@ const SUBSCRIPTION_COLUMNS: &str = "id, end_point, resource_filter, source_filte
      alternative_subject_filter, type_filter, include_subunits, consumer, created_by, principal, \
      secret, created, start_seq, validated, enabled, disabled_reason, max_events_per_batch, \
      max_wait_ms, consecutive_failures, failing_since, last_success, last_failure, last_error, \
-     rest_until, previous_secret, previous_secret_until";
+     rest_until, previous_secret, previous_secret_until, rate_limit";
 
 /// SQLite allows 32,766 bound parameters per statement; 5 per delivery row.
 pub(crate) const DELIVERIES_PER_INSERT: usize = 1000;
@@ -461,7 +471,7 @@ mod history;
 mod replay;
 pub(crate) use backend::impl_push_store;
 pub(crate) use change::impl_change_store;
-pub use change::{StoredSecrets, SubscriptionChange};
+pub use change::{Permit, StoredSecrets, SubscriptionChange};
 pub(crate) use health::impl_health_store;
 pub use health::{EndpointHealth, EndpointReport};
 pub(crate) use history::impl_history_store;

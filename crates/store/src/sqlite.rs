@@ -87,6 +87,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "settled_deliveries",
         include_str!("../migrations/sqlite/0013_settled_deliveries.sql"),
     ),
+    (
+        14,
+        "rate_limits",
+        include_str!("../migrations/sqlite/0014_rate_limits.sql"),
+    ),
 ];
 
 pub struct SqliteStore {

@@ -146,6 +146,7 @@ pub fn org_subscription(end_point: &str, resource: &str) -> NewSubscription {
         principal: r#"{"kind":"org","org":"ttd","orgNumber":null,"scopes":[]}"#.into(),
         secret: None,
         batching: crate::push::Batching::default(),
+        rate_limit: None,
     }
 }
 

@@ -34,6 +34,10 @@ pub struct SubscriptionRequest {
     /// default 0: a batch holds what is there when it is queued).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_wait_ms: Option<u32>,
+    /// At most this many deliveries (requests) per second, over all nodes (1 to 10000; default:
+    /// no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<u32>,
 }
 
 impl std::fmt::Debug for SubscriptionRequest {
@@ -52,6 +56,7 @@ impl std::fmt::Debug for SubscriptionRequest {
             .field("secret", &self.secret.as_ref().map(|_| "…"))
             .field("max_events_per_batch", &self.max_events_per_batch)
             .field("max_wait_ms", &self.max_wait_ms)
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }
@@ -88,6 +93,9 @@ pub struct Subscription {
     pub max_events_per_batch: u32,
     #[serde(default)]
     pub max_wait_ms: u32,
+    /// Deliveries per second at the most, over all nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<u32>,
     /// While a replaced secret still signs beside the current one: until when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_secret_until: Option<String>,
@@ -188,6 +196,14 @@ pub struct SubscriptionPatch {
     )]
     #[schema(value_type = Option<String>)]
     pub secret: Option<Option<String>>,
+    /// A new rate limit (deliveries per second, 1 to 10000), or `null` for none.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<u32>)]
+    pub rate_limit: Option<Option<u32>>,
 }
 
 impl std::fmt::Debug for SubscriptionPatch {

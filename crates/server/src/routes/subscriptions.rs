@@ -55,6 +55,7 @@ fn view(s: Stored) -> Subscription {
         has_secret: s.spec.secret.is_some(),
         max_events_per_batch: s.spec.batching.max_events,
         max_wait_ms: s.spec.batching.max_wait_ms,
+        rate_limit: s.spec.rate_limit,
         previous_secret_until: time(
             s.previous_secret
                 .as_ref()

@@ -21,6 +21,7 @@ mod openapi;
 mod postgres_nodes;
 mod push;
 mod queries;
+mod rate_limit;
 mod reliability;
 mod replay;
 mod roundtrip;

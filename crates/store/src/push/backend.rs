@@ -55,6 +55,9 @@ macro_rules! impl_push_store {
                             ),
                             max_wait_ms: $crate::push::stored_u32(row.try_get("max_wait_ms")?),
                         },
+                        rate_limit: row
+                            .try_get::<Option<i64>, _>("rate_limit")?
+                            .map($crate::push::stored_u32),
                     },
                     created: $crate::micros_to_time(row.try_get("created")?),
                     start_seq: row.try_get("start_seq")?,
@@ -125,8 +128,8 @@ macro_rules! impl_push_store {
                     "INSERT INTO subscriptions (end_point, resource_filter, source_filter, \
                      subject_filter, alternative_subject_filter, type_filter, include_subunits, \
                      consumer, created_by, principal, secret, created, max_events_per_batch, \
-                     max_wait_ms, start_seq) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, ({})) \
+                     max_wait_ms, rate_limit, start_seq) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, ({})) \
                      RETURNING id",
                     $tip
                 );
@@ -145,6 +148,7 @@ macro_rules! impl_push_store {
                     .bind(now)
                     .bind(i64::from(s.batching.max_events))
                     .bind(i64::from(s.batching.max_wait_ms))
+                    .bind(s.rate_limit.map(i64::from))
                     .fetch_one(&mut *tx)
                     .await?;
                 let d = handshake(id);
@@ -786,6 +790,14 @@ macro_rules! impl_push_store {
                 handshake: &(dyn Fn(i64) -> $crate::push::NewDelivery + Send + Sync),
             ) -> Result<bool, $crate::StoreError> {
                 <$store>::change_subscription_sql(self, id, change, handshake).await
+            }
+
+            async fn claim_permit(
+                &self,
+                subscription_id: i64,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<$crate::push::Permit, $crate::StoreError> {
+                <$store>::claim_permit_sql(self, subscription_id, now).await
             }
 
             async fn stored_secrets(

@@ -11,6 +11,8 @@ pub struct SubscriptionChange {
     pub end_point: Option<String>,
     /// `Some(None)` removes the secret.
     pub secret: Option<Option<String>>,
+    /// `Some(None)` removes the rate limit.
+    pub rate_limit: Option<Option<u32>>,
     /// Until when the secret being replaced still signs.
     pub previous_secret_until: DateTime<Utc>,
 }
@@ -23,9 +25,21 @@ impl std::fmt::Debug for SubscriptionChange {
                 "secret",
                 &self.secret.as_ref().map(|s| s.as_ref().map(|_| "…")),
             )
+            .field("rate_limit", &self.rate_limit)
             .field("previous_secret_until", &self.previous_secret_until)
             .finish()
     }
+}
+
+/// The answer to a claim of a rate-limited subscription's next send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permit {
+    /// It may go at this time (now, or within a second).
+    At(DateTime<Utc>),
+    /// The next second's permits are all taken: ask again later.
+    Busy,
+    /// The subscription has no limit (any more).
+    Unlimited,
 }
 
 /// A subscription's secrets as stored (sealed, or from before secrets were sealed), for sealing
@@ -109,8 +123,57 @@ macro_rules! impl_change_store {
                     .execute(&mut *tx)
                     .await?;
                 }
+                if let Some(rate_limit) = change.rate_limit {
+                    sqlx::query("UPDATE subscriptions SET rate_limit = $2 WHERE id = $1")
+                        .bind(id)
+                        .bind(rate_limit.map(i64::from))
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await?;
                 Ok(true)
+            }
+
+            pub(crate) async fn claim_permit_sql(
+                &self,
+                subscription_id: i64,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<$crate::push::Permit, $crate::StoreError> {
+                let now = now.timestamp_micros();
+                let mut tx = self.begin_write_unsynced().await?;
+                // GCRA: the permit is at the theoretical arrival time (or now, if that passed),
+                // which moves on by one interval; claims reach at most a second ahead.
+                let next: Option<(i64, i64)> = sqlx::query_as(
+                    "UPDATE subscriptions SET rate_tat = \
+                         CASE WHEN rate_tat IS NULL OR rate_tat < $2 THEN $2 ELSE rate_tat END \
+                         + 1000000 / rate_limit \
+                     WHERE id = $1 AND rate_limit IS NOT NULL AND rate_limit > 0 \
+                     AND (rate_tat IS NULL OR rate_tat < $2 + 1000000) \
+                     RETURNING rate_tat, rate_limit",
+                )
+                .bind(subscription_id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let permit = match next {
+                    Some((tat, rate)) => $crate::push::Permit::At($crate::micros_to_time(
+                        tat - 1_000_000 / rate.max(1),
+                    )),
+                    None => {
+                        let limit: Option<Option<i64>> = sqlx::query_scalar(
+                            "SELECT rate_limit FROM subscriptions WHERE id = $1",
+                        )
+                        .bind(subscription_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        match limit.flatten() {
+                            Some(_) => $crate::push::Permit::Busy,
+                            None => $crate::push::Permit::Unlimited,
+                        }
+                    }
+                };
+                tx.commit().await?;
+                Ok(permit)
             }
 
             pub(crate) async fn stored_secrets_sql(

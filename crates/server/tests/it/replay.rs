@@ -337,3 +337,86 @@ async fn the_cli_replays_and_explains_a_refusal_on_one_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--from") && err.contains("--after"), "{err}");
 }
+
+/// A replay cut short by `kill -9` is stored whole or not at all: asked again with its key after
+/// the restart, the window is queued exactly once, whichever side of the commit the kill fell on.
+async fn a_replay_cut_by_kill_9_is_queued_exactly_once(extra: &[&str]) {
+    const EVENTS: usize = 2000;
+    let mut server = replay_server(&[&["--replay-max-events", "5000"], extra].concat());
+    let receiver = Receiver::start().await;
+    let ttd = server.ttd();
+    let id = subscribe_to(&server, &ttd, &receiver.url("/cut")).await;
+    wait_validated(&server, &ttd, id).await;
+    let start = now();
+    let events: Vec<Value> = (0..EVENTS)
+        .map(|i| generic_event(&format!("cut-{i:04}")))
+        .collect();
+    for chunk in events.chunks(100) {
+        crate::common::publish_batch_ok(&server, &ttd, chunk).await;
+    }
+    eventually("the live deliveries", PATIENCE, async || {
+        let n = receiver.ids_on("/cut").len();
+        if n == EVENTS {
+            Ok(())
+        } else {
+            Err(n.to_string())
+        }
+    })
+    .await;
+
+    let body = json!({"from": start});
+    let url = server.at(&format!("{SUBSCRIPTIONS}/{id}/replay"));
+    let request = client()
+        .post(&url)
+        .bearer_auth(&ttd)
+        .header("Idempotency-Key", "cut")
+        .json(&body);
+    let first = tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) });
+    let delay = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(20, |d| u64::from(d.subsec_nanos() % 80));
+    tokio::time::sleep(Duration::from_millis(delay)).await;
+    server.kill9();
+    let first = first.await.expect("the first request's task");
+    server.restart();
+
+    let again = replay_ok(&server, &ttd, id, Some("cut"), &body).await;
+    eprintln!("kill -9 {delay} ms into a replay: the first answer {first:?}, then {again}");
+    assert_eq!(again["queued"], EVENTS, "{again}");
+    if matches!(first, Ok(202)) {
+        assert_eq!(again["repeated"], true, "acknowledged, so stored: {again}");
+    }
+    let replay_id = again["replayId"].as_i64().expect("replayId");
+    eventually("the replay to be delivered", PATIENCE, async || {
+        let n = replayed(&receiver, "/cut", replay_id).len();
+        if n >= EVENTS {
+            Ok(())
+        } else {
+            Err(n.to_string())
+        }
+    })
+    .await;
+    tokio::time::sleep(QUIET).await;
+    let seen = replayed(&receiver, "/cut", replay_id);
+    let distinct: std::collections::BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(distinct.len(), EVENTS, "every event of the window once");
+    let replays: std::collections::BTreeSet<String> = receiver
+        .deliveries_on("/cut")
+        .iter()
+        .filter_map(|h| h.header(REPLAY_HEADER).map(str::to_owned))
+        .collect();
+    assert_eq!(replays.len(), 1, "one replay queued, not two: {replays:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_replay_cut_by_kill_9_is_queued_exactly_once() {
+    a_replay_cut_by_kill_9_is_queued_exactly_once(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_replay_cut_by_kill_9_is_queued_exactly_once() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    a_replay_cut_by_kill_9_is_queued_exactly_once(&["--database-url", &db.url]).await;
+}

@@ -5,6 +5,7 @@ pub mod cloudevent;
 pub mod dialogporten;
 pub mod pattern;
 pub mod subject;
+pub mod trace;
 pub mod visibility;
 
 pub use cloudevent::{FieldError, ValidatedEvent, ValidationError, validate_event};

@@ -144,6 +144,7 @@ pub fn disabled_event(subscription: &Subscription, reason: &str, now: DateTime<U
         alternative_subject: None,
         resource: Some(SUBSCRIPTION_EVENTS_RESOURCE.to_owned()),
         body: body.to_string(),
+        traceparent: None,
     }
 }
 

@@ -331,6 +331,26 @@ fn lease_limits(
 }
 
 /// The in-flight counts; a panic elsewhere cannot leave them unusable.
+/// The `traceparent` a delivery carries: its publish request's, else the event's own CloudEvents
+/// distributed-tracing attribute; none for a batch (its events may belong to many traces).
+fn trace_of(delivery: &LeasedDelivery, body: &str) -> Option<String> {
+    if delivery.batch.is_some() {
+        return None;
+    }
+    if let Some(traceparent) = delivery.traceparent.as_deref() {
+        return Some(traceparent.to_owned());
+    }
+    if !body.contains("\"traceparent\"") {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct Traced {
+        traceparent: Option<String>,
+    }
+    let traced: Traced = serde_json::from_str(body).ok()?;
+    hendelse_model::trace::traceparent(traced.traceparent.as_deref()?).map(str::to_owned)
+}
+
 /// Moves the subscription's queue to the end of its endpoint's rest, chunk by chunk, so that
 /// leases do not read past it meanwhile. One mover per subscription at a time.
 async fn defer_queue(
@@ -611,6 +631,10 @@ impl Context {
             .header(CONTENT_TYPE, content_type)
             .header("webhook-id", &delivery.webhook_id)
             .header("webhook-timestamp", timestamp.to_string());
+        if let Some(traceparent) = trace_of(delivery, &body) {
+            // The subscriber's span continues the producer's trace.
+            request = request.header("traceparent", traceparent);
+        }
         if let Some(replay) = delivery.replay {
             // The receiver can tell a replayed event from a live one (same CloudEvent id).
             request = request.header(REPLAY_HEADER, replay.to_string());

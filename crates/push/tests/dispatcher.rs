@@ -41,6 +41,7 @@ fn event(id: u32, event_type: &str) -> NewEvent {
         alternative_subject: None,
         resource: Some(RESOURCE.into()),
         body: body.to_string(),
+        traceparent: None,
     }
 }
 

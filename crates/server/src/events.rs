@@ -72,6 +72,7 @@ impl EventService {
         caller: &Principal,
         events: Vec<ValidatedEvent>,
         batch: bool,
+        traceparent: Option<&str>,
     ) -> Result<usize, EventError> {
         require_publish_scope(caller)?;
         for (i, event) in events.iter().enumerate() {
@@ -85,7 +86,12 @@ impl EventService {
         let count = events.len();
         if count > 0 {
             self.ingest
-                .publish(events.into_iter().map(NewEvent::from).collect())
+                .publish(
+                    events
+                        .into_iter()
+                        .map(|e| traced(NewEvent::from(e), traceparent))
+                        .collect(),
+                )
                 .await?;
             metrics::counter!("hendelse_events_published_total", "endpoint" => "events")
                 .increment(count as u64);
@@ -132,6 +138,7 @@ impl EventService {
         &self,
         caller: &Principal,
         mut event: Map<String, Value>,
+        traceparent: Option<&str>,
     ) -> Result<String, EventError> {
         require_publish_scope(caller)?;
         let source = event
@@ -172,7 +179,9 @@ impl EventService {
             source,
         })?;
         let validated = validate_map(&event, json)?;
-        self.ingest.publish(vec![NewEvent::from(validated)]).await?;
+        self.ingest
+            .publish(vec![traced(NewEvent::from(validated), traceparent)])
+            .await?;
         metrics::counter!("hendelse_events_published_total", "endpoint" => "app").increment(1);
         Ok(id)
     }
@@ -293,6 +302,12 @@ impl EventService {
             })?;
         Ok(Some(event.source))
     }
+}
+
+/// The event with the request's `traceparent`, to go with its deliveries.
+fn traced(mut event: NewEvent, traceparent: Option<&str>) -> NewEvent {
+    event.traceparent = traceparent.map(str::to_owned);
+    event
 }
 
 fn require_publish_scope(caller: &Principal) -> Result<(), EventError> {

@@ -33,6 +33,8 @@ pub struct NewEvent {
     pub alternative_subject: Option<String>,
     pub resource: Option<String>,
     pub body: String,
+    /// The W3C `traceparent` of the request that published it, sent with its deliveries.
+    pub traceparent: Option<String>,
 }
 
 impl From<hendelse_model::ValidatedEvent> for NewEvent {
@@ -46,6 +48,7 @@ impl From<hendelse_model::ValidatedEvent> for NewEvent {
             alternative_subject: e.alternative_subject,
             resource: e.resource,
             body: e.json,
+            traceparent: None,
         }
     }
 }

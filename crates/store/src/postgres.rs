@@ -81,6 +81,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "rate_limits",
         include_str!("../migrations/postgres/0013_rate_limits.sql"),
     ),
+    (
+        14,
+        "traceparent",
+        include_str!("../migrations/postgres/0014_traceparent.sql"),
+    ),
 ];
 
 pub struct PgStore {
@@ -193,10 +198,10 @@ impl EventStore for PgStore {
         let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
         // One statement for the whole batch: every column as an array, unnested into rows.
         let inserted: Vec<i64> = sqlx::query_scalar(
-            "INSERT INTO events (seq, id, source, type, subject_key, alternative_subject, resource, registered, body) \
-             SELECT $1 + t.ord, t.id, t.source, t.type, t.subject_key, t.alternative_subject, t.resource, $2, t.body \
-             FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) \
-                  WITH ORDINALITY AS t(id, source, type, subject_key, alternative_subject, resource, body, ord) \
+            "INSERT INTO events (seq, id, source, type, subject_key, alternative_subject, resource, registered, body, traceparent) \
+             SELECT $1 + t.ord, t.id, t.source, t.type, t.subject_key, t.alternative_subject, t.resource, $2, t.body, t.traceparent \
+             FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[]) \
+                  WITH ORDINALITY AS t(id, source, type, subject_key, alternative_subject, resource, body, traceparent, ord) \
              ORDER BY t.ord \
              ON CONFLICT (id, source) DO NOTHING RETURNING seq",
         )
@@ -209,6 +214,7 @@ impl EventStore for PgStore {
         .bind(events.iter().map(|e| e.alternative_subject.clone()).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.resource.clone()).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.body.clone()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.traceparent.clone()).collect::<Vec<_>>())
         .fetch_all(&mut *tx)
         .await?;
         let last_seq = tip_seq + n;

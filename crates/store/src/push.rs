@@ -127,6 +127,8 @@ pub struct LeasedDelivery {
     pub attempts: i64,
     /// The replay it belongs to; `None` for a live delivery.
     pub replay: Option<i64>,
+    /// The W3C `traceparent` its event was published with, if the request carried one.
+    pub traceparent: Option<String>,
 }
 
 /// Which deliveries a worker asks for.

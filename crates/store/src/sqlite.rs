@@ -18,7 +18,7 @@ use crate::{
     AppendReceipt, EventQuery, EventStore, NewEvent, StoreError, StoredEvent, micros_to_time,
 };
 
-/// SQLite allows 32,766 bound parameters per statement; 8 per event row.
+/// SQLite allows 32,766 bound parameters per statement; 9 per event row.
 const ROWS_PER_INSERT: usize = 500;
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -91,6 +91,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         14,
         "rate_limits",
         include_str!("../migrations/sqlite/0014_rate_limits.sql"),
+    ),
+    (
+        15,
+        "traceparent",
+        include_str!("../migrations/sqlite/0015_traceparent.sql"),
     ),
 ];
 
@@ -247,7 +252,7 @@ impl EventStore for SqliteStore {
         let mut inserted = 0;
         for chunk in events.chunks(ROWS_PER_INSERT) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO events (id, source, type, subject_key, alternative_subject, resource, registered, body) ",
+                "INSERT INTO events (id, source, type, subject_key, alternative_subject, resource, registered, body, traceparent) ",
             );
             qb.push_values(chunk, |mut row, e| {
                 row.push_bind(e.id.clone())
@@ -257,7 +262,8 @@ impl EventStore for SqliteStore {
                     .push_bind(e.alternative_subject.clone())
                     .push_bind(e.resource.clone())
                     .push_bind(registered)
-                    .push_bind(e.body.clone());
+                    .push_bind(e.body.clone())
+                    .push_bind(e.traceparent.clone());
             });
             qb.push(" ON CONFLICT (id, source) DO NOTHING");
             // Duplicates of stored events are not counted.

@@ -19,6 +19,7 @@ fn event(i: usize) -> NewEvent {
         alternative_subject: Some(format!("/person/{:011}", i % 7)),
         resource: Some(format!("urn:altinn:resource:app_ttd_app{}", i % 3)),
         body: format!(r#"{{"id":"e{i}"}}"#),
+        traceparent: None,
     }
 }
 

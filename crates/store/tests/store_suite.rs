@@ -52,6 +52,7 @@ fn event(id: &str) -> NewEvent {
         alternative_subject: None,
         resource: None,
         body: format!(r#"{{"id":"{id}","x":null}}"#),
+        traceparent: None,
     }
 }
 

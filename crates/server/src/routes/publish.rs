@@ -58,12 +58,23 @@ pub async fn publish(
         )));
     };
     let first_id = events.first().map(|e| e.id.clone());
-    let count = state.events.publish(&caller, events, batch).await?;
+    let count = state
+        .events
+        .publish(&caller, events, batch, request_traceparent(&headers))
+        .await?;
     Ok(if batch {
         Json(serde_json::json!({ "accepted": count })).into_response()
     } else {
         Json(first_id.unwrap_or_default()).into_response()
     })
+}
+
+/// The request's W3C `traceparent`, if it carries a valid one (an invalid one is ignored).
+fn request_traceparent(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(hendelse_model::trace::traceparent)
 }
 
 /// The media type without parameters, lower-cased.
@@ -202,7 +213,10 @@ pub async fn publish_app(
             "the body must be one CloudEvent as a JSON object: {e}"
         ))
     })?;
-    let id = state.events.publish_app(&caller, event).await?;
+    let id = state
+        .events
+        .publish_app(&caller, event, request_traceparent(&headers))
+        .await?;
     let location = HeaderValue::from_str(&format!("{}/{id}", paths::APP))
         .map_err(|e| ApiError::internal("the Location is not a header value", e))?;
     Ok((

@@ -29,4 +29,5 @@ mod secrets;
 mod security;
 mod shutdown;
 mod stream_metrics;
+mod trace;
 mod walkthrough;

@@ -509,7 +509,8 @@ macro_rules! impl_push_store {
                     .push_bind(i64::from(request.limit))
                     .push(format_args!(
                         " {}) RETURNING id, subscription_id, event_seq, event_id, webhook_id, \
-                         attempts, batch_seqs, replay_id, coalesce(CASE WHEN body = '' THEN (SELECT e.body FROM events e \
+                         attempts, batch_seqs, replay_id, (SELECT e.traceparent FROM events e \
+                         WHERE e.seq = deliveries.event_seq) AS traceparent, coalesce(CASE WHEN body = '' THEN (SELECT e.body FROM events e \
                          WHERE e.seq = deliveries.event_seq) ELSE body END, '') AS body",
                         $skip_locked
                     ));
@@ -531,6 +532,7 @@ macro_rules! impl_push_store {
                             batch: $crate::push::seqs_of(r.try_get("batch_seqs")?),
                             attempts: r.try_get("attempts")?,
                             replay: $crate::push::replay_of(r.try_get("replay_id")?),
+                            traceparent: r.try_get("traceparent")?,
                         })
                     })
                     .collect::<Result<Vec<_>, $crate::StoreError>>()?;

@@ -268,7 +268,7 @@ fn start_what_has_room(queued: &mut VecDeque<Queued>, gate: &Gate, context: &Arc
         // A handshake that succeeds lets the subscription's queue go out: new work to look for.
         let validation = next.delivery.event_seq.is_none().then(|| wake.clone());
         // What the lease read of the subscription may be out of date after a wait in the queue:
-        // one deleted or disabled meanwhile gets nothing more.
+        // one deleted, disabled or unvalidated (a new endpoint) meanwhile gets nothing more.
         let reread = next.at.elapsed() > REREAD_AFTER;
         tokio::spawn(async move {
             let subscription = if reread {
@@ -282,7 +282,13 @@ fn start_what_has_room(queued: &mut VecDeque<Queued>, gate: &Gate, context: &Arc
             } else {
                 next.subscription
             };
-            if subscription.as_ref().is_none_or(|s| s.enabled) {
+            // An event waits (its lease runs out) while the endpoint is not validated: after a
+            // PATCH of the endpoint nothing goes to the new one before its handshake.
+            let is_handshake = next.delivery.event_seq.is_none();
+            if subscription
+                .as_ref()
+                .is_none_or(|s| s.enabled && (s.validated || is_handshake))
+            {
                 context.deliver(next.delivery, subscription).await;
             }
             if let Some(wake) = validation {

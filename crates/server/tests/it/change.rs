@@ -7,25 +7,14 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use base64::Engine;
 use hendelse_store::testing::TestDatabase;
 use serde_json::{Value, json};
 
 use crate::common::{
-    Answer, BIN, Hit, PATIENCE, RESOURCE, Receiver, Reply, SUBSCRIPTIONS, Server, TO_LOOPBACK,
-    assert_problem, client, create_subscription, eventually, generic_event, get_subscription,
-    id_of, publish_ok, send, wait_validated,
+    Answer, BIN, Hit, RESOURCE, Receiver, Reply, SUBSCRIPTIONS, Server, TO_LOOPBACK,
+    assert_problem, client, create_subscription, generic_event, get_subscription, id_of,
+    publish_ok, secret_of, send, verifies, wait_validated,
 };
-
-fn secret() -> String {
-    let raw: Vec<u8> = (0..32)
-        .map(|i| uuid::Uuid::new_v4().as_bytes()[i % 16])
-        .collect();
-    format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(raw)
-    )
-}
 
 async fn patch(server: &Server, token: &str, id: i64, body: &Value) -> Answer {
     send(
@@ -43,28 +32,9 @@ async fn patch_ok(server: &Server, token: &str, id: i64, body: &Value) -> Value 
     answer.body
 }
 
-/// The delivery of `event` to `path`, once it arrived answered.
-async fn delivered(receiver: &Receiver, path: &str, event: &str) -> Hit {
-    eventually(&format!("{event} at {path}"), PATIENCE, async || {
-        receiver
-            .deliveries_on(path)
-            .into_iter()
-            .find(|h| h.event_id() == event && h.answered)
-            .ok_or_else(|| format!("{:?}", receiver.ids_on(path)))
-    })
-    .await
-}
-
 fn signatures(hit: &Hit) -> usize {
     hit.header("webhook-signature")
         .map_or(0, |s| s.split(' ').filter(|s| !s.is_empty()).count())
-}
-
-fn verifies(secret: &str, hit: &Hit) -> bool {
-    standardwebhooks::Webhook::new(secret)
-        .expect("secret")
-        .verify(&hit.body, &hit.headers)
-        .is_ok()
 }
 
 async fn changes_keep_every_delivery(extra: &[&str], with_cli: bool) {
@@ -91,7 +61,7 @@ async fn changes_keep_every_delivery(extra: &[&str], with_cli: bool) {
         }
     });
     let ttd = server.ttd();
-    let first_secret = secret();
+    let first_secret = secret_of(32);
     let created = create_subscription(
         &server,
         &ttd,
@@ -102,7 +72,7 @@ async fn changes_keep_every_delivery(extra: &[&str], with_cli: bool) {
     let id = id_of(&created.body);
     wait_validated(&server, &ttd, id).await;
     publish_ok(&server, &ttd, &generic_event("ch-1")).await;
-    let hit = delivered(&receiver, "/old", "ch-1").await;
+    let hit = receiver.delivered("/old", "ch-1").await;
     assert_eq!(signatures(&hit), 1);
     assert!(verifies(&first_secret, &hit));
 
@@ -134,14 +104,14 @@ async fn changes_keep_every_delivery(extra: &[&str], with_cli: bool) {
         "the new endpoint was asked"
     );
     receiver.set_phase(1);
-    delivered(&receiver, "/new", "ch-2").await;
+    receiver.delivered("/new", "ch-2").await;
     assert_eq!(
         get_subscription(&server, &ttd, id).await.body["validated"],
         true
     );
 
     // A new secret signs at once, the previous one beside it for the overlap.
-    let second_secret = secret();
+    let second_secret = secret_of(32);
     let rotated = patch_ok(&server, &ttd, id, &json!({"secret": second_secret})).await;
     assert_eq!(rotated["hasSecret"], true);
     assert!(rotated["previousSecretUntil"].is_string(), "{rotated}");
@@ -153,7 +123,7 @@ async fn changes_keep_every_delivery(extra: &[&str], with_cli: bool) {
         );
     }
     publish_ok(&server, &ttd, &generic_event("ch-3")).await;
-    let both = delivered(&receiver, "/new", "ch-3").await;
+    let both = receiver.delivered("/new", "ch-3").await;
     assert_eq!(
         signatures(&both),
         2,
@@ -164,7 +134,7 @@ async fn changes_keep_every_delivery(extra: &[&str], with_cli: bool) {
     // After the overlap only the new one.
     tokio::time::sleep(Duration::from_millis(2200)).await;
     publish_ok(&server, &ttd, &generic_event("ch-4")).await;
-    let after = delivered(&receiver, "/new", "ch-4").await;
+    let after = receiver.delivered("/new", "ch-4").await;
     assert_eq!(signatures(&after), 1);
     assert!(verifies(&second_secret, &after));
     assert!(!verifies(&first_secret, &after));
@@ -194,7 +164,7 @@ async fn changes_keep_every_delivery(extra: &[&str], with_cli: bool) {
     };
     assert_eq!(unsigned["hasSecret"], false, "{unsigned}");
     publish_ok(&server, &ttd, &generic_event("ch-5")).await;
-    let plain = delivered(&receiver, "/new", "ch-5").await;
+    let plain = receiver.delivered("/new", "ch-5").await;
     assert_eq!(signatures(&plain), 0);
 
     // Every event arrived, each where the subscription pointed when it went out.

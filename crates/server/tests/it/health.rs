@@ -9,9 +9,9 @@ use hendelse_store::testing::TestDatabase;
 use serde_json::Value;
 
 use crate::common::{
-    Answer, BIN, PATIENCE, Receiver, Reply, SUBSCRIPTIONS, Server, TO_LOOPBACK, client, eventually,
-    generic_event, get, get_public, get_subscription, publish_batch_ok, publish_ok, send,
-    subscribe_to, wait_validated,
+    Answer, BIN, PATIENCE, Receiver, Reply, SUBSCRIPTIONS, Server, TO_LOOPBACK, client, deliveries,
+    eventually, generic_event, get, get_public, get_subscription, publish_batch_ok, publish_ok,
+    send, subscribe_to, wait_validated,
 };
 
 const SUBSCRIPTION_EVENTS: &str = "urn:altinn:resource:events-subscriptions";
@@ -37,28 +37,6 @@ async fn wait_for_state(server: &Server, token: &str, id: i64, state: &str) -> V
         },
     )
     .await
-}
-
-async fn pending_deliveries(server: &Server, token: &str, id: i64) -> usize {
-    let answer = send(
-        client()
-            .get(server.at(&format!("{SUBSCRIPTIONS}/{id}/deliveries?state=pending")))
-            .bearer_auth(token),
-    )
-    .await;
-    assert_eq!(answer.status, 200, "{}", answer.text);
-    answer.body["count"].as_u64().expect("count") as usize
-}
-
-async fn all_deliveries(server: &Server, token: &str, id: i64) -> usize {
-    let answer = send(
-        client()
-            .get(server.at(&format!("{SUBSCRIPTIONS}/{id}/deliveries")))
-            .bearer_auth(token),
-    )
-    .await;
-    assert_eq!(answer.status, 200, "{}", answer.text);
-    answer.body["count"].as_u64().expect("count") as usize
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,12 +208,12 @@ async fn disabled_after_failing_too_long(extra: &[&str], with_cli: bool) {
     assert_eq!(others.as_array().map(Vec::len), Some(0), "{others}");
 
     // While disabled nothing more piles up.
-    let queued = all_deliveries(&server, &ttd, id).await;
+    let queued = deliveries(&server, &ttd, id, None).await.len();
     for i in 0..3 {
         publish_ok(&server, &ttd, &generic_event(&format!("while-off-{i}"))).await;
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(all_deliveries(&server, &ttd, id).await, queued);
+    assert_eq!(deliveries(&server, &ttd, id, None).await.len(), queued);
 
     // Enabled again: a fresh health record, and what was still queued goes out.
     receiver.set_phase(1);
@@ -245,7 +223,7 @@ async fn disabled_after_failing_too_long(extra: &[&str], with_cli: bool) {
     eventually(
         "the queued deliveries to go out",
         PATIENCE,
-        async || match pending_deliveries(&server, &ttd, id).await {
+        async || match deliveries(&server, &ttd, id, Some("pending")).await.len() {
             0 => Ok(()),
             n => Err(format!("{n} pending")),
         },

@@ -3,26 +3,11 @@
 //! shows in the metrics. On SQLite and PostgreSQL.
 
 use hendelse_store::testing::TestDatabase;
-use serde_json::Value;
 
 use crate::common::{
-    PATIENCE, Receiver, Reply, SUBSCRIPTIONS, Server, TO_LOOPBACK, client, eventually,
-    generic_event, get_public, publish_ok, send, subscribe_to, wait_validated,
+    PATIENCE, Receiver, Reply, Server, TO_LOOPBACK, deliveries, eventually, generic_event,
+    get_public, publish_ok, subscribe_to, wait_validated,
 };
-
-async fn deliveries(server: &Server, token: &str, id: i64, state: &str) -> Vec<Value> {
-    let answer = send(
-        client()
-            .get(server.at(&format!("{SUBSCRIPTIONS}/{id}/deliveries?state={state}")))
-            .bearer_auth(token),
-    )
-    .await;
-    assert_eq!(answer.status, 200, "{}", answer.text);
-    answer.body["deliveries"]
-        .as_array()
-        .cloned()
-        .expect("deliveries")
-}
 
 fn args<'a>(extra: &[&'a str], dead_retention: &'a str) -> Vec<&'a str> {
     [
@@ -59,7 +44,7 @@ async fn history_is_pruned(extra: &[&str]) {
         publish_ok(&server, &ttd, &generic_event(event)).await;
     }
     eventually("the dead letter", PATIENCE, async || {
-        let dead = deliveries(&server, &ttd, id, "dead").await;
+        let dead = deliveries(&server, &ttd, id, Some("dead")).await;
         if dead.len() == 1 {
             Ok(())
         } else {
@@ -70,7 +55,7 @@ async fn history_is_pruned(extra: &[&str]) {
 
     // Delivered ones go after a second, with their attempts; the dead letter stays its hour.
     eventually("the delivered ones to be pruned", PATIENCE, async || {
-        let delivered = deliveries(&server, &ttd, id, "delivered").await;
+        let delivered = deliveries(&server, &ttd, id, Some("delivered")).await;
         if delivered.is_empty() {
             Ok(())
         } else {
@@ -82,7 +67,7 @@ async fn history_is_pruned(extra: &[&str]) {
         receiver.accepted_on("/history").contains("kept-2"),
         "delivered first"
     );
-    let dead = deliveries(&server, &ttd, id, "dead").await;
+    let dead = deliveries(&server, &ttd, id, Some("dead")).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["eventId"], "doomed");
     assert!(!dead[0]["history"].as_array().expect("history").is_empty());
@@ -103,7 +88,7 @@ async fn history_is_pruned(extra: &[&str]) {
     // With a shorter retention for dead letters they go too.
     server.restart_with(&args(extra, "1s"));
     eventually("the dead letter to be pruned", PATIENCE, async || {
-        let dead = deliveries(&server, &ttd, id, "dead").await;
+        let dead = deliveries(&server, &ttd, id, Some("dead")).await;
         if dead.is_empty() {
             Ok(())
         } else {

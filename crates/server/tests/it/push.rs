@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 use crate::common::{
     Answer, Gate, Hit, OTHER_PERSON, PATIENCE, PERSON, PERSON_PARTY, PUBLISH, RESOURCE, Receiver,
     Reply, SKD_RESOURCE, SUBSCRIBE, SUBSCRIPTIONS, Server, Swarm, TO_LOOPBACK, client,
-    create_subscription, eventually, generic_event, get_subscription, id_of, publish_batch_ok,
-    publish_ok, subscribe, subscribe_to, wait_validated,
+    create_subscription, deliveries, eventually, generic_event, get_subscription, id_of,
+    publish_batch_ok, publish_ok, secret_of, subscribe, subscribe_to, wait_validated,
 };
-use base64::Engine;
 use hendelse_store::testing::TestDatabase;
 use serde_json::{Value, json};
 
@@ -104,27 +103,6 @@ fn listed_ids(list: &Value) -> BTreeSet<i64> {
         .collect()
 }
 
-/// The deliveries of a subscription (optionally of one state), newest first.
-async fn deliveries(server: &Server, token: &str, id: i64, state: Option<&str>) -> Vec<Value> {
-    let mut url = server.at(&format!("{SUBSCRIPTIONS}/{id}/deliveries"));
-    if let Some(state) = state {
-        url.push_str(&format!("?state={state}"));
-    }
-    let answer = call(reqwest::Method::GET, &url, Some(token), None).await;
-    assert_eq!(answer.status, 200, "{url}: {}", answer.text);
-    let list = answer.body["deliveries"]
-        .as_array()
-        .unwrap_or_else(|| panic!("deliveries array in {}", answer.text))
-        .clone();
-    assert_eq!(
-        answer.body["count"].as_u64(),
-        Some(list.len() as u64),
-        "count of {}",
-        answer.text
-    );
-    list
-}
-
 /// The delivery of `event_id` in a subscription's deliveries, if listed.
 fn delivery_of<'a>(deliveries: &'a [Value], event_id: &str) -> Option<&'a Value> {
     deliveries.iter().find(|d| d["eventId"] == event_id)
@@ -195,16 +173,6 @@ fn rule<'a>(
     mentions: &'static [&'static str],
 ) -> Rule<'a> {
     (what, token, body, status, mentions)
-}
-
-fn secret_of(bytes: usize) -> String {
-    let raw: Vec<u8> = (0..bytes)
-        .map(|i| uuid::Uuid::new_v4().as_bytes()[i % 16])
-        .collect();
-    format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(raw)
-    )
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,43 +11,12 @@ use hendelse_store::testing::TestDatabase;
 use serde_json::json;
 
 use crate::common::{
-    BIN, Hit, PATIENCE, RESOURCE, Receiver, Server, TO_LOOPBACK, create_subscription, data_path,
-    eventually, generic_event, id_of, publish_ok, wait_validated,
+    BIN, PATIENCE, RESOURCE, Receiver, Server, TO_LOOPBACK, create_subscription, data_path,
+    generic_event, id_of, publish_ok, random_bytes, secret_of, verifies, wait_validated,
 };
-
-fn random_bytes(n: usize) -> Vec<u8> {
-    (0..n)
-        .map(|i| uuid::Uuid::new_v4().as_bytes()[i % 16])
-        .collect()
-}
 
 fn key() -> String {
     base64::engine::general_purpose::STANDARD.encode(random_bytes(32))
-}
-
-fn secret() -> String {
-    format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(random_bytes(32))
-    )
-}
-
-async fn delivered(receiver: &Receiver, path: &str, event: &str) -> Hit {
-    eventually(&format!("{event} at {path}"), PATIENCE, async || {
-        receiver
-            .deliveries_on(path)
-            .into_iter()
-            .find(|h| h.event_id() == event && h.answered)
-            .ok_or_else(|| format!("{:?}", receiver.ids_on(path)))
-    })
-    .await
-}
-
-fn verifies(secret: &str, hit: &Hit) -> bool {
-    standardwebhooks::Webhook::new(secret)
-        .expect("secret")
-        .verify(&hit.body, &hit.headers)
-        .is_ok()
 }
 
 /// Every byte of the files of the embedded store (database, WAL, shared memory).
@@ -77,7 +46,7 @@ async fn the_embedded_store_holds_no_usable_secret_and_keys_rotate() {
         Server::start_with(&[&TO_LOOPBACK[..], &["--secret-key-file", first_key_arg]].concat());
     let receiver = Receiver::start().await;
     let ttd = server.ttd();
-    let secret = secret();
+    let secret = secret_of(32);
     let created = create_subscription(
         &server,
         &ttd,
@@ -90,7 +59,7 @@ async fn the_embedded_store_holds_no_usable_secret_and_keys_rotate() {
     publish_ok(&server, &ttd, &generic_event("sealed-1")).await;
     assert!(verifies(
         &secret,
-        &delivered(&receiver, "/sealed", "sealed-1").await
+        &receiver.delivered("/sealed", "sealed-1").await
     ));
 
     // Neither the secret nor its key bytes are anywhere in the store's files.
@@ -113,7 +82,7 @@ async fn the_embedded_store_holds_no_usable_secret_and_keys_rotate() {
     publish_ok(&server, &ttd, &generic_event("sealed-2")).await;
     assert!(verifies(
         &secret,
-        &delivered(&receiver, "/sealed", "sealed-2").await
+        &receiver.delivered("/sealed", "sealed-2").await
     ));
 
     // The old key can go: the new one alone opens everything.
@@ -124,7 +93,7 @@ async fn the_embedded_store_holds_no_usable_secret_and_keys_rotate() {
     publish_ok(&server, &ttd, &generic_event("sealed-3")).await;
     assert!(verifies(
         &secret,
-        &delivered(&receiver, "/sealed", "sealed-3").await
+        &receiver.delivered("/sealed", "sealed-3").await
     ));
     server.kill9();
 
@@ -152,7 +121,7 @@ async fn a_server_of_its_own_makes_its_key_beside_the_data() {
     let server = Server::start_with(&TO_LOOPBACK);
     let receiver = Receiver::start().await;
     let ttd = server.ttd();
-    let secret = secret();
+    let secret = secret_of(32);
     let created = create_subscription(
         &server,
         &ttd,
@@ -178,7 +147,7 @@ async fn a_server_of_its_own_makes_its_key_beside_the_data() {
     publish_ok(&server, &ttd, &generic_event("own-1")).await;
     assert!(verifies(
         &secret,
-        &delivered(&receiver, "/own", "own-1").await
+        &receiver.delivered("/own", "own-1").await
     ));
 }
 
@@ -189,7 +158,7 @@ async fn postgres_holds_sealed_secrets_and_needs_its_keys_given() {
     };
     let server = Server::start_with(&[&TO_LOOPBACK[..], &["--database-url", &db.url]].concat());
     let ttd = server.ttd();
-    let secret = secret();
+    let secret = secret_of(32);
     let created = create_subscription(
         &server,
         &ttd,

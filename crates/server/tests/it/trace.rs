@@ -7,8 +7,8 @@ use hendelse_store::testing::TestDatabase;
 use serde_json::{Value, json};
 
 use crate::common::{
-    BATCH, EVENTS, Hit, PATIENCE, Receiver, STRUCTURED, Server, TO_LOOPBACK, client, eventually,
-    generic_event, subscribe_to, wait_validated,
+    BATCH, EVENTS, Hit, Receiver, STRUCTURED, Server, TO_LOOPBACK, client, generic_event,
+    subscribe_to, wait_validated,
 };
 
 const T1: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -26,17 +26,6 @@ async fn post(server: &Server, token: &str, body: &Value, content_type: &str, tr
     }
     let response = request.send().await.expect("publish");
     assert_eq!(response.status(), 200, "{:?}", response.text().await);
-}
-
-async fn delivered(receiver: &Receiver, event: &str) -> Hit {
-    eventually(&format!("{event} delivered"), PATIENCE, async || {
-        receiver
-            .deliveries_on("/traced")
-            .into_iter()
-            .find(|h| h.event_id() == event)
-            .ok_or_else(|| format!("{:?}", receiver.ids_on("/traced")))
-    })
-    .await
 }
 
 async fn traces_reach_the_subscriber(extra: &[&str]) {
@@ -70,16 +59,19 @@ async fn traces_reach_the_subscriber(extra: &[&str]) {
 
     let header = |hit: &Hit| hit.header("traceparent").map(str::to_owned);
     assert_eq!(
-        header(&delivered(&receiver, "tr-header").await).as_deref(),
+        header(&receiver.delivered("/traced", "tr-header").await).as_deref(),
         Some(T1)
     );
-    let with_attribute = delivered(&receiver, "tr-attribute").await;
+    let with_attribute = receiver.delivered("/traced", "tr-attribute").await;
     assert_eq!(header(&with_attribute).as_deref(), Some(T2));
     assert_eq!(with_attribute.event, attributed, "the event as published");
-    assert_eq!(header(&delivered(&receiver, "tr-garbage").await), None);
+    assert_eq!(
+        header(&receiver.delivered("/traced", "tr-garbage").await),
+        None
+    );
     for event in ["tr-batch-1", "tr-batch-2"] {
         assert_eq!(
-            header(&delivered(&receiver, event).await).as_deref(),
+            header(&receiver.delivered("/traced", event).await).as_deref(),
             Some(T3)
         );
     }

@@ -31,6 +31,16 @@
 macro_rules! impl_push_store {
     ($store:ty, $db:ty, read: $read:ident, write: $write:ident, tip: $tip:expr, skip_locked: $skip_locked:expr) => {
         impl $store {
+            fn batching_from(
+                row: &<$db as sqlx::Database>::Row,
+            ) -> Result<$crate::push::Batching, $crate::StoreError> {
+                use sqlx::Row;
+                Ok($crate::push::Batching {
+                    max_events: $crate::push::stored_u32(row.try_get("max_events_per_batch")?),
+                    max_wait_ms: $crate::push::stored_u32(row.try_get("max_wait_ms")?),
+                })
+            }
+
             fn subscription_from(
                 row: &<$db as sqlx::Database>::Row,
             ) -> Result<$crate::push::Subscription, $crate::StoreError> {
@@ -49,12 +59,7 @@ macro_rules! impl_push_store {
                         created_by: row.try_get("created_by")?,
                         principal: row.try_get("principal")?,
                         secret: row.try_get("secret")?,
-                        batching: $crate::push::Batching {
-                            max_events: $crate::push::stored_u32(
-                                row.try_get("max_events_per_batch")?,
-                            ),
-                            max_wait_ms: $crate::push::stored_u32(row.try_get("max_wait_ms")?),
-                        },
+                        batching: Self::batching_from(&row)?,
                         rate_limit: row
                             .try_get::<Option<i64>, _>("rate_limit")?
                             .map($crate::push::stored_u32),
@@ -248,12 +253,7 @@ macro_rules! impl_push_store {
                         type_filter: row.try_get("type_filter")?,
                         include_subunits: row.try_get("include_subunits")?,
                         principal: row.try_get("principal")?,
-                        batching: $crate::push::Batching {
-                            max_events: $crate::push::stored_u32(
-                                row.try_get("max_events_per_batch")?,
-                            ),
-                            max_wait_ms: $crate::push::stored_u32(row.try_get("max_wait_ms")?),
-                        },
+                        batching: Self::batching_from(&row)?,
                     });
                 }
                 found.shrink_to_fit();

@@ -11,8 +11,8 @@ mod swarm;
 pub use answer::{Answer, assert_problem, send};
 pub use receiver::{Gate, Hit, Receiver, Reply};
 pub use subscriptions::{
-    SUBSCRIPTIONS, create_subscription, get_subscription, id_of, subscribe, subscribe_to,
-    wait_validated,
+    SUBSCRIPTIONS, create_subscription, deliveries, get_subscription, id_of, subscribe,
+    subscribe_to, wait_validated,
 };
 pub use swarm::{Refusal, Swarm, acknowledged, assert_cursor_never_skips};
 
@@ -301,6 +301,31 @@ pub fn secret_key_env(args: &[String]) -> Vec<(&'static str, &'static str)> {
     } else {
         Vec::new()
     }
+}
+
+/// `n` random bytes (for keys and secrets).
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| uuid::Uuid::new_v4().as_bytes()[i % 16])
+        .collect()
+}
+
+/// A Standard Webhooks secret of `bytes` random bytes (`whsec_` + base64).
+pub fn secret_of(bytes: usize) -> String {
+    use base64::Engine;
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(random_bytes(bytes))
+    )
+}
+
+/// Whether the delivery's `webhook-signature` verifies with `secret` (the independent
+/// `standardwebhooks` crate).
+pub fn verifies(secret: &str, hit: &Hit) -> bool {
+    standardwebhooks::Webhook::new(secret)
+        .expect("secret")
+        .verify(&hit.body, &hit.headers)
+        .is_ok()
 }
 
 pub fn free_port() -> u16 {

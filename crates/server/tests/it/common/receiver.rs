@@ -367,6 +367,17 @@ impl Receiver {
             .collect()
     }
 
+    /// Waits (up to `PATIENCE`) for the answered delivery of `event` to `path`.
+    pub async fn delivered(&self, path: &str, event: &str) -> Hit {
+        super::eventually(&format!("{event} at {path}"), super::PATIENCE, async || {
+            self.deliveries_on(path)
+                .into_iter()
+                .find(|h| h.event_id() == event && h.answered)
+                .ok_or_else(|| format!("{:?}", self.ids_on(path)))
+        })
+        .await
+    }
+
     /// Event deliveries being handled right now (held, delayed or hanging).
     pub fn deliveries_in_flight(&self) -> usize {
         self.shared.deliveries_in_flight.load(Ordering::SeqCst)

@@ -62,3 +62,25 @@ pub async fn wait_validated(server: &Server, token: &str, id: i64) -> Value {
     )
     .await
 }
+
+/// The deliveries of a subscription (optionally of one state), newest first; the listing's
+/// `count` must match them.
+pub async fn deliveries(server: &Server, token: &str, id: i64, state: Option<&str>) -> Vec<Value> {
+    let mut url = server.at(&format!("{SUBSCRIPTIONS}/{id}/deliveries"));
+    if let Some(state) = state {
+        url.push_str(&format!("?state={state}"));
+    }
+    let answer = send(client().get(&url).bearer_auth(token)).await;
+    assert_eq!(answer.status, 200, "{url}: {}", answer.text);
+    let list = answer.body["deliveries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("deliveries array in {}", answer.text))
+        .clone();
+    assert_eq!(
+        answer.body["count"].as_u64(),
+        Some(list.len() as u64),
+        "count of {}",
+        answer.text
+    );
+    list
+}

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use hendelse_auth::{Authorizer, Principal};
 use hendelse_store::push::{
-    AttemptRecord, EndpointReport, LeaseRequest, LeasedDelivery, Next, Permit, Subscription,
+    AttemptRecord, Disable, EndpointReport, LeaseRequest, LeasedDelivery, Next, Permit,
+    Subscription,
 };
 use hendelse_store::{EventStore, PushStore};
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
@@ -93,6 +94,7 @@ pub async fn run(
         events,
         secret_keys,
         deferring: Arc::new(Mutex::new(HashSet::new())),
+        resting: Mutex::new(HashMap::new()),
         push,
         authorizer,
         client,
@@ -241,6 +243,8 @@ fn start_what_has_room(queued: &mut VecDeque<Queued>, gate: &Gate, context: &Arc
     } = gate;
     let (per_subscription, stale_after) = (*per_subscription, *stale_after);
     let mut started = false;
+    // Deliveries leased before their endpoint began to rest, per subscription: handed back.
+    let mut resting: HashMap<i64, (chrono::DateTime<Utc>, Vec<i64>)> = HashMap::new();
     let mut i = 0;
     while i < queued.len() && slots.available_permits() > 0 {
         let id = queued[i].delivery.subscription_id;
@@ -251,6 +255,17 @@ fn start_what_has_room(queued: &mut VecDeque<Queued>, gate: &Gate, context: &Arc
         let Some(next) = queued.remove(i) else {
             break;
         };
+        // A handshake goes out regardless: it may be for a new endpoint (a PATCH ends the rest).
+        if next.delivery.event_seq.is_some()
+            && let Some(until) = context.rest_since(id, next.at)
+        {
+            resting
+                .entry(id)
+                .or_insert_with(|| (until, Vec::new()))
+                .1
+                .push(next.delivery.id);
+            continue;
+        }
         if next.at.elapsed() > stale_after {
             tracing::debug!(
                 delivery = next.delivery.id,
@@ -270,6 +285,7 @@ fn start_what_has_room(queued: &mut VecDeque<Queued>, gate: &Gate, context: &Arc
         // What the lease read of the subscription may be out of date after a wait in the queue:
         // one deleted, disabled or unvalidated (a new endpoint) meanwhile gets nothing more.
         let reread = next.at.elapsed() > REREAD_AFTER;
+        let send_by = next.at + stale_after;
         tokio::spawn(async move {
             let subscription = if reread {
                 match context.push.subscription(id).await {
@@ -289,7 +305,7 @@ fn start_what_has_room(queued: &mut VecDeque<Queued>, gate: &Gate, context: &Arc
                 .as_ref()
                 .is_none_or(|s| s.enabled && (s.validated || is_handshake))
             {
-                context.deliver(next.delivery, subscription).await;
+                context.deliver(next.delivery, subscription, send_by).await;
             }
             if let Some(wake) = validation {
                 wake.notify_one();
@@ -305,6 +321,25 @@ fn start_what_has_room(queued: &mut VecDeque<Queued>, gate: &Gate, context: &Arc
             }
             drop(permit);
             freed.notify_one();
+        });
+    }
+    for (subscription, (until, ids)) in resting {
+        let context = context.clone();
+        tokio::spawn(async move {
+            match context
+                .push
+                .release_until(&context.owner, &ids, until)
+                .await
+            {
+                Ok(n) => tracing::debug!(
+                    subscription,
+                    released = n,
+                    "delivery worker: deliveries of a resting endpoint handed back until its rest ends"
+                ),
+                Err(e) => {
+                    tracing::warn!(subscription, error = %e, "delivery worker: cannot hand back a resting endpoint's deliveries; they go out when their leases expire")
+                }
+            }
         });
     }
     started
@@ -385,6 +420,18 @@ fn lock_set(set: &Mutex<HashSet<i64>>) -> std::sync::MutexGuard<'_, HashSet<i64>
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// A rest this worker recorded for an endpoint.
+struct Rest {
+    recorded: Instant,
+    until: chrono::DateTime<Utc>,
+}
+
+fn lock_rests(rests: &Mutex<HashMap<i64, Rest>>) -> std::sync::MutexGuard<'_, HashMap<i64, Rest>> {
+    rests
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn lock(counts: &Mutex<HashMap<i64, u32>>) -> std::sync::MutexGuard<'_, HashMap<i64, u32>> {
     counts
         .lock()
@@ -398,6 +445,11 @@ struct Context {
     secret_keys: Arc<SecretKeys>,
     /// Subscriptions whose queue is being moved to the end of their endpoint's rest.
     deferring: Arc<Mutex<HashSet<i64>>>,
+    /// Subscriptions whose endpoint this worker saw fail: when the failure was recorded, and until
+    /// when the endpoint rests. What it leased of them before that is not sent meanwhile (its
+    /// leases run out; the lease takes nothing of a resting endpoint). What it leases after is
+    /// sent: the store said the rest is over (an enable, a new endpoint).
+    resting: Mutex<HashMap<i64, Rest>>,
     push: Arc<dyn PushStore>,
     authorizer: Arc<dyn Authorizer>,
     client: reqwest::Client,
@@ -443,27 +495,74 @@ async fn record_in_batches(push: Arc<dyn PushStore>, mut queue: mpsc::Receiver<R
     }
 }
 
+/// Why no permit of a rate limit was had.
+enum PermitWait {
+    /// It would come after the lease's last moment to send.
+    TooLate,
+    Store(hendelse_store::StoreError),
+}
+
 /// What one attempt came to.
 struct Outcome {
     status: Option<u16>,
     retry_after: Option<Duration>,
     error: Option<String>,
+    kind: Kind,
+}
+
+/// Whether the request went out, and what a failure says about the endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The request was made: its answer (or its failure) is the endpoint's.
+    Sent,
     /// Refused before sending: no retry can help.
-    refused: bool,
+    Refused,
+    /// Not sent for a cause of this node's (its store, its keys): retried on the delivery's
+    /// schedule, and nothing is held against the endpoint.
+    Unsent,
+    /// Not sent because the lease would run out during the attempt: nothing is recorded, and the
+    /// delivery goes out when its lease has run out (never twice at once).
+    Abandoned,
 }
 
 impl Outcome {
-    fn refused(error: impl Into<String>) -> Outcome {
+    fn answered(status: Option<u16>, retry_after: Option<Duration>, error: Option<String>) -> Self {
+        Outcome {
+            status,
+            retry_after,
+            error,
+            kind: Kind::Sent,
+        }
+    }
+
+    fn refused(error: impl Into<String>) -> Self {
+        Outcome::not_sent(Kind::Refused, error)
+    }
+
+    fn unsent(error: impl Into<String>) -> Self {
+        Outcome::not_sent(Kind::Unsent, error)
+    }
+
+    fn not_sent(kind: Kind, error: impl Into<String>) -> Self {
         Outcome {
             status: None,
             retry_after: None,
             error: Some(error.into()),
-            refused: true,
+            kind,
         }
     }
 }
 
 impl Context {
+    /// The end of the rest of the endpoint of a delivery leased at `leased`, when this worker
+    /// recorded a failure of it after that and the rest is not over.
+    fn rest_since(&self, subscription_id: i64, leased: Instant) -> Option<chrono::DateTime<Utc>> {
+        lock_rests(&self.resting)
+            .get(&subscription_id)
+            .filter(|rest| rest.recorded > leased && rest.until > Utc::now())
+            .map(|rest| rest.until)
+    }
+
     /// The subscriptions of the leased deliveries, read together (a deleted one is absent);
     /// `None` when they cannot be read.
     async fn subscriptions_of(
@@ -482,14 +581,28 @@ impl Context {
         }
     }
 
-    async fn deliver(&self, delivery: LeasedDelivery, subscription: Option<Subscription>) {
+    /// Makes one attempt and records it; `send_by` is the last moment its request may start
+    /// with the lease still outliving the request timeout.
+    async fn deliver(
+        &self,
+        delivery: LeasedDelivery,
+        subscription: Option<Subscription>,
+        send_by: Instant,
+    ) {
         let attempt = usize::try_from(delivery.attempts).unwrap_or(usize::MAX - 1) + 1;
         let outcome = match &subscription {
             None => Outcome::refused("the subscription was deleted"),
-            Some(s) => self.attempt(&delivery, s).await,
+            Some(s) => self.attempt(&delivery, s, send_by).await,
         };
+        if outcome.kind == Kind::Abandoned {
+            tracing::debug!(
+                delivery = delivery.id,
+                "delivery worker: the rate limit's wait outlasted the lease; it is sent after the lease expires"
+            );
+            return;
+        }
         let now = Utc::now();
-        let next = if outcome.refused {
+        let next = if outcome.kind == Kind::Refused {
             Next::Dead
         } else {
             self.config.schedule.verdict(
@@ -500,7 +613,7 @@ impl Context {
                 jitter(),
             )
         };
-        let gone = !outcome.refused && is_gone(outcome.status);
+        let gone = outcome.kind == Kind::Sent && is_gone(outcome.status);
         // Successes at debug level: at thousands of deliveries a second they would drown the
         // failures, which are what an operator looks for (metrics count both).
         macro_rules! log_attempt {
@@ -530,8 +643,8 @@ impl Context {
         metrics::counter!("hendelse_webhook_attempts_total", "outcome" => outcome_label)
             .increment(1);
         // Only a request that was sent says something about the endpoint.
-        let endpoint = match (&subscription, outcome.refused) {
-            (Some(s), false) => Some(crate::health::report(
+        let endpoint = match (&subscription, outcome.kind) {
+            (Some(s), Kind::Sent) => Some(crate::health::report(
                 &self.config.schedule,
                 s,
                 outcome.status,
@@ -547,9 +660,19 @@ impl Context {
                 (&subscription, &endpoint)
             && let Some(reason) = crate::health::overdue(s, now, self.config.disable_after, class)
         {
-            disable = self.announce_disabled(s, reason, now).await;
+            disable = self
+                .announce_disabled(s, reason, now)
+                .await
+                .map(|reason| Disable {
+                    reason,
+                    streak_began: s.health.failing_since,
+                });
         }
-        let rests = matches!(endpoint, Some(EndpointReport::Failure { .. }));
+        let rest_until = match &endpoint {
+            Some(EndpointReport::Failure { rest_until, .. }) => Some(*rest_until),
+            _ => None,
+        };
+        let rests = rest_until.is_some();
         let record = AttemptRecord {
             delivery_id: delivery.id,
             subscription_id: delivery.subscription_id,
@@ -564,8 +687,27 @@ impl Context {
         };
         // Held until recorded, so the slot (and the per-endpoint share) stays taken meanwhile.
         let (reply, recorded) = oneshot::channel();
-        if self.recorder.send((record, reply)).await.is_ok() && recorded.await == Ok(true) && rests
-        {
+        let recorded =
+            self.recorder.send((record, reply)).await.is_ok() && recorded.await == Ok(true);
+        if recorded {
+            let mut resting = lock_rests(&self.resting);
+            match rest_until {
+                Some(until) => {
+                    resting.insert(
+                        delivery.subscription_id,
+                        Rest {
+                            recorded: Instant::now(),
+                            until,
+                        },
+                    );
+                }
+                None => {
+                    resting.remove(&delivery.subscription_id);
+                }
+            }
+            resting.retain(|_, rest| rest.until > now);
+        }
+        if recorded && rests {
             tokio::spawn(defer_queue(
                 self.push.clone(),
                 self.deferring.clone(),
@@ -575,24 +717,33 @@ impl Context {
     }
 
     /// Waits for the subscription's next permit under its rate limit, which every node takes
-    /// from the same place in the store, so that together they never send faster.
+    /// from the same place in the store, so that together they never send faster; gives up when
+    /// the permit comes after `send_by` (the permit is then left unused: the rate only drops).
     async fn wait_for_permit(
         &self,
         subscription_id: i64,
         rate: u32,
-    ) -> Result<(), hendelse_store::StoreError> {
+        send_by: Instant,
+    ) -> Result<(), PermitWait> {
         let interval = Duration::from_micros(1_000_000 / u64::from(rate.max(1)));
         loop {
-            match self.push.claim_permit(subscription_id, Utc::now()).await? {
-                Permit::At(at) => {
-                    if let Ok(wait) = (at - Utc::now()).to_std() {
-                        tokio::time::sleep(wait).await;
-                    }
-                    return Ok(());
-                }
-                // The next second's permits are taken: ask again after one interval.
-                Permit::Busy => tokio::time::sleep(interval.max(Duration::from_millis(5))).await,
+            let permit = self
+                .push
+                .claim_permit(subscription_id, Utc::now())
+                .await
+                .map_err(PermitWait::Store)?;
+            let wait = match permit {
                 Permit::Unlimited => return Ok(()),
+                Permit::At(at) => (at - Utc::now()).to_std().unwrap_or_default(),
+                // The next second's permits are taken: ask again after one interval.
+                Permit::Busy => interval.max(Duration::from_millis(5)),
+            };
+            if Instant::now() + wait > send_by {
+                return Err(PermitWait::TooLate);
+            }
+            tokio::time::sleep(wait).await;
+            if matches!(permit, Permit::At(_)) {
+                return Ok(());
             }
         }
     }
@@ -619,7 +770,12 @@ impl Context {
         }
     }
 
-    async fn attempt(&self, delivery: &LeasedDelivery, subscription: &Subscription) -> Outcome {
+    async fn attempt(
+        &self,
+        delivery: &LeasedDelivery,
+        subscription: &Subscription,
+        send_by: Instant,
+    ) -> Outcome {
         let (body, content_type) = match self.message(delivery, subscription).await {
             Ok(message) => message,
             Err(outcome) => return outcome,
@@ -629,6 +785,22 @@ impl Context {
         };
         if refuses_literal(&url, self.config.policy) {
             return Outcome::refused("the endpoint is a non-public address");
+        }
+        let signing = match self.signing_secrets(subscription) {
+            Ok(secrets) => secrets,
+            Err(outcome) => return outcome,
+        };
+        // The permit is taken before the timestamp and signatures are made, so that a receiver's
+        // tolerance for old timestamps counts from the moment of sending.
+        if let Some(rate) = subscription.spec.rate_limit
+            && let Err(e) = self.wait_for_permit(subscription.id, rate, send_by).await
+        {
+            return match e {
+                PermitWait::TooLate => Outcome::not_sent(Kind::Abandoned, "rate limit"),
+                PermitWait::Store(e) => {
+                    Outcome::unsent(format!("cannot take a permit of the rate limit: {e}"))
+                }
+            };
         }
         let timestamp = Utc::now().timestamp();
         let mut request = self
@@ -645,43 +817,12 @@ impl Context {
             // The receiver can tell a replayed event from a live one (same CloudEvent id).
             request = request.header(REPLAY_HEADER, replay.to_string());
         }
-        // During a rotation the previous secret signs too (Standard Webhooks takes a list of
-        // signatures), so that a receiver may switch to the new one at any moment of it.
-        let previous = subscription
-            .previous_secret
-            .as_ref()
-            .filter(|(_, until)| *until > Utc::now())
-            .map(|(secret, _)| secret.as_str());
-        let mut signatures = Vec::new();
-        for sealed in subscription
-            .spec
-            .secret
-            .as_deref()
-            .into_iter()
-            .chain(previous)
-        {
-            let Ok(secret) = self.secret_keys.open(sealed) else {
-                return Outcome::refused(
-                    "the subscription's secret does not open with this node's secret keys",
-                );
-            };
-            match Secret::parse(&secret) {
-                Ok(secret) => signatures.push(secret.sign(&delivery.webhook_id, timestamp, &body)),
-                Err(_) => return Outcome::refused("the subscription's secret is unusable"),
-            }
-        }
+        let signatures: Vec<String> = signing
+            .iter()
+            .map(|secret| secret.sign(&delivery.webhook_id, timestamp, &body))
+            .collect();
         if !signatures.is_empty() {
             request = request.header("webhook-signature", signatures.join(" "));
-        }
-        if let Some(rate) = subscription.spec.rate_limit
-            && let Err(e) = self.wait_for_permit(subscription.id, rate).await
-        {
-            return Outcome {
-                status: None,
-                retry_after: None,
-                error: Some(format!("cannot take a permit of the rate limit: {e}")),
-                refused: false,
-            };
         }
         match request.body(body).send().await {
             Ok(response) => {
@@ -692,22 +833,47 @@ impl Context {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(Duration::from_secs);
-                Outcome {
-                    status: Some(status.as_u16()),
+                Outcome::answered(
+                    Some(status.as_u16()),
                     retry_after,
-                    error: (!status.is_success())
-                        .then(|| format!("the endpoint answered {status}")),
-                    refused: false,
-                }
+                    (!status.is_success()).then(|| format!("the endpoint answered {status}")),
+                )
             }
             // Without the URL: it may carry a token in its query.
-            Err(e) => Outcome {
-                status: None,
-                retry_after: None,
-                error: Some(describe(&e.without_url())),
-                refused: false,
-            },
+            Err(e) => Outcome::answered(None, None, Some(describe(&e.without_url()))),
         }
+    }
+
+    /// The secrets that sign: the subscription's, and during a rotation the previous one too
+    /// (Standard Webhooks takes a list of signatures), so that a receiver may switch to the new
+    /// one at any moment of the overlap.
+    fn signing_secrets(&self, subscription: &Subscription) -> Result<Vec<Secret>, Outcome> {
+        let previous = subscription
+            .previous_secret
+            .as_ref()
+            .filter(|(_, until)| *until > Utc::now())
+            .map(|(secret, _)| secret.as_str());
+        let mut secrets = Vec::new();
+        for sealed in subscription
+            .spec
+            .secret
+            .as_deref()
+            .into_iter()
+            .chain(previous)
+        {
+            // A key this node does not have yet is one being rolled out to the nodes one by one
+            // (see the README on key rotation): the delivery waits for a node that has it.
+            let Ok(secret) = self.secret_keys.open(sealed) else {
+                return Err(Outcome::unsent(
+                    "the subscription's secret does not open with this node's secret keys",
+                ));
+            };
+            match Secret::parse(&secret) {
+                Ok(secret) => secrets.push(secret),
+                Err(_) => return Err(Outcome::refused("the subscription's secret is unusable")),
+            }
+        }
+        Ok(secrets)
     }
 
     /// What to POST and its content type: the handshake or the event as stored, or a batch's
@@ -734,12 +900,11 @@ impl Context {
             }
             return Ok((delivery.body.clone(), CLOUDEVENTS_JSON));
         };
-        let stored = self.push.event_bodies(seqs).await.map_err(|e| Outcome {
-            status: None,
-            retry_after: None,
-            error: Some(format!("cannot read the batch's events: {e}")),
-            refused: false,
-        })?;
+        let stored = self
+            .push
+            .event_bodies(seqs)
+            .await
+            .map_err(|e| Outcome::unsent(format!("cannot read the batch's events: {e}")))?;
         let readable: Vec<String> = stored
             .into_iter()
             .map(|(_, body)| body)
@@ -770,8 +935,11 @@ impl Context {
 /// Why the subscription stops taking deliveries after this attempt, if it does: its endpoint said
 /// it is gone. (A handshake that is never confirmed disables nothing: events keep being queued and
 /// go out once a redrive of the handshake succeeds, so nothing published meanwhile is lost.)
-fn disable_reason(gone: bool) -> Option<String> {
-    gone.then(|| "the endpoint answered 410 Gone".to_owned())
+fn disable_reason(gone: bool) -> Option<Disable> {
+    gone.then(|| Disable {
+        reason: "the endpoint answered 410 Gone".to_owned(),
+        streak_began: None,
+    })
 }
 
 /// A failed request in a few words, with its innermost cause.

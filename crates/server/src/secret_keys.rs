@@ -86,7 +86,8 @@ pub async fn reseal(store: &dyn PushStore, keys: &SecretKeys) -> anyhow::Result<
         .await
         .context("reading the webhook secrets")?;
     let mut resealed = Vec::new();
-    for mut s in stored {
+    for was in stored {
+        let mut s = was.clone();
         let mut changed = false;
         for secret in [&mut s.secret, &mut s.previous_secret]
             .into_iter()
@@ -105,19 +106,23 @@ pub async fn reseal(store: &dyn PushStore, keys: &SecretKeys) -> anyhow::Result<
             changed = true;
         }
         if changed {
-            resealed.push(s);
+            resealed.push((was, s));
         }
     }
-    if !resealed.is_empty() {
-        store
-            .replace_secrets(&resealed)
-            .await
-            .context("sealing the webhook secrets with the current key")?;
+    if resealed.is_empty() {
+        return Ok(0);
+    }
+    // Another node resealing at the same time, or a PATCH of a secret, wins: its value opens too.
+    let replaced = store
+        .replace_secrets(&resealed)
+        .await
+        .context("sealing the webhook secrets with the current key")?;
+    if replaced > 0 {
         tracing::info!(
-            subscriptions = resealed.len(),
+            subscriptions = replaced,
             key = keys.current_id(),
             "webhook secrets sealed with the current key"
         );
     }
-    Ok(resealed.len())
+    Ok(usize::try_from(replaced).unwrap_or(usize::MAX))
 }

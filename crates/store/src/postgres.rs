@@ -168,7 +168,8 @@ crate::push::impl_push_store!(
     read: pool,
     write: pool,
     tip: "SELECT seq FROM event_tip WHERE singleton",
-    skip_locked: "FOR UPDATE OF d SKIP LOCKED"
+    skip_locked: "FOR UPDATE OF d SKIP LOCKED",
+    lock_rows: "FOR UPDATE"
 );
 
 crate::dialog::impl_dialog_store!(

@@ -206,10 +206,20 @@ pub struct AttemptRecord {
     pub next: Next,
     /// A delivered validation handshake validates the subscription.
     pub validates: bool,
-    /// Disable the subscription, with this reason (410 Gone, or failing for too long).
-    pub disable: Option<String>,
+    /// Disable the subscription (410 Gone, or failing for too long).
+    pub disable: Option<Disable>,
     /// What the attempt says about the endpoint; `None` when nothing was sent.
     pub endpoint: Option<EndpointReport>,
+}
+
+/// Why an attempt disables its subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disable {
+    pub reason: String,
+    /// Only while the streak of failures that began then is still going: a success that another
+    /// worker recorded meanwhile (which ends the streak) keeps the subscription enabled. `None`
+    /// disables whatever the streak (the endpoint said it is gone).
+    pub streak_began: Option<DateTime<Utc>>,
 }
 
 /// The delivery history's size: settled deliveries by state, and attempts recorded.
@@ -338,6 +348,15 @@ pub trait PushStore: Send + Sync + 'static {
     /// Gives up every lease `owner` holds (a worker shutting down), so others may send them now.
     async fn release(&self, owner: &str) -> Result<u64, StoreError>;
 
+    /// Gives up `owner`'s leases of these deliveries, due no earlier than `not_before` (an
+    /// endpoint's rest that began after they were leased); how many it gave up.
+    async fn release_until(
+        &self,
+        owner: &str,
+        ids: &[i64],
+        not_before: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+
     /// Records attempts and their consequences, all in one transaction. A record is ignored
     /// (false in its place) when its `lease_owner` no longer holds the delivery.
     async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<bool>, StoreError>;
@@ -400,8 +419,13 @@ pub trait PushStore: Send + Sync + 'static {
     /// Every subscription's stored secrets (deleted ones' too: they stay in the table).
     async fn stored_secrets(&self) -> Result<Vec<StoredSecrets>, StoreError>;
 
-    /// Writes these secrets in place of the stored ones, in one synced transaction.
-    async fn replace_secrets(&self, replaced: &[StoredSecrets]) -> Result<(), StoreError>;
+    /// Writes each pair's second in place of its first, in one synced transaction, where the
+    /// stored secrets are still the first (a change made meanwhile, by another node, stands);
+    /// how many it replaced.
+    async fn replace_secrets(
+        &self,
+        replaced: &[(StoredSecrets, StoredSecrets)],
+    ) -> Result<u64, StoreError>;
 
     /// Enables the subscription again with a clean health record and its rested deliveries due
     /// now; false when there is none.
@@ -447,6 +471,11 @@ pub(crate) fn subscriptions_not_deleted() -> String {
 /// Marks a change of the live subscriptions; run in the change's transaction.
 pub(crate) const BUMP_GENERATION: &str =
     "UPDATE subscription_generation SET generation = generation + 1 WHERE singleton";
+
+/// Makes a subscription's pending deliveries (`$1`) due at `$2` (now), retries and rested ones
+/// too: its owner says the endpoint is back. Run in the enable's or redrive's transaction.
+pub(crate) const DUE_NOW: &str = "UPDATE deliveries SET next_attempt = $2 \
+     WHERE subscription_id = $1 AND state = 'pending' AND next_attempt > $2";
 
 /// A count stored as a signed integer (PostgreSQL has no unsigned ones).
 pub(crate) fn stored_u32(value: i64) -> u32 {

@@ -232,7 +232,8 @@ crate::push::impl_push_store!(
     read: readers,
     write: writer,
     tip: "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",
-    skip_locked: ""
+    skip_locked: "",
+    lock_rows: ""
 );
 
 crate::dialog::impl_dialog_store!(

@@ -12,8 +12,9 @@ use hendelse_model::visibility::ResourceScope;
 use hendelse_model::{Grant, Pattern, Visibility};
 use hendelse_store::postgres::PgStore;
 use hendelse_store::push::{
-    AttemptRecord, BatchOf, Batching, DeliveryState, EndpointReport, LeaseRequest, LeasedDelivery,
-    NewDelivery, NewReplay, NewSubscription, Next, ReplayOutcome, SubscriptionStates,
+    AttemptRecord, BatchOf, Batching, DeliveryState, Disable, EndpointReport, LeaseRequest,
+    LeasedDelivery, NewDelivery, NewReplay, NewSubscription, Next, ReplayOutcome,
+    SubscriptionStates,
 };
 use hendelse_store::sqlite::SqliteStore;
 use hendelse_store::testing::{TestDatabase, handshake};
@@ -41,6 +42,7 @@ hendelse_store::both_backends!(
     a_replay_queues_events_again_once_per_key,
     a_failing_endpoint_rests_and_a_success_ends_its_streak,
     settled_deliveries_are_pruned_oldest_first_in_batches,
+    decisions_made_on_an_old_reading_change_nothing,
 );
 
 fn event(id: &str) -> NewEvent {
@@ -594,6 +596,14 @@ fn attempt(id: i64, subscription_id: i64, owner: &str, next: Next) -> AttemptRec
     }
 }
 
+/// A disable whatever the endpoint's streak.
+fn gone_for_good(reason: &str) -> Disable {
+    Disable {
+        reason: reason.to_owned(),
+        streak_began: None,
+    }
+}
+
 async fn lease(
     store: &Arc<dyn Store>,
     owner: &str,
@@ -972,7 +982,7 @@ async fn retries_dead_letters_and_redrive(store: Arc<dyn Store>) {
     );
     let mut gone = attempt(leased[1].id, s.id, "w", Next::Dead);
     gone.status = Some(410);
-    gone.disable = Some("gone".into());
+    gone.disable = Some(gone_for_good("gone"));
     assert!(store.record_attempt(&gone).await.expect("dead"));
     assert!(
         lease(&store, "w", Utc::now(), soon(60_000), 10)
@@ -1036,16 +1046,8 @@ async fn retries_dead_letters_and_redrive(store: Arc<dyn Store>) {
             .await
             .expect("lease")
             .len(),
-        1,
-        "the redriven one is due now"
-    );
-    assert_eq!(
-        lease(&store, "w", due_time, soon(120_000), 10)
-            .await
-            .expect("lease")
-            .len(),
-        1,
-        "the retry when due"
+        2,
+        "the redriven one is due now, and the retry too: a redrive says the endpoint is fixed"
     );
 }
 
@@ -1159,7 +1161,7 @@ async fn the_subscription_generation_marks_every_change_of_the_live_set(store: A
         .await
         .expect("lease");
     let mut gone = attempt(leased[0].id, id, "w", Next::Dead);
-    gone.disable = Some("gone".into());
+    gone.disable = Some(gone_for_good("gone"));
     assert!(store.record_attempt(&gone).await.expect("record"));
     let disabled = generation().await;
     assert!(disabled > created, "disabled");
@@ -1195,7 +1197,7 @@ async fn the_subscription_generation_marks_every_change_of_the_live_set(store: A
         .await
         .expect("lease");
     failing.delivery_id = leased[0].id;
-    failing.disable = Some("failing for too long".into());
+    failing.disable = Some(gone_for_good("failing for too long"));
     assert!(store.record_attempt(&failing).await.expect("record"));
     let disabled_again = generation().await;
     assert!(disabled_again > enabled);
@@ -1260,7 +1262,7 @@ async fn deliveries_read_the_stored_event_and_retention_waits_for_them(store: Ar
     for d in &leased {
         let mut failed = attempt(d.id, d.subscription_id, "w", Next::RetryAt(Utc::now()));
         if d.subscription_id == idle {
-            failed.disable = Some("the endpoint answered 410 Gone".into());
+            failed.disable = Some(gone_for_good("the endpoint answered 410 Gone"));
         }
         assert!(store.record_attempt(&failed).await.expect("record"));
     }
@@ -1687,4 +1689,127 @@ async fn settled_deliveries_are_pruned_oldest_first_in_batches(store: Arc<dyn St
     let size = store.history_size().await.expect("size");
     assert_eq!((size.delivered, size.dead), (2, 0));
     assert_eq!(size.attempts, 2, "attempts go with their deliveries");
+}
+
+/// What a worker or a node decided from what it read earlier must not overwrite what happened
+/// since: a disable for a streak that another success ended, leases it no longer holds, secrets
+/// another node sealed again.
+async fn decisions_made_on_an_old_reading_change_nothing(store: Arc<dyn Store>) {
+    let id = validated(&store, "https://streaky.example/hook").await;
+    let queued: Vec<NewDelivery> = (1..=4).map(|seq| delivery(id, seq)).collect();
+    store.enqueue(0, 0, &queued).await.expect("enqueue");
+    let leased = lease(&store, "w", Utc::now(), soon(60_000), 3)
+        .await
+        .expect("lease");
+    assert_eq!(leased.len(), 3);
+    let failure = |delivery_id: i64, at: DateTime<Utc>| {
+        let mut failed = attempt(delivery_id, id, "w", Next::RetryAt(at));
+        failed.at = at;
+        failed.endpoint = Some(EndpointReport::Failure {
+            class: "status 500".into(),
+            rest_until: at,
+        });
+        failed
+    };
+    let began = Utc::now();
+    assert!(
+        store
+            .record_attempt(&failure(leased[0].id, began))
+            .await
+            .expect("record")
+    );
+    let mut ok = attempt(leased[1].id, id, "w", Next::Delivered);
+    ok.status = Some(200);
+    ok.endpoint = Some(EndpointReport::Success);
+    assert!(store.record_attempt(&ok).await.expect("record"));
+    // Decided on the streak that began at `began`, which the success ended: a new streak begins.
+    let mut late = failure(leased[2].id, Utc::now());
+    late.disable = Some(Disable {
+        reason: "failing for too long".into(),
+        streak_began: Some(began),
+    });
+    assert!(store.record_attempt(&late).await.expect("record"));
+    let now = store.subscription(id).await.expect("read").expect("there");
+    assert!(now.enabled, "disabled for a streak that had ended");
+    assert_eq!(now.health.consecutive_failures, 1);
+
+    // Handed back until a rest ends: only by the lease's holder, and not due before then.
+    store
+        .enqueue(0, 0, &[delivery(id, 9)])
+        .await
+        .expect("enqueue");
+    let rest_until = soon(3_600_000);
+    let held: Vec<i64> = lease(&store, "w", Utc::now(), soon(60_000), 10)
+        .await
+        .expect("lease")
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert!(!held.is_empty());
+    assert_eq!(
+        store
+            .release_until("someone else", &held, rest_until)
+            .await
+            .expect("release"),
+        0
+    );
+    assert_eq!(
+        store
+            .release_until("w", &held, rest_until)
+            .await
+            .expect("release"),
+        held.len() as u64
+    );
+    assert!(
+        lease(&store, "v", Utc::now(), soon(60_000), 10)
+            .await
+            .expect("lease")
+            .is_empty(),
+        "due only when the rest ends"
+    );
+    let later = rest_until + chrono::Duration::seconds(1);
+    let after = lease(
+        &store,
+        "v",
+        later,
+        later + chrono::Duration::seconds(60),
+        10,
+    )
+    .await
+    .expect("lease");
+    assert_eq!(after.len(), held.len());
+
+    // Sealed again on another node meanwhile: that value stands.
+    let stored = store.stored_secrets().await.expect("secrets");
+    let was = stored
+        .iter()
+        .find(|s| s.id == id)
+        .expect("its secret")
+        .clone();
+    let mut theirs = was.clone();
+    theirs.secret = Some("sealed by another node".into());
+    let mut mine = was.clone();
+    mine.secret = Some("sealed by this node".into());
+    assert_eq!(
+        store
+            .replace_secrets(&[(was.clone(), theirs.clone())])
+            .await
+            .expect("replace"),
+        1
+    );
+    assert_eq!(
+        store
+            .replace_secrets(&[(was, mine)])
+            .await
+            .expect("replace"),
+        0,
+        "replaced a value it did not read"
+    );
+    let kept = store.stored_secrets().await.expect("secrets");
+    assert_eq!(
+        kept.iter()
+            .find(|s| s.id == id)
+            .and_then(|s| s.secret.clone()),
+        theirs.secret
+    );
 }

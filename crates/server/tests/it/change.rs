@@ -11,9 +11,9 @@ use hendelse_store::testing::TestDatabase;
 use serde_json::{Value, json};
 
 use crate::common::{
-    Answer, BIN, Hit, RESOURCE, Receiver, Reply, SUBSCRIPTIONS, Server, TO_LOOPBACK,
-    assert_problem, client, create_subscription, generic_event, get_subscription, id_of,
-    publish_ok, secret_of, send, verifies, wait_validated,
+    Answer, BIN, Gate, Hit, RESOURCE, Receiver, Reply, SUBSCRIPTIONS, Server, TO_LOOPBACK,
+    assert_problem, client, create_subscription, eventually, generic_event, get_subscription,
+    id_of, publish_ok, secret_of, send, verifies, wait_validated,
 };
 
 async fn patch(server: &Server, token: &str, id: i64, body: &Value) -> Answer {
@@ -248,4 +248,126 @@ async fn bad_changes_get_problem_details_and_change_nothing() {
     let unchanged = get_subscription(&server, &ttd, id).await.body;
     assert_eq!(unchanged["endPoint"], receiver.url("/stay"), "{unchanged}");
     assert!(unchanged["typeFilter"].is_null());
+}
+
+/// A PATCH while the old endpoint's handshake is still in flight: that handshake's late success
+/// validates nothing, and the old endpoint's failures do not count against the new one.
+async fn a_late_handshake_validates_only_its_own_endpoint(extra: &[&str]) {
+    let server = Server::start_with(
+        &[
+            &TO_LOOPBACK[..],
+            &[
+                "--retry-schedule",
+                "200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms",
+            ],
+            extra,
+        ]
+        .concat(),
+    );
+    let receiver = Receiver::start().await;
+    let held = Gate::new();
+    let script_gate = held.clone();
+    receiver.script(move |hit| match hit.path.as_str() {
+        // Takes handshakes, fails every event.
+        "/failing" if hit.is_validation() => Reply::ok(),
+        "/failing" => Reply::status(500),
+        // Answers its handshake only when the gate opens.
+        "/slow" => Reply::ok().after(&script_gate),
+        // Refuses its handshake until phase 1.
+        _ if hit.is_validation() && hit.phase == 0 => Reply::status(503),
+        _ => Reply::ok(),
+    });
+    let ttd = server.ttd();
+    let created = create_subscription(
+        &server,
+        &ttd,
+        &json!({"endPoint": receiver.url("/failing"), "resourceFilter": RESOURCE}),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = id_of(&created.body);
+    wait_validated(&server, &ttd, id).await;
+    publish_ok(&server, &ttd, &generic_event("late-1")).await;
+    eventually(
+        "the failing endpoint's streak",
+        Duration::from_secs(20),
+        async || {
+            let body = get_subscription(&server, &ttd, id).await.body;
+            (body["health"]["consecutiveFailures"].as_u64() >= Some(1))
+                .then_some(())
+                .ok_or_else(|| String::from("not yet"))
+        },
+    )
+    .await;
+
+    let moved = patch_ok(
+        &server,
+        &ttd,
+        id,
+        &json!({"endPoint": receiver.url("/slow")}),
+    )
+    .await;
+    assert_eq!(moved["health"]["consecutiveFailures"], 0, "{moved}");
+    assert_eq!(moved["health"]["state"], "healthy", "{moved}");
+    eventually(
+        "the slow endpoint's handshake",
+        Duration::from_secs(20),
+        async || {
+            receiver
+                .hits_on("/slow")
+                .iter()
+                .any(|h| h.is_validation() && !h.answered)
+                .then_some(())
+                .ok_or_else(|| String::from("not yet"))
+        },
+    )
+    .await;
+    patch_ok(
+        &server,
+        &ttd,
+        id,
+        &json!({"endPoint": receiver.url("/new")}),
+    )
+    .await;
+    held.open();
+    eventually(
+        "the slow handshake's answer",
+        Duration::from_secs(20),
+        async || {
+            receiver
+                .hits_on("/slow")
+                .iter()
+                .any(|h| h.is_validation() && h.answered)
+                .then_some(())
+                .ok_or_else(|| String::from("not yet"))
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let now = get_subscription(&server, &ttd, id).await.body;
+    assert_eq!(
+        now["validated"], false,
+        "validated by the old endpoint's handshake: {now}"
+    );
+    for path in ["/slow", "/new"] {
+        assert!(
+            !receiver.ids_on(path).contains("late-1"),
+            "{path} got the event before /new answered its handshake"
+        );
+    }
+    receiver.set_phase(1);
+    receiver.delivered("/new", "late-1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_late_handshake_validates_only_its_own_endpoint() {
+    a_late_handshake_validates_only_its_own_endpoint(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_late_handshake_validates_only_its_own_endpoint() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    a_late_handshake_validates_only_its_own_endpoint(&["--database-url", &db.url]).await;
 }

@@ -258,3 +258,76 @@ async fn postgres_a_subscription_failing_too_long_is_disabled_told_and_enabled_a
     };
     disabled_after_failing_too_long(&["--database-url", &db.url], false).await;
 }
+
+/// Enabling says the endpoint is back: retries waiting for a far step of the ladder (and the
+/// endpoint's rest) go out at once, not at that step.
+async fn enabled_retries_go_out_at_once(extra: &[&str]) {
+    const EVENTS: usize = 3;
+    let server = Server::start_with(
+        &[
+            &TO_LOOPBACK[..],
+            &["--retry-schedule", "100ms,100ms,100ms,1h"],
+            extra,
+        ]
+        .concat(),
+    );
+    let receiver = Receiver::start().await;
+    receiver.script_deliveries(|hit| {
+        if hit.phase == 0 {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    });
+    let ttd = server.ttd();
+    let id = subscribe_to(&server, &ttd, &receiver.url("/far")).await;
+    wait_validated(&server, &ttd, id).await;
+    for i in 0..EVENTS {
+        publish_ok(&server, &ttd, &generic_event(&format!("far-{i}"))).await;
+    }
+    // The streak has grown the endpoint's rest (and the deliveries' next step) to an hour.
+    eventually("every delivery an hour away", PATIENCE, async || {
+        let list = deliveries(&server, &ttd, id, Some("pending")).await;
+        let soon = chrono::Utc::now() + chrono::Duration::minutes(30);
+        let far = list
+            .iter()
+            .filter(|d| {
+                d["nextAttempt"]
+                    .as_str()
+                    .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+                    .is_some_and(|at| at > soon)
+            })
+            .count();
+        if far == EVENTS {
+            Ok(())
+        } else {
+            Err(format!("{list:?}"))
+        }
+    })
+    .await;
+
+    receiver.set_phase(1);
+    enable(&server, &ttd, id, false).await;
+    eventually("the retries to go out at once", PATIENCE, async || {
+        let accepted = receiver.accepted_on("/far");
+        if (0..EVENTS).all(|i| accepted.contains(&format!("far-{i}"))) {
+            Ok(())
+        } else {
+            Err(format!("{accepted:?}"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_enabling_sends_retries_waiting_far_ahead_at_once() {
+    enabled_retries_go_out_at_once(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_enabling_sends_retries_waiting_far_ahead_at_once() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    enabled_retries_go_out_at_once(&["--database-url", &db.url]).await;
+}

@@ -27,9 +27,10 @@
 //! in its WAL buffers, flushed within `wal_writer_delay`).
 
 /// Implements [`PushStore`] for a backend: `$store` with pools `$read`/`$write` of database `$db`,
-/// `$tip` the SQL of the current end of the log, `$skip_locked` the locking clause of the lease.
+/// `$tip` the SQL of the current end of the log, `$skip_locked` the locking clause of the lease,
+/// `$lock_rows` the clause that locks the rows a query reads (empty where the writer is single).
 macro_rules! impl_push_store {
-    ($store:ty, $db:ty, read: $read:ident, write: $write:ident, tip: $tip:expr, skip_locked: $skip_locked:expr) => {
+    ($store:ty, $db:ty, read: $read:ident, write: $write:ident, tip: $tip:expr, skip_locked: $skip_locked:expr, lock_rows: $lock_rows:expr) => {
         impl $store {
             fn batching_from(
                 row: &<$db as sqlx::Database>::Row,
@@ -577,6 +578,37 @@ macro_rules! impl_push_store {
                 Ok(released)
             }
 
+            async fn release_until(
+                &self,
+                owner: &str,
+                ids: &[i64],
+                not_before: chrono::DateTime<chrono::Utc>,
+            ) -> Result<u64, $crate::StoreError> {
+                if ids.is_empty() {
+                    return Ok(0);
+                }
+                let mut tx = self.begin_write_unsynced().await?;
+                let mut qb: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                    "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, \
+                     next_attempt = CASE WHEN next_attempt < ",
+                );
+                let at = not_before.timestamp_micros();
+                qb.push_bind(at)
+                    .push(" THEN ")
+                    .push_bind(at)
+                    .push(" ELSE next_attempt END WHERE state = 'pending' AND lease_owner = ")
+                    .push_bind(owner.to_owned())
+                    .push(" AND id IN (");
+                let mut list = qb.separated(", ");
+                for id in ids {
+                    list.push_bind(*id);
+                }
+                qb.push(")");
+                let released = qb.build().execute(&mut *tx).await?.rows_affected();
+                tx.commit().await?;
+                Ok(released)
+            }
+
             async fn record_attempts(
                 &self,
                 records: &[$crate::push::AttemptRecord],
@@ -587,6 +619,23 @@ macro_rules! impl_push_store {
                     return Ok(recorded);
                 }
                 let mut tx = self.begin_write_unsynced().await?;
+                if !$lock_rows.is_empty() {
+                    // The subscriptions this transaction updates (health, validated, disabled),
+                    // locked first and in id order, as every other writer of them does: two
+                    // workers recording for the same endpoints never wait for each other in a
+                    // circle.
+                    let mut ids: Vec<i64> = records.iter().map(|r| r.subscription_id).collect();
+                    ids.sort_unstable();
+                    ids.dedup();
+                    let mut qb: sqlx::QueryBuilder<$db> =
+                        sqlx::QueryBuilder::new("SELECT id FROM subscriptions WHERE id IN (");
+                    let mut list = qb.separated(", ");
+                    for id in &ids {
+                        list.push_bind(*id);
+                    }
+                    qb.push(") ORDER BY id ").push($lock_rows);
+                    qb.build().fetch_all(&mut *tx).await?;
+                }
                 // A set of statements per round rather than per record: each statement is a
                 // round trip to the database. A round holds each delivery once, so that the ids
                 // an update returns say which records counted.
@@ -649,13 +698,15 @@ macro_rules! impl_push_store {
                                 .execute(&mut *tx)
                                 .await?;
                         }
-                        if let Some(reason) = &r.disable {
+                        if let Some(disable) = &r.disable {
                             sqlx::query(
                                 "UPDATE subscriptions SET enabled = FALSE, disabled_reason = $2 \
-                                 WHERE id = $1",
+                                 WHERE id = $1 AND ($3 IS NULL \
+                                     OR (consecutive_failures > 0 AND failing_since = $3))",
                             )
                             .bind(r.subscription_id)
-                            .bind(reason)
+                            .bind(&disable.reason)
+                            .bind(disable.streak_began.map(|t| t.timestamp_micros()))
                             .execute(&mut *tx)
                             .await?;
                             sqlx::query($crate::push::BUMP_GENERATION)
@@ -755,6 +806,11 @@ macro_rules! impl_push_store {
                 .bind(subscription_id)
                 .execute(&mut *tx)
                 .await?;
+                sqlx::query($crate::push::DUE_NOW)
+                    .bind(subscription_id)
+                    .bind(now.timestamp_micros())
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query($crate::push::BUMP_GENERATION)
                     .execute(&mut *tx)
                     .await?;
@@ -810,8 +866,8 @@ macro_rules! impl_push_store {
 
             async fn replace_secrets(
                 &self,
-                replaced: &[$crate::push::StoredSecrets],
-            ) -> Result<(), $crate::StoreError> {
+                replaced: &[($crate::push::StoredSecrets, $crate::push::StoredSecrets)],
+            ) -> Result<u64, $crate::StoreError> {
                 <$store>::replace_secrets_sql(self, replaced).await
             }
 

@@ -82,9 +82,11 @@ macro_rules! impl_change_store {
                 }
                 if let Some(end_point) = &change.end_point {
                     // Deliveries wait (the lease takes only validated subscriptions' events)
-                    // until the new endpoint answers its handshake.
+                    // until the new endpoint answers its handshake. What the old endpoint's
+                    // failures said (its streak, its rest) is no verdict on the new one.
                     let changed = sqlx::query(
-                        "UPDATE subscriptions SET end_point = $2, validated = FALSE \
+                        "UPDATE subscriptions SET end_point = $2, validated = FALSE, \
+                         consecutive_failures = 0, failing_since = NULL, rest_until = NULL \
                          WHERE id = $1 AND end_point <> $2",
                     )
                     .bind(id)
@@ -93,6 +95,16 @@ macro_rules! impl_change_store {
                     .await?
                     .rows_affected();
                     if changed > 0 {
+                        // A handshake still pending went (or goes) to the old endpoint: its
+                        // answer must not validate the new one. A worker holding it finds it
+                        // gone when it records, and records nothing.
+                        sqlx::query(
+                            "DELETE FROM deliveries WHERE subscription_id = $1 \
+                             AND event_seq IS NULL AND state = 'pending'",
+                        )
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
                         let d = handshake(id);
                         sqlx::query(
                             "INSERT INTO deliveries (subscription_id, event_seq, event_id, \
@@ -199,21 +211,27 @@ macro_rules! impl_change_store {
 
             pub(crate) async fn replace_secrets_sql(
                 &self,
-                replaced: &[$crate::push::StoredSecrets],
-            ) -> Result<(), $crate::StoreError> {
+                replaced: &[($crate::push::StoredSecrets, $crate::push::StoredSecrets)],
+            ) -> Result<u64, $crate::StoreError> {
                 let mut tx = self.begin_write().await?;
-                for r in replaced {
-                    sqlx::query(
-                        "UPDATE subscriptions SET secret = $2, previous_secret = $3 WHERE id = $1",
+                let mut count = 0;
+                for (was, becomes) in replaced {
+                    count += sqlx::query(
+                        "UPDATE subscriptions SET secret = $2, previous_secret = $3 WHERE id = $1 \
+                         AND secret IS NOT DISTINCT FROM $4 \
+                         AND previous_secret IS NOT DISTINCT FROM $5",
                     )
-                    .bind(r.id)
-                    .bind(&r.secret)
-                    .bind(&r.previous_secret)
+                    .bind(becomes.id)
+                    .bind(&becomes.secret)
+                    .bind(&becomes.previous_secret)
+                    .bind(&was.secret)
+                    .bind(&was.previous_secret)
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected();
                 }
                 tx.commit().await?;
-                Ok(())
+                Ok(count)
             }
         }
     };

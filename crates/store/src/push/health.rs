@@ -179,7 +179,8 @@ macro_rules! impl_health_store {
                      WHERE id IN (SELECT d.id FROM deliveries d, subscriptions s \
                          WHERE d.subscription_id = $1 AND s.id = $1 AND d.state = 'pending' \
                          AND s.rest_until > $2 AND d.next_attempt < s.rest_until \
-                         AND (d.lease_until IS NULL OR d.lease_until < $2) LIMIT $3)",
+                         AND (d.lease_until IS NULL OR d.lease_until < $2) LIMIT $3) \
+                     AND state = 'pending' AND (lease_until IS NULL OR lease_until < $2)",
                 )
                 .bind(subscription_id)
                 .bind(now)
@@ -232,11 +233,7 @@ macro_rules! impl_health_store {
                     sqlx::query($crate::push::BUMP_GENERATION)
                         .execute(&mut *tx)
                         .await?;
-                    // What rested waits no longer: the owner says the endpoint is back.
-                    sqlx::query(
-                        "UPDATE deliveries SET next_attempt = $2 WHERE subscription_id = $1 \
-                         AND state = 'pending' AND next_attempt > $2 AND attempts = 0",
-                    )
+                    sqlx::query($crate::push::DUE_NOW)
                     .bind(id)
                     .bind(chrono::Utc::now().timestamp_micros())
                     .execute(&mut *tx)

@@ -16,10 +16,13 @@ macro_rules! impl_history_store {
             ) -> Result<u64, $crate::StoreError> {
                 let before = settled_before.timestamp_micros();
                 let mut tx = self.begin_write_unsynced().await?;
-                // Their attempts go with them (ON DELETE CASCADE).
+                // Their attempts go with them (ON DELETE CASCADE). The conditions again at the
+                // top: PostgreSQL rechecks a row that a redrive changed meanwhile against these,
+                // not against the subquery's snapshot, so a redriven delivery is never deleted.
                 let deleted = sqlx::query(
                     "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
-                     WHERE state = $1 AND next_attempt < $2 ORDER BY next_attempt LIMIT $3)",
+                     WHERE state = $1 AND next_attempt < $2 ORDER BY next_attempt LIMIT $3) \
+                     AND state = $1 AND next_attempt < $2",
                 )
                 .bind(state.as_str())
                 .bind(before)

@@ -12,6 +12,7 @@ pub mod replay;
 pub mod schedule;
 pub mod secrets;
 pub mod signing;
+pub mod spans;
 pub mod subscriptions;
 pub mod worker;
 
@@ -45,6 +46,8 @@ pub struct PushConfig {
     pub poll_interval: Duration,
     /// A subscription whose endpoint has failed (without a success) for this long is disabled.
     pub disable_after: Duration,
+    /// Whether and how each attempt makes a span of a trace.
+    pub spans: Arc<dyn spans::AttemptSpans>,
 }
 
 impl Default for PushConfig {
@@ -57,6 +60,7 @@ impl Default for PushConfig {
             policy: EndpointPolicy::default(),
             poll_interval: Duration::from_millis(250),
             disable_after: health::DEFAULT_DISABLE_AFTER,
+            spans: Arc::new(spans::PassThrough),
         }
     }
 }

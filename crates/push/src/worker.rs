@@ -16,6 +16,7 @@ use hendelse_store::{EventStore, PushStore};
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use std::sync::Mutex;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
+use tracing::Instrument;
 
 use crate::PushConfig;
 use crate::endpoint::{GuardedResolver, refuses_literal};
@@ -802,6 +803,7 @@ impl Context {
                 }
             };
         }
+        let span = self.attempt_span(delivery, subscription, &url);
         let timestamp = Utc::now().timestamp();
         let mut request = self
             .client
@@ -809,7 +811,11 @@ impl Context {
             .header(CONTENT_TYPE, content_type)
             .header("webhook-id", &delivery.webhook_id)
             .header("webhook-timestamp", timestamp.to_string());
-        if let Some(traceparent) = trace_of(delivery, &body) {
+        if let Some(traceparent) = self
+            .config
+            .spans
+            .adopt(&span, trace_of(delivery, &body).as_deref())
+        {
             // The subscriber's span continues the producer's trace.
             request = request.header("traceparent", traceparent);
         }
@@ -824,7 +830,22 @@ impl Context {
         if !signatures.is_empty() {
             request = request.header("webhook-signature", signatures.join(" "));
         }
-        match request.body(body).send().await {
+        let sent = request.body(body).send().instrument(span.clone()).await;
+        match &sent {
+            Ok(response) => {
+                span.record(
+                    "http.response.status_code",
+                    i64::from(response.status().as_u16()),
+                );
+                if !response.status().is_success() {
+                    span.record("otel.status_code", "error");
+                }
+            }
+            Err(_) => {
+                span.record("otel.status_code", "error");
+            }
+        }
+        match sent {
             Ok(response) => {
                 let status = response.status();
                 let retry_after = response
@@ -842,6 +863,32 @@ impl Context {
             // Without the URL: it may carry a token in its query.
             Err(e) => Outcome::answered(None, None, Some(describe(&e.without_url()))),
         }
+    }
+
+    /// The span of one attempt, when spans are made: named by what it does, with the endpoint's
+    /// host only (a path or query may carry a token).
+    fn attempt_span(
+        &self,
+        delivery: &LeasedDelivery,
+        subscription: &Subscription,
+        url: &reqwest::Url,
+    ) -> tracing::Span {
+        if !self.config.spans.enabled() {
+            return tracing::Span::none();
+        }
+        tracing::info_span!(
+            "webhook attempt",
+            otel.name = "POST webhook",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = "POST",
+            server.address = url.host_str().unwrap_or_default(),
+            http.response.status_code = tracing::field::Empty,
+            hendelse.subscription.id = subscription.id,
+            hendelse.delivery.id = delivery.id,
+            hendelse.delivery.attempt = delivery.attempts + 1,
+            cloudevents.event_id = %delivery.event_id,
+        )
     }
 
     /// The secrets that sign: the subscription's, and during a rotation the previous one too

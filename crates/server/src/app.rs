@@ -107,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         "{}".to_owned()
     });
     api.route_layer(axum::middleware::from_fn(crate::metrics::track))
+        .route_layer(axum::middleware::from_fn(crate::telemetry::trace_request))
         .layer(Extension(Document(Arc::from(document))))
         .layer(DefaultBodyLimit::max(MAX_EVENT_BYTES))
         // A client that stops sending its body mid-way is refused rather than waited on for ever

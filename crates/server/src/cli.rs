@@ -123,6 +123,13 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "HENDELSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
+    /// Export spans (requests, webhook attempts) over OTLP/HTTP to this collector, e.g.
+    /// `http://localhost:4318` (`/v1/traces` is added). Off when not given.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// The OTLP/HTTP encoding: `http/protobuf` or `http/json`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_enum, default_value_t = OtlpProtocol::Protobuf)]
+    pub otlp_protocol: OtlpProtocol,
     #[command(flatten)]
     pub push: PushArgs,
     #[command(flatten)]
@@ -198,6 +205,14 @@ impl ServeArgs {
         if let Some(url) = &self.public_url {
             absolute_http_url("--public-url", url)?;
         }
+        if let Some(url) = &self.otlp_endpoint {
+            absolute_http_url("--otlp-endpoint", url)?;
+            if !cfg!(feature = "otel") {
+                anyhow::bail!(
+                    "--otlp-endpoint needs a server built with the `otel` feature (a default one)"
+                );
+            }
+        }
         if let Some(n) = self.push.push_per_subscription
             && n > self.push.push_concurrency
         {
@@ -259,6 +274,15 @@ fn positive_days(value: &str) -> Result<f64, String> {
 pub enum LogFormat {
     Json,
     Pretty,
+}
+
+/// The OTLP/HTTP encodings, named as `OTEL_EXPORTER_OTLP_PROTOCOL` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OtlpProtocol {
+    #[value(name = "http/protobuf")]
+    Protobuf,
+    #[value(name = "http/json")]
+    Json,
 }
 
 #[derive(Args)]

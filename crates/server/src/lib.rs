@@ -22,6 +22,7 @@ mod receive;
 mod routes;
 mod secret_keys;
 mod serve;
+mod telemetry;
 
 pub use serve::{serve, serve_on};
 

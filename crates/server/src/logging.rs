@@ -11,19 +11,31 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::cli::LogFormat;
 
-pub fn init(format: LogFormat) {
+/// Installs the log (and, given a tracer, the export of spans) for the process.
+pub fn init(format: LogFormat, tracer: Option<crate::telemetry::Tracer>) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_env("HENDELSE_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     // Colours only for a terminal: a log file or collector would get the escape codes as text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .log_internal_errors(false)
         .with_writer(LossyStderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Pretty => builder.try_init(),
+    let lines = match format {
+        LogFormat::Json => lines.json().boxed(),
+        LogFormat::Pretty => lines.boxed(),
     };
+    #[cfg(feature = "otel")]
+    let spans = tracer.map(|tracer| tracing_opentelemetry::layer().with_tracer(tracer));
+    #[cfg(not(feature = "otel"))]
+    let spans = tracer.map(|()| tracing_subscriber::layer::Identity::new());
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(lines)
+        .with(spans)
+        .try_init();
 }
 
 /// Writes a line the process must print outside the log (the listening address on stdout),

@@ -28,7 +28,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// Runs the whole node on a listener the caller bound (port 0 in tests), until SIGTERM or Ctrl-C.
 pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     args.validate()?;
-    crate::logging::init(args.log_format);
+    let (telemetry, tracer) = crate::telemetry::Telemetry::start(&args)?;
+    crate::logging::init(args.log_format, tracer);
     let registry = match &args.registry {
         Some(path) => Registry::load(path)?,
         None => {
@@ -106,6 +107,7 @@ pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> any
             per_subscription: args.push.per_subscription(),
             policy: endpoint_policy,
             disable_after: args.push.disable_failing_after,
+            spans: telemetry.attempt_spans(),
             ..PushConfig::default()
         };
         Some(
@@ -183,6 +185,7 @@ pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> any
     }
     // Every Ingest clone is gone with the router, so the writer drains its queue and stops.
     writer.await.context("the writer task failed")?;
+    telemetry.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

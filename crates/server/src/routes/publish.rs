@@ -60,21 +60,18 @@ pub async fn publish(
     let first_id = events.first().map(|e| e.id.clone());
     let count = state
         .events
-        .publish(&caller, events, batch, request_traceparent(&headers))
+        .publish(
+            &caller,
+            events,
+            batch,
+            crate::telemetry::publish_traceparent(&headers).as_deref(),
+        )
         .await?;
     Ok(if batch {
         Json(serde_json::json!({ "accepted": count })).into_response()
     } else {
         Json(first_id.unwrap_or_default()).into_response()
     })
-}
-
-/// The request's W3C `traceparent`, if it carries a valid one (an invalid one is ignored).
-fn request_traceparent(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(hendelse_model::trace::traceparent)
 }
 
 /// The media type without parameters, lower-cased.
@@ -215,7 +212,11 @@ pub async fn publish_app(
     })?;
     let id = state
         .events
-        .publish_app(&caller, event, request_traceparent(&headers))
+        .publish_app(
+            &caller,
+            event,
+            crate::telemetry::publish_traceparent(&headers).as_deref(),
+        )
         .await?;
     let location = HeaderValue::from_str(&format!("{}/{id}", paths::APP))
         .map_err(|e| ApiError::internal("the Location is not a header value", e))?;

@@ -18,6 +18,7 @@ mod history;
 mod hostile;
 mod isolation;
 mod openapi;
+mod otel;
 mod postgres_nodes;
 mod push;
 mod queries;

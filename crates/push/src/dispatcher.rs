@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use hendelse_auth::{Authorizer, Principal};
 use hendelse_model::Visibility;
@@ -39,6 +40,7 @@ pub async fn run(
     mut committed: watch::Receiver<i64>,
     wake: Arc<Notify>,
     poll: Duration,
+    traced: bool,
     mut stopping: watch::Receiver<bool>,
 ) {
     let next_page = async |position: &mut Position| {
@@ -47,6 +49,7 @@ pub async fn run(
             events.as_ref(),
             push.as_ref(),
             authorizer.as_ref(),
+            traced,
         )
         .await
     };
@@ -227,12 +230,15 @@ pub async fn persist(position: &mut Position, push: &dyn PushStore) -> Result<()
 }
 
 /// Matches the next page of the log; `None` when there was nothing new, otherwise how many
-/// deliveries were queued (0 also when another dispatcher took the page first).
+/// deliveries were queued (0 also when another dispatcher took the page first). `traced` makes a
+/// span of each page (one for many events, which may belong to many traces: a root of its own,
+/// named by the page's positions).
 pub async fn step(
     position: &mut Position,
     events: &dyn EventStore,
     push: &dyn PushStore,
     authorizer: &dyn Authorizer,
+    traced: bool,
 ) -> Result<Option<usize>, StoreError> {
     let persisted = match position.stored {
         Some((persisted, _)) => persisted,
@@ -257,6 +263,19 @@ pub async fn step(
         }
         return Ok(None);
     };
+    let span = if traced {
+        tracing::info_span!(
+            "dispatch",
+            otel.name = "dispatch events",
+            // Signed: OTLP has no unsigned integers, and an unsigned one is exported as text.
+            hendelse.events = i64::try_from(page.len()).unwrap_or(i64::MAX),
+            hendelse.seq.first = page.first().map_or(last, |e| e.seq),
+            hendelse.seq.last = last,
+            hendelse.deliveries = tracing::field::Empty,
+        )
+    } else {
+        tracing::Span::none()
+    };
     // The generation first: a change committed after it was read shows as a new one next page.
     let generation = push.subscription_generation().await?;
     let index = match position.index.take() {
@@ -269,6 +288,8 @@ pub async fn step(
     let mut deliveries = Vec::new();
     // The events of each subscription that receives batches, in log order.
     let mut batched: BTreeMap<usize, Vec<(i64, &str)>> = BTreeMap::new();
+    // Entered for the matching only, which does not wait; the enqueue is instrumented.
+    let matching = span.enter();
     for event in &page {
         let Some(attributes) = EventAttributes::parse(&event.body) else {
             continue;
@@ -320,8 +341,13 @@ pub async fn step(
             });
         }
     }
+    drop(matching);
     position.index = Some(index);
     let queued = deliveries.len();
+    span.record(
+        "hendelse.deliveries",
+        i64::try_from(queued).unwrap_or(i64::MAX),
+    );
     if deliveries.is_empty() {
         position.matched = last;
         // Under steady publishing pages keep coming, so this is where the position is stored.
@@ -330,7 +356,9 @@ pub async fn step(
         }
         return Ok(Some(0));
     }
-    let moved = advance(position, push, persisted, last, &deliveries).await?;
+    let moved = advance(position, push, persisted, last, &deliveries)
+        .instrument(span)
+        .await?;
     if moved {
         metrics::counter!("hendelse_deliveries_queued_total").increment(queued as u64);
     }

@@ -95,6 +95,7 @@ impl Push {
             committed,
             wake.clone(),
             config.poll_interval,
+            config.spans.enabled(),
             stopping.clone(),
         ));
         let worker = tokio::spawn(worker::run(

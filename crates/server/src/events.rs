@@ -4,6 +4,7 @@
 //! query strings, headers) and render; the rules are here.
 
 use std::sync::Arc;
+use tracing::Instrument;
 
 use chrono::{SecondsFormat, Utc};
 use hendelse_auth::{Authorizer, Principal, SCOPE_PUBLISH, SCOPE_PUBLISH_ADMIN, SCOPE_SUBSCRIBE};
@@ -92,6 +93,7 @@ impl EventService {
                         .map(|e| traced(NewEvent::from(e), traceparent))
                         .collect(),
                 )
+                .instrument(crate::telemetry::commit_span(count))
                 .await?;
             metrics::counter!("hendelse_events_published_total", "endpoint" => "events")
                 .increment(count as u64);
@@ -181,6 +183,7 @@ impl EventService {
         let validated = validate_map(&event, json)?;
         self.ingest
             .publish(vec![traced(NewEvent::from(validated), traceparent)])
+            .instrument(crate::telemetry::commit_span(1))
             .await?;
         metrics::counter!("hendelse_events_published_total", "endpoint" => "app").increment(1);
         Ok(id)

@@ -127,6 +127,20 @@ pub fn publish_traceparent(headers: &HeaderMap) -> Option<String> {
     request_traceparent(headers).map(str::to_owned)
 }
 
+/// The span of a publish's wait for its group commit (queued, written, synced), while spans are
+/// exported.
+pub fn commit_span(events: usize) -> tracing::Span {
+    if !exporting() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "commit",
+        otel.name = "commit events",
+        // Signed: OTLP has no unsigned integers, and an unsigned one is exported as text.
+        hendelse.events = i64::try_from(events).unwrap_or(i64::MAX),
+    )
+}
+
 /// Runs each routed request in a server span named by its method and route, while spans are
 /// exported.
 pub async fn trace_request(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {

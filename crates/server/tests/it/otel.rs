@@ -1,6 +1,7 @@
 //! Spans of the server's own over OTLP/HTTP (`--otlp-endpoint`), collected by a real HTTP
-//! receiver on loopback: a publish request's span is a child of the producer's `traceparent`, each
-//! webhook attempt's span a child of the publish, and the receiver is sent the attempt's span as
+//! receiver on loopback: a publish request's span is a child of the producer's `traceparent`, its
+//! commit's and each webhook attempt's span children of the publish, the dispatcher's pages spans
+//! of their own, and the receiver is sent the attempt's span as
 //! its `traceparent`, so that one trace runs from producer to subscriber through Hendelse. No
 //! token or webhook secret is exported. A collector that is down costs nothing else.
 
@@ -144,6 +145,18 @@ async fn one_trace_runs_from_producer_through_the_publish_to_the_webhook() {
     assert_eq!(
         int_attribute(&attempt, "hendelse.subscription.id"),
         Some(id as u64)
+    );
+    let all = spans(&collector);
+    assert!(
+        all.iter().any(|s| s["name"] == "commit events"
+            && s["parentSpanId"] == publish_span["spanId"]
+            && int_attribute(s, "hendelse.events") == Some(1)),
+        "the publish's commit: {all:?}"
+    );
+    assert!(
+        all.iter().any(|s| s["name"] == "dispatch events"
+            && int_attribute(s, "hendelse.deliveries").is_some_and(|n| n >= 1)),
+        "the page that queued the delivery: {all:?}"
     );
     let exported: String = collector
         .hits_on("/v1/traces")

@@ -33,16 +33,25 @@ const PERSIST_IDLE_POSITION: Duration = Duration::from_secs(1);
 
 /// Follows the log until `stopping` turns true (or its sender is gone), then matches what is
 /// committed (up to [`FINAL_PAGES`]) and stores the position it reached.
+/// How a dispatcher runs.
+#[derive(Debug, Clone, Copy)]
+pub struct DispatchSettings {
+    /// How often it looks for events nobody told it about (other nodes').
+    pub poll: Duration,
+    /// Whether each page it matches is a span.
+    pub traced: bool,
+}
+
 pub async fn run(
     events: Arc<dyn EventStore>,
     push: Arc<dyn PushStore>,
     authorizer: Arc<dyn Authorizer>,
     mut committed: watch::Receiver<i64>,
     wake: Arc<Notify>,
-    poll: Duration,
-    traced: bool,
+    settings: DispatchSettings,
     mut stopping: watch::Receiver<bool>,
 ) {
+    let DispatchSettings { poll, traced } = settings;
     let next_page = async |position: &mut Position| {
         step(
             position,

@@ -94,8 +94,10 @@ impl Push {
             authorizer.clone(),
             committed,
             wake.clone(),
-            config.poll_interval,
-            config.spans.enabled(),
+            dispatcher::DispatchSettings {
+                poll: config.poll_interval,
+                traced: config.spans.enabled(),
+            },
             stopping.clone(),
         ));
         let worker = tokio::spawn(worker::run(

@@ -64,7 +64,7 @@ async fn open() -> (tempfile::TempDir, SqliteStore, i64) {
 }
 
 async fn run(position: &mut Position, store: &SqliteStore) -> Option<usize> {
-    step(position, store, store, &authorizer())
+    step(position, store, store, &authorizer(), false)
         .await
         .expect("dispatcher step")
 }
@@ -126,7 +126,10 @@ async fn a_stopping_dispatcher_stores_the_position_of_what_was_committed() {
         Arc::new(authorizer()),
         committed,
         Arc::new(tokio::sync::Notify::new()),
-        Duration::from_millis(20),
+        dispatcher::DispatchSettings {
+            poll: Duration::from_millis(20),
+            traced: false,
+        },
         stopping,
     ));
     let receipt = store

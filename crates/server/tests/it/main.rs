@@ -22,6 +22,7 @@ mod otel;
 mod postgres_nodes;
 mod push;
 mod queries;
+mod race;
 mod rate_limit;
 mod reliability;
 mod replay;

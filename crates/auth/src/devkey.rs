@@ -49,6 +49,8 @@ pub struct TokenRequest {
     pub scope: Option<String>,
     pub ttl_seconds: i64,
     pub audience: Option<String>,
+    /// `nbf` relative to now, in seconds (5 s ago when `None`).
+    pub not_before_seconds: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -133,7 +135,7 @@ impl DevKey {
         let claims = Claims {
             iss: DEV_ISSUER,
             iat: now,
-            nbf: now - 5,
+            nbf: now + request.not_before_seconds.unwrap_or(-5),
             exp: now + request.ttl_seconds,
             aud: request.audience.as_deref(),
             scope: request.scope.as_deref(),

@@ -31,6 +31,9 @@ pub enum AuthError {
     Audience,
     #[error("the token is not valid: {0}")]
     Claims(String),
+    /// Altinn's answer (and text) to a token without `urn:altinn:org` on the routes of orgs.
+    #[error("Only orgs can call this api")]
+    OrgsOnly,
 }
 
 /// An issuer whose tokens are accepted.

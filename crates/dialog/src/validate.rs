@@ -215,6 +215,16 @@ pub fn check_fields(input: &DialogInput, problems: &mut Problems) -> Fields {
             None
         }
     };
+    let process = optional_uri("process", input.process.clone(), problems);
+    let preceding_process = optional_uri(
+        "precedingProcess",
+        input.preceding_process.clone(),
+        problems,
+    );
+    // As Dialogporten's validator: a preceding process belongs to a process.
+    if preceding_process.is_some() && input.process.as_deref().is_none_or(|p| p.trim().is_empty()) {
+        problems.add("precedingProcess", "cannot be set without process");
+    }
     Fields {
         progress,
         extended_status: optional_text("extendedStatus", input.extended_status.clone(), problems),
@@ -223,12 +233,8 @@ pub fn check_fields(input: &DialogInput, problems: &mut Problems) -> Fields {
             input.external_reference.clone(),
             problems,
         ),
-        process: optional_uri("process", input.process.clone(), problems),
-        preceding_process: optional_uri(
-            "precedingProcess",
-            input.preceding_process.clone(),
-            problems,
-        ),
+        process,
+        preceding_process,
         status,
         content,
     }
@@ -459,6 +465,25 @@ mod tests {
         assert_eq!(fields.status.as_deref(), Some("InProgress"));
         let names: Vec<&str> = p.0.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(names, ["progress", "content", "process"]);
+    }
+
+    #[test]
+    fn a_preceding_process_needs_a_process() {
+        let alone = DialogInput {
+            preceding_process: Some("urn:some:preceding:process".into()),
+            ..DialogInput::default()
+        };
+        let mut p = Problems::default();
+        check_fields(&alone, &mut p);
+        let names: Vec<&str> = p.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(names, ["precedingProcess"]);
+        let both = DialogInput {
+            process: Some("urn:some:process".into()),
+            ..alone
+        };
+        let mut p = Problems::default();
+        check_fields(&both, &mut p);
+        assert!(p.is_empty(), "{:?}", p.0);
     }
 
     #[test]

@@ -313,6 +313,10 @@ pub struct TokenArgs {
     /// Audience (`aud`).
     #[arg(long)]
     pub audience: Option<String>,
+    /// `nbf` this many seconds from now (default 5 s ago); a future one makes a token that is
+    /// not valid yet.
+    #[arg(long, allow_negative_numbers = true)]
+    pub not_before: Option<i64>,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -357,6 +361,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         scope: args.scope,
         ttl_seconds: args.ttl,
         audience: args.audience,
+        not_before_seconds: args.not_before,
     })?;
     println!("{token}");
     Ok(())

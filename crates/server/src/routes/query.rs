@@ -121,6 +121,10 @@ pub async fn app_events(
     Path((org, app)): Path<(String, String)>,
     reading: Reading,
 ) -> Result<Response, ApiError> {
+    // As Altinn: the app route is the orgs'; end users read theirs through /app/party.
+    if reading.caller.org().is_none() {
+        return Err(hendelse_auth::AuthError::OrgsOnly.into());
+    }
     let mut query = app_query(&reading.params, &reading.headers, false, Start::Required)?;
     query.resource = Some(format!("{RESOURCE_PREFIX}app_{org}_{app}"));
     state.events.restrict(&reading.caller, &mut query);

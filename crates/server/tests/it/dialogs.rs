@@ -1141,6 +1141,22 @@ async fn invalid_requests_are_problem_details_with_field_errors() {
     ] {
         assert!(errors.contains_key(field), "{field}: {}", fixed_party.body);
     }
+    // As Dialogporten's validator: no preceding process without a process.
+    let preceding_alone = send(
+        &server,
+        Method::POST,
+        SO,
+        &ttd,
+        Some(&json!({"serviceResource": RESOURCE, "party": PARTY, "precedingProcess": PRECEDING})),
+        &[],
+    )
+    .await;
+    assert_eq!(preceding_alone.status, 400, "{}", preceding_alone.body);
+    assert!(
+        preceding_alone.body["errors"]["precedingProcess"].is_array(),
+        "{}",
+        preceding_alone.body
+    );
     let not_json = client()
         .post(server.at(SO))
         .bearer_auth(&ttd)

@@ -170,6 +170,14 @@ async fn unusable_tokens_get_401_problem_details_with_www_authenticate() {
     let more_scope = tampered(&ttd, |p| {
         p["scope"] = json!(format!("{PUBLISH} {SUBSCRIBE} altinn:events.publish.admin"))
     });
+    let not_yet = server.token(&[
+        "--org",
+        "ttd",
+        "--scope",
+        &format!("{PUBLISH} {SUBSCRIBE}"),
+        "--not-before",
+        "600",
+    ]);
     let longer_life = tampered(&expired, |p| {
         p["exp"] = json!(chrono::Utc::now().timestamp() + 3600)
     });
@@ -187,6 +195,7 @@ async fn unusable_tokens_get_401_problem_details_with_www_authenticate() {
             "dHRkOnNlY3JldA==",
         ),
         (Some(format!("Bearer {expired}")), "expired", &expired),
+        (Some(format!("Bearer {not_yet}")), "not valid yet", &not_yet),
         (Some(format!("Bearer {other_key}")), "signature", &other_key),
         (Some(format!("Bearer {alg_none}")), "algorithm", &alg_none),
         (
@@ -538,9 +547,14 @@ async fn a_party_one_may_not_read_looks_empty() {
         let (status, _, body) = common::get_with(&server.at(path), &ttd, headers).await;
         assert_eq!(status, 200, "{path}: {body}");
         assert_eq!(body[0]["id"], *id, "{path}: {body}");
-        // ... the person and another org get an empty page, with a next link.
+        // ... the person and another org get an empty page, with a next link (on the orgs'
+        // app route the person gets Altinn's 401).
         for (reader, who) in [(&me, "person"), (&skd, "skd")] {
             let (status, next, body) = common::get_with(&server.at(path), reader, headers).await;
+            if who == "person" && path.starts_with("/events/api/v1/app/ttd/") {
+                assert_eq!(status, 401, "{who} {path}: {body}");
+                continue;
+            }
             assert_eq!(status, 200, "{who} {path}: {body}");
             assert_eq!(body, json!([]), "{who} {path}");
             assert!(next.is_some(), "{who} {path}: next");
@@ -603,4 +617,26 @@ async fn unknown_routes_and_wrong_methods_are_problem_details() {
             reply.header("allow").unwrap_or_default()
         );
     }
+}
+
+#[tokio::test]
+async fn the_app_route_of_orgs_refuses_an_end_user_with_altinns_text() {
+    let server = Server::start();
+    let person = server.person();
+    let url = server.at("/events/api/v1/app/ttd/some-app?after=0");
+    let reply = call(&Method::GET, &url, &None, Some(&format!("Bearer {person}"))).await;
+    assert_problem(&reply, 401, "an end user on /app/{org}/{app}");
+    assert_eq!(
+        reply.body["detail"], "Only orgs can call this api",
+        "{}",
+        reply.text
+    );
+    let org = call(
+        &Method::GET,
+        &url,
+        &None,
+        Some(&format!("Bearer {}", server.ttd())),
+    )
+    .await;
+    assert_eq!(org.status, 200, "{}", org.text);
 }

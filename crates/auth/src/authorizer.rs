@@ -24,6 +24,12 @@ pub trait Authorizer: Send + Sync + 'static {
     /// Every subject key that names the party `subject` names (its `/party/{id}` and URN forms),
     /// and with `include_subunits` those of its subunits too.
     fn party_subjects(&self, subject: &str, include_subunits: bool) -> Vec<String>;
+
+    /// Changes whenever the access it decides by changes (a reloaded registry), so that what was
+    /// decided before (an open stream's filter) is decided again.
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 /// The resource of the events Hendelse publishes about subscriptions, each with its consumer

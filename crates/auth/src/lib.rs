@@ -5,12 +5,14 @@ pub mod authorizer;
 pub mod devkey;
 pub mod principal;
 pub mod registry;
+pub mod reloading;
 pub mod verifier;
 
 pub use authorizer::{Authorizer, RegistryAuthorizer, SUBSCRIPTION_EVENTS_RESOURCE};
 pub use devkey::{DEV_ISSUER, DevKey, TokenRequest};
 pub use principal::Principal;
 pub use registry::Registry;
+pub use reloading::ReloadingAuthorizer;
 pub use verifier::{AuthError, TokenVerifier, TrustedIssuer};
 
 pub const SCOPE_PUBLISH: &str = "altinn:events.publish";

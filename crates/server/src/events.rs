@@ -207,10 +207,12 @@ impl EventService {
     /// that can matter for the query's subject are kept, so that a party the reader may not read
     /// costs nothing.
     pub fn restrict(&self, caller: &Principal, query: &mut EventQuery) {
-        query.visibility = self.authorizer.visibility(caller);
-        if let Some(subject) = &query.subject_key {
-            query.visibility = query.visibility.restricted_to_subject(subject);
-        }
+        restrict(self.authorizer.as_ref(), caller, query);
+    }
+
+    /// What decides access, for those that decide again when it changes (open streams).
+    pub fn authorizer(&self) -> Arc<dyn Authorizer> {
+        self.authorizer.clone()
     }
 
     /// One page of `query` (already restricted) after the event `after` names, with the cursor
@@ -396,6 +398,14 @@ impl AppSource {
             party_id,
             instance: instance.to_owned(),
         })
+    }
+}
+
+/// Restricts `query` to what `caller` may read now.
+pub fn restrict(authorizer: &dyn Authorizer, caller: &Principal, query: &mut EventQuery) {
+    query.visibility = authorizer.visibility(caller);
+    if let Some(subject) = &query.subject_key {
+        query.visibility = query.visibility.restricted_to_subject(subject);
     }
 }
 

@@ -19,6 +19,7 @@ mod openapi;
 mod params;
 mod problem;
 mod receive;
+mod registry_reload;
 mod routes;
 mod secret_keys;
 mod serve;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hendelse_auth::{
-    Authorizer, DevKey, Registry, RegistryAuthorizer, TokenVerifier, TrustedIssuer,
+    Authorizer, DevKey, Registry, ReloadingAuthorizer, TokenVerifier, TrustedIssuer,
 };
 use hendelse_push::{EndpointPolicy, Push, PushConfig, SubscriptionService, SubscriptionSettings};
 use hendelse_store::{EventStore, Ingest, IngestConfig, PushStore};
@@ -91,7 +91,12 @@ pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> any
         },
     ));
 
-    let authorizer: Arc<dyn Authorizer> = Arc::new(RegistryAuthorizer::new(registry));
+    let reloading = Arc::new(ReloadingAuthorizer::new(registry));
+    let registry_watch = args
+        .registry
+        .clone()
+        .map(|path| tokio::spawn(crate::registry_reload::watch(path, reloading.clone())));
+    let authorizer: Arc<dyn Authorizer> = reloading;
     let endpoint_policy = EndpointPolicy {
         allow_http: args.push.allow_http_webhooks,
         allow_private: args.push.allow_private_webhooks,
@@ -172,6 +177,9 @@ pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> any
         }
     }
     retention.abort();
+    if let Some(watch) = registry_watch {
+        watch.abort();
+    }
     history.abort();
     if let Some(forwarder) = dialog_forwarder {
         // Unforwarded outbox rows stay in the store for the next start. The forwarder holds an

@@ -104,8 +104,14 @@ async fn open(
         (None, None) => *state.tip.borrow(),
     };
     query.limit = CHUNK;
+    let authorizer = state.events.authorizer();
     let follower = Follower {
         store: state.store.clone(),
+        access: Access {
+            generation: authorizer.generation(),
+            authorizer,
+            caller: reading.caller.clone(),
+        },
         query,
         cursor,
         tip: state.tip.clone(),
@@ -124,12 +130,22 @@ async fn open(
 
 struct Follower {
     store: Arc<dyn EventStore>,
+    /// Decided again when the access rules change (a reloaded registry): a revoked grant stops
+    /// an open stream's next event.
+    access: Access,
     query: EventQuery,
     cursor: i64,
     tip: watch::Receiver<i64>,
     stopping: watch::Receiver<bool>,
     buffer: VecDeque<StoredEvent>,
     _client: crate::metrics::StreamClient,
+}
+
+/// Who follows, and by which rules as of which generation.
+struct Access {
+    authorizer: Arc<dyn hendelse_auth::Authorizer>,
+    caller: hendelse_auth::Principal,
+    generation: u64,
 }
 
 impl Follower {
@@ -142,6 +158,15 @@ impl Follower {
             }
             if let Some(event) = self.buffer.pop_front() {
                 return Some(event);
+            }
+            let generation = self.access.authorizer.generation();
+            if generation != self.access.generation {
+                crate::events::restrict(
+                    self.access.authorizer.as_ref(),
+                    &self.access.caller,
+                    &mut self.query,
+                );
+                self.access.generation = generation;
             }
             let page = EventQuery {
                 after: self.cursor,

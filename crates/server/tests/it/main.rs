@@ -24,6 +24,7 @@ mod push;
 mod queries;
 mod race;
 mod rate_limit;
+mod registry_reload;
 mod reliability;
 mod replay;
 mod roundtrip;

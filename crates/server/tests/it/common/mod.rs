@@ -5,11 +5,13 @@
 
 mod answer;
 mod receiver;
+mod stream;
 mod subscriptions;
 mod swarm;
 
 pub use answer::{Answer, assert_problem, send};
 pub use receiver::{Gate, Hit, Receiver, Reply};
+pub use stream::Stream;
 pub use subscriptions::{
     SUBSCRIPTIONS, create_subscription, deliveries, get_subscription, id_of, subscribe,
     subscribe_to, wait_validated,
@@ -122,14 +124,23 @@ impl Server {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .expect("log file");
+        // The tests' registry unless the test gives one of its own.
+        let registry: Vec<std::ffi::OsString> = if self.extra_args.iter().any(|a| a == "--registry")
+        {
+            Vec::new()
+        } else {
+            vec![
+                "--registry".into(),
+                data_path("registry.json").into_os_string(),
+            ]
+        };
         let mut child = Command::new(BIN)
             .arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(&self.data)
-            .arg("--registry")
-            .arg(data_path("registry.json"))
+            .args(&registry)
             .args(&self.extra_args)
             .envs(secret_key_env(&self.extra_args))
             .stdout(Stdio::piped())

@@ -3,6 +3,7 @@
 
 pub mod authorizer;
 pub mod devkey;
+pub mod jwks;
 pub mod principal;
 pub mod registry;
 pub mod reloading;

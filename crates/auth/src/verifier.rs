@@ -2,12 +2,15 @@
 //! that issuer, the signature valid, and `exp`/`nbf` (and `aud` when configured) in order.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 
 use crate::devkey::{DEV_ISSUER, DevKey, DevKeyError};
+use crate::jwks::{Key, KeySource, RefreshBounds, RemoteKeys, keys_of};
 use crate::principal::{AltinnClaims, Principal};
 
 /// Why a token was not accepted. The text is safe to show the caller: it never echoes the token.
@@ -41,17 +44,53 @@ pub struct TrustedIssuer {
     pub issuer: String,
     pub algorithms: Vec<Algorithm>,
     pub audience: Option<String>,
-    /// Keys with their `kid`; a key without one is tried for every token of the issuer.
-    pub keys: Vec<(Option<String>, DecodingKey)>,
+    pub keys: IssuerKeys,
 }
 
-/// One entry of the `--trusted-issuers` file.
+/// Where an issuer's keys come from: a file read at start, or a URL kept fresh.
+pub enum IssuerKeys {
+    /// Keys with their `kid`; a key without one is tried for every token of the issuer.
+    Fixed(Arc<Vec<Key>>),
+    Remote(Arc<RemoteKeys>),
+}
+
+impl IssuerKeys {
+    fn current(&self) -> Arc<Vec<Key>> {
+        match self {
+            IssuerKeys::Fixed(keys) => keys.clone(),
+            IssuerKeys::Remote(remote) => remote.keys(),
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        match self {
+            IssuerKeys::Fixed(_) => 0,
+            IssuerKeys::Remote(remote) => remote.generation(),
+        }
+    }
+}
+
+/// One entry of the `--trusted-issuers` file: the keys from exactly one of `jwks` (a file),
+/// `jwksUri` or `openidConfiguration` (URLs).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IssuerConfig {
     pub issuer: String,
     /// Path of a JWKS file, relative to the file that names it.
-    pub jwks: String,
+    #[serde(default)]
+    pub jwks: Option<String>,
+    /// URL of the issuer's JWKS.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// URL of the issuer's `/.well-known/openid-configuration`, whose `jwks_uri` is used.
+    #[serde(default)]
+    pub openid_configuration: Option<String>,
+    /// No fetch of a URL issuer's keys comes sooner than this after the last (default 60 s).
+    #[serde(default)]
+    pub min_refresh_seconds: Option<u64>,
+    /// A URL issuer's keys are fetched again at least this often (default 3600 s).
+    #[serde(default)]
+    pub max_refresh_seconds: Option<u64>,
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<Algorithm>,
     #[serde(default)]
@@ -76,6 +115,8 @@ pub enum IssuerConfigError {
     },
     #[error("issuer {issuer}: {message}")]
     Invalid { issuer: String, message: String },
+    #[error("{message}")]
+    Unreachable { message: String },
     #[error(transparent)]
     DevKey(#[from] DevKeyError),
 }
@@ -91,48 +132,103 @@ impl TrustedIssuer {
             issuer: DEV_ISSUER.to_owned(),
             algorithms: vec![Algorithm::ES256],
             audience,
-            keys: vec![(Some(key.kid()), key.decoding_key()?)],
+            keys: IssuerKeys::Fixed(Arc::new(vec![(Some(key.kid()), key.decoding_key()?)])),
         })
     }
 
-    /// Reads a `--trusted-issuers` file: a JSON array of `{issuer, jwks, algorithms, audience}`.
-    pub fn load_all(path: &Path) -> Result<Vec<TrustedIssuer>, IssuerConfigError> {
+    /// Reads a `--trusted-issuers` file: a JSON array of `{issuer, jwks | jwksUri |
+    /// openidConfiguration, algorithms, audience}`. The keys of URL issuers are fetched now (or
+    /// read from the copy an earlier start cached under `cache_dir`); those issuers are also
+    /// returned on their own, to be refreshed in the background.
+    pub async fn load_all(
+        path: &Path,
+        cache_dir: &Path,
+    ) -> Result<(Vec<TrustedIssuer>, Vec<Arc<RemoteKeys>>), IssuerConfigError> {
         let configs: Vec<IssuerConfig> = read_json(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        configs
-            .into_iter()
-            .map(|c| {
-                let invalid = |message: String| IssuerConfigError::Invalid {
-                    issuer: c.issuer.clone(),
-                    message,
-                };
-                if let Some(bad) = c.algorithms.iter().find(|a| !is_asymmetric(**a)) {
-                    return Err(invalid(format!(
-                        "{bad:?} is symmetric; only asymmetric algorithms are allowed"
-                    )));
+        let mut issuers = Vec::new();
+        let mut remotes = Vec::new();
+        for c in configs {
+            let invalid = |message: String| IssuerConfigError::Invalid {
+                issuer: c.issuer.clone(),
+                message,
+            };
+            if let Some(bad) = c.algorithms.iter().find(|a| !is_asymmetric(**a)) {
+                return Err(invalid(format!(
+                    "{bad:?} is symmetric; only asymmetric algorithms are allowed"
+                )));
+            }
+            let keys = match (&c.jwks, &c.jwks_uri, &c.openid_configuration) {
+                (Some(file), None, None) => {
+                    let set: JwkSet = read_json(&base.join(file))?;
+                    let keys = keys_of(&set).map_err(|e| invalid(format!("{e} in {file}")))?;
+                    if keys.is_empty() {
+                        return Err(invalid(format!("{file} holds no keys")));
+                    }
+                    IssuerKeys::Fixed(Arc::new(keys))
                 }
-                let set: JwkSet = read_json(&base.join(&c.jwks))?;
-                let keys = set
-                    .keys
-                    .iter()
-                    .map(|jwk| {
-                        DecodingKey::from_jwk(jwk)
-                            .map(|k| (jwk.common.key_id.clone(), k))
-                            .map_err(|e| invalid(format!("unusable key in {}: {e}", c.jwks)))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                if keys.is_empty() {
-                    return Err(invalid(format!("{} holds no keys", c.jwks)));
+                (None, Some(url), None) | (None, None, Some(url)) => {
+                    if !(url.starts_with("https://") || url.starts_with("http://")) {
+                        return Err(invalid(format!("{url} is not an http(s) URL")));
+                    }
+                    let source = if c.jwks_uri.is_some() {
+                        KeySource::JwksUri(url.clone())
+                    } else {
+                        KeySource::OpenIdConfiguration(url.clone())
+                    };
+                    let defaults = RefreshBounds::default();
+                    let bounds = RefreshBounds {
+                        min: c
+                            .min_refresh_seconds
+                            .map_or(defaults.min, Duration::from_secs),
+                        max: c
+                            .max_refresh_seconds
+                            .map_or(defaults.max, Duration::from_secs),
+                    };
+                    if bounds.min > bounds.max || bounds.min.is_zero() {
+                        return Err(invalid(
+                            "minRefreshSeconds must be at least 1 and at most maxRefreshSeconds"
+                                .into(),
+                        ));
+                    }
+                    let cache = cache_dir.join(format!("{}.json", cache_name(&c.issuer)));
+                    let remote = RemoteKeys::start(c.issuer.clone(), source, bounds, cache)
+                        .await
+                        .map_err(|message| IssuerConfigError::Unreachable { message })?;
+                    remotes.push(remote.clone());
+                    IssuerKeys::Remote(remote)
                 }
-                Ok(TrustedIssuer {
-                    issuer: c.issuer,
-                    algorithms: c.algorithms,
-                    audience: c.audience,
-                    keys,
-                })
-            })
-            .collect()
+                _ => {
+                    return Err(invalid(
+                        "give exactly one of jwks (a file), jwksUri or openidConfiguration".into(),
+                    ));
+                }
+            };
+            issuers.push(TrustedIssuer {
+                issuer: c.issuer,
+                algorithms: c.algorithms,
+                audience: c.audience,
+                keys,
+            });
+        }
+        Ok((issuers, remotes))
     }
+}
+
+/// A file name for an issuer's cached keys: its URL with everything but letters and digits made
+/// `_`, and a digest so that two issuers never share one.
+fn cache_name(issuer: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, issuer.as_bytes());
+    let readable: String = issuer
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(60)
+        .collect();
+    let short: String = digest.as_ref()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{readable}-{short}")
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, IssuerConfigError> {
@@ -165,20 +261,24 @@ struct VerifiedClaims {
 /// requests until it expires, so a few thousand entries cover every active client.
 pub const VERIFIED_CACHE_CAPACITY: usize = 10_000;
 
-/// A token that passed verification, remembered until its `exp`.
+/// A token that passed verification, remembered until its `exp` or until the issuers' keys
+/// change.
 #[derive(Clone)]
 struct Verified {
     principal: Principal,
     /// `exp`, seconds since the Unix epoch.
     expires: i64,
+    /// The keys' generation it was verified with.
+    keys: u64,
 }
 
 pub struct TokenVerifier {
     issuers: Vec<TrustedIssuer>,
     /// Verdicts keyed by the SHA-256 of the whole token. The signature check dominates a small
-    /// request's cost (about 70 µs for ES256), and a token's verdict cannot change before `exp`:
-    /// the keys are fixed for the process's life and `nbf`, once passed, stays passed. Only
-    /// successes are kept, so a bad token is checked in full every time.
+    /// request's cost (about 70 µs for ES256), and a token's verdict cannot change before `exp`
+    /// while the keys stay as they are (`nbf`, once passed, stays passed); a change of an issuer's
+    /// keys (a refresh from its URL) makes every verdict be reached again. Only successes are
+    /// kept, so a bad token is checked in full every time.
     verified: quick_cache::sync::Cache<[u8; 32], Verified>,
 }
 
@@ -197,12 +297,21 @@ impl TokenVerifier {
         }
     }
 
-    /// Verifies a bearer token and returns the principal it carries.
+    /// The generation of all the issuers' keys together.
+    fn keys_generation(&self) -> u64 {
+        self.issuers
+            .iter()
+            .map(|i| i.keys.generation())
+            .fold(0, u64::wrapping_add)
+    }
+
+    /// Verifies a bearer token with the keys in force and returns the principal it carries.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let key = token_digest(token);
         let now = chrono::Utc::now().timestamp();
+        let keys = self.keys_generation();
         if let Some(hit) = self.verified.get(&key) {
-            if now < hit.expires {
+            if now < hit.expires && hit.keys == keys {
                 return Ok(hit.principal);
             }
             self.verified.remove(&key);
@@ -214,10 +323,42 @@ impl TokenVerifier {
                 Verified {
                     principal: principal.clone(),
                     expires,
+                    keys,
                 },
             );
         }
         Ok(principal)
+    }
+
+    /// [`verify`](Self::verify), and for a token whose `kid` its URL issuer does not know yet,
+    /// once more after fetching that issuer's keys again (at most once per its lower refresh
+    /// bound, whatever the number of such tokens).
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        match self.verify(token) {
+            Err(AuthError::Signature) => {}
+            other => return other,
+        }
+        let Some((remote, kid)) = self.unknown_kid(token) else {
+            return Err(AuthError::Signature);
+        };
+        if remote.fetch_for_unknown(&kid).await {
+            self.verify(token)
+        } else {
+            Err(AuthError::Signature)
+        }
+    }
+
+    /// The URL issuer of a token and the `kid` it names, when that issuer's keys lack the `kid`.
+    fn unknown_kid(&self, token: &str) -> Option<(Arc<RemoteKeys>, String)> {
+        let kid = jsonwebtoken::decode_header(token).ok()?.kid?;
+        let unverified: Unverified = jsonwebtoken::dangerous::insecure_decode_claims(token).ok()?;
+        let iss = unverified.iss?;
+        self.issuers.iter().find_map(|i| match &i.keys {
+            IssuerKeys::Remote(remote) if i.issuer == iss && !remote.knows(&kid) => {
+                Some((remote.clone(), kid.clone()))
+            }
+            _ => None,
+        })
     }
 
     /// The full check, without the cache: the principal and the token's `exp` (whole seconds).
@@ -258,8 +399,8 @@ impl TokenVerifier {
                 validation.validate_aud = false;
             }
         }
-        let candidates = issuer
-            .keys
+        let keys = issuer.keys.current();
+        let candidates = keys
             .iter()
             .filter(|(kid, _)| kid.is_none() || header.kid.is_none() || *kid == header.kid);
         let mut last = AuthError::Signature;
@@ -368,6 +509,7 @@ mod tests {
             Verified {
                 principal: first,
                 expires: now - 1,
+                keys: 0,
             },
         );
         let expired = ttd_token(&key, -10);
@@ -380,6 +522,7 @@ mod tests {
                     scopes: vec![],
                 },
                 expires: now - 1,
+                keys: 0,
             },
         );
         assert_eq!(verifier.verify(&expired), Err(AuthError::Expired));

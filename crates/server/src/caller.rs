@@ -24,6 +24,6 @@ impl FromRequestParts<AppState> for Caller {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(AuthError::Missing.into());
         }
-        Ok(Caller(state.verifier.verify(token.trim())?))
+        Ok(Caller(state.verifier.authenticate(token.trim()).await?))
     }
 }

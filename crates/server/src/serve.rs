@@ -39,10 +39,20 @@ pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> any
             Registry::default()
         }
     };
-    let mut issuers = match &args.trusted_issuers {
-        Some(path) => TrustedIssuer::load_all(path)?,
-        None => Vec::new(),
+    let (mut issuers, remote_keys) = match &args.trusted_issuers {
+        Some(path) => {
+            TrustedIssuer::load_all(path, &args.store.data.data_dir.join("jwks-cache")).await?
+        }
+        None => (Vec::new(), Vec::new()),
     };
+    // URL issuers' keys, kept fresh in the background for the life of the node.
+    let key_refreshers: Vec<tokio::task::JoinHandle<()>> = remote_keys
+        .into_iter()
+        .map(|remote| {
+            let first = remote.first_refresh();
+            tokio::spawn(remote.refresh_forever(first))
+        })
+        .collect();
     if !args.no_dev_tokens {
         let key = DevKey::load_or_create(&args.store.data.data_dir)?;
         issuers.push(TrustedIssuer::development(&key, args.audience.clone())?);
@@ -177,6 +187,9 @@ pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> any
         }
     }
     retention.abort();
+    for refresher in key_refreshers {
+        refresher.abort();
+    }
     if let Some(watch) = registry_watch {
         watch.abort();
     }

@@ -17,6 +17,7 @@ mod health;
 mod history;
 mod hostile;
 mod isolation;
+mod issuers;
 mod openapi;
 mod otel;
 mod postgres_nodes;

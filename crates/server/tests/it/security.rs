@@ -8,8 +8,8 @@ use crate::common;
 use std::path::Path;
 
 use crate::common::{
-    Answer, PERSON, PUBLISH, RESOURCE, SUBSCRIBE, Server, client, generic_event, publish_ok, send,
-    token_for,
+    Answer, PERSON, PUBLISH, RESOURCE, SUBSCRIBE, Server, client, generic_event, jwks_of,
+    publish_ok, send, token_for,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -251,24 +251,6 @@ async fn unusable_tokens_get_401_problem_details_with_www_authenticate() {
     // Only the requests with the good token stored anything.
     let events = stored(&server).await;
     assert_eq!(events.as_array().expect("array").len(), 1, "{events}");
-}
-
-/// The P-256 public key of a data directory's development key, as a JWKS.
-fn jwks_of(data_dir: &Path) -> Value {
-    let der = std::fs::read(data_dir.join("dev-signing-key.p8")).expect("dev key");
-    // PKCS#8 of P-256 with the public key: the DER ends with BIT STRING (03 42 00) 04 || X || Y.
-    let point = &der[der.len() - 65..];
-    assert_eq!(
-        &der[der.len() - 68..der.len() - 65],
-        [0x03, 0x42, 0x00],
-        "public key"
-    );
-    assert_eq!(point[0], 0x04, "uncompressed point");
-    json!({"keys": [{
-        "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256",
-        "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
-        "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
-    }]})
 }
 
 /// Writes a `--trusted-issuers` file (and its JWKS) into `dir`.

@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hendelse");
@@ -287,6 +289,35 @@ pub fn hendelse_ok(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("utf8")
+}
+
+/// The P-256 public key of a data directory's development key, as a JWKS.
+pub fn jwks_of(data_dir: &Path) -> Value {
+    let der = std::fs::read(data_dir.join("dev-signing-key.p8")).expect("dev key");
+    // PKCS#8 of P-256 with the public key: the DER ends with BIT STRING (03 42 00) 04 || X || Y.
+    let point = &der[der.len() - 65..];
+    assert_eq!(
+        &der[der.len() - 68..der.len() - 65],
+        [0x03, 0x42, 0x00],
+        "public key"
+    );
+    assert_eq!(point[0], 0x04, "uncompressed point");
+    serde_json::json!({"keys": [{
+        "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+        "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+    }]})
+}
+
+/// The key of [`jwks_of`] with the `kid` its tokens carry.
+pub fn jwk_with_kid(data_dir: &Path) -> Value {
+    let token = token_for(data_dir, &["--org", "ttd"]);
+    let header = token.split('.').next().unwrap_or_default();
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).expect("base64url"))
+        .expect("JSON header");
+    let mut key = jwks_of(data_dir)["keys"][0].clone();
+    key["kid"] = header["kid"].clone();
+    key
 }
 
 /// Runs `hendelse token` against a data directory (its development signing key, made if missing).

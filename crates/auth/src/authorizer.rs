@@ -160,6 +160,26 @@ impl Authorizer for RegistryAuthorizer {
                     );
                 }
             }
+            Principal::SystemUser { id, owner, .. } => {
+                // A system user acts for its owner: it reads what is about the owner's party, and
+                // what access rows grant it by name.
+                let subjects = match self.registry.party_of_organization(owner) {
+                    Some(party) => self.subjects_of(party),
+                    None => vec![organization_urn(owner)],
+                };
+                grants.push(Grant {
+                    subjects: Some(subjects),
+                    resources: ResourceScope::Any,
+                });
+                grants.extend(
+                    self.access_grants(
+                        self.registry
+                            .access
+                            .iter()
+                            .filter(|a| a.system_user.as_deref() == Some(id.as_str())),
+                    ),
+                );
+            }
         }
         // The events about one's own subscriptions (one disabled for failing, say).
         grants.push(Grant {

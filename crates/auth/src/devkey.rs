@@ -51,6 +51,8 @@ pub struct TokenRequest {
     pub audience: Option<String>,
     /// `nbf` relative to now, in seconds (5 s ago when `None`).
     pub not_before_seconds: Option<i64>,
+    /// An Altinn system user: its id and its owner's organisation number.
+    pub system_user: Option<(String, String)>,
 }
 
 #[derive(Serialize)]
@@ -76,6 +78,8 @@ struct Claims<'a> {
     user_id: Option<String>,
     #[serde(rename = "urn:altinn:partyid", skip_serializing_if = "Option::is_none")]
     party_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorization_details: Option<serde_json::Value>,
 }
 
 impl DevKey {
@@ -144,6 +148,15 @@ impl DevKey {
             pid: request.pid.as_deref(),
             user_id,
             party_id: request.party_id,
+            // As Altinn's token exchange writes a system user.
+            authorization_details: request.system_user.as_ref().map(|(id, owner)| {
+                serde_json::json!([{
+                    "type": crate::principal::SYSTEM_USER_TYPE,
+                    "systemuser_id": [id],
+                    "systemuser_org": {"authority": "iso6523-actorid-upis", "ID": format!("0192:{owner}")},
+                    "system_id": "hendelse-dev-system"
+                }])
+            }),
         };
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid());

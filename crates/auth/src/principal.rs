@@ -19,12 +19,23 @@ pub enum Principal {
         party_id: Option<i64>,
         scopes: Vec<String>,
     },
+    /// An Altinn system user (`authorization_details` of type `urn:altinn:systemuser`): a
+    /// system acting for the organisation that owns it, a principal of its own.
+    SystemUser {
+        /// The system user's id (a UUID).
+        id: String,
+        /// The organisation number of its owner.
+        owner: String,
+        scopes: Vec<String>,
+    },
 }
 
 impl Principal {
     pub fn scopes(&self) -> &[String] {
         match self {
-            Principal::Org { scopes, .. } | Principal::Person { scopes, .. } => scopes,
+            Principal::Org { scopes, .. }
+            | Principal::Person { scopes, .. }
+            | Principal::SystemUser { scopes, .. } => scopes,
         }
     }
 
@@ -47,6 +58,7 @@ impl Principal {
                 user_id: Some(id), ..
             } => format!("/user/{id}"),
             Principal::Person { pid, .. } => format!("/person/{pid}"),
+            Principal::SystemUser { id, .. } => format!("/systemuser/{id}"),
         }
     }
 
@@ -54,7 +66,7 @@ impl Principal {
     pub fn org(&self) -> Option<&str> {
         match self {
             Principal::Org { org, .. } => org.as_deref(),
-            Principal::Person { .. } => None,
+            Principal::Person { .. } | Principal::SystemUser { .. } => None,
         }
     }
 }
@@ -74,6 +86,39 @@ pub struct AltinnClaims {
     pub user_id: Option<Value>,
     #[serde(rename = "urn:altinn:partyid", default)]
     pub party_id: Option<Value>,
+    /// RFC 9396 authorization details; Altinn's system users are one of type
+    /// `urn:altinn:systemuser`.
+    #[serde(default)]
+    pub authorization_details: Option<Value>,
+}
+
+/// The `authorization_details` type of an Altinn system user.
+pub const SYSTEM_USER_TYPE: &str = "urn:altinn:systemuser";
+
+/// The system user an `authorization_details` claim names: its id and its owner's organisation
+/// number (`systemuser_org.ID` is `0192:{orgno}`); `Err` when it names one badly.
+fn system_user(details: &Value) -> Result<Option<(String, String)>, &'static str> {
+    let entries = match details {
+        Value::Array(entries) => entries.as_slice(),
+        single @ Value::Object(_) => std::slice::from_ref(single),
+        _ => return Ok(None),
+    };
+    let Some(entry) = entries.iter().find(|e| e["type"] == SYSTEM_USER_TYPE) else {
+        return Ok(None);
+    };
+    let id = match &entry["systemuser_id"] {
+        Value::Array(ids) => ids.first().and_then(Value::as_str),
+        Value::String(id) => Some(id.as_str()),
+        _ => None,
+    }
+    .filter(|id| uuid::Uuid::parse_str(id).is_ok())
+    .ok_or("the system user's systemuser_id is not a UUID")?;
+    let owner = entry["systemuser_org"]["ID"]
+        .as_str()
+        .and_then(|id| id.strip_prefix("0192:"))
+        .filter(|orgno| orgno.len() == 9 && orgno.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or("the system user's systemuser_org.ID is not 0192:{organisation number}")?;
+    Ok(Some((id.to_ascii_lowercase(), owner.to_owned())))
 }
 
 /// Altinn tokens carry numbers sometimes as JSON numbers and sometimes as strings.
@@ -95,6 +140,11 @@ impl AltinnClaims {
             .split_whitespace()
             .map(str::to_owned)
             .collect();
+        if let Some(details) = &self.authorization_details
+            && let Some((id, owner)) = system_user(details)?
+        {
+            return Ok(Principal::SystemUser { id, owner, scopes });
+        }
         if let Some(pid) = as_text(&self.pid) {
             return Ok(Principal::Person {
                 pid,
@@ -115,5 +165,59 @@ impl AltinnClaims {
             org_number,
             scopes,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(value: Value) -> AltinnClaims {
+        serde_json::from_value(value).expect("claims")
+    }
+
+    #[test]
+    fn a_system_user_is_a_principal_of_its_own() {
+        let token = claims(json!({
+            "scope": "altinn:events.subscribe",
+            "urn:altinn:orgNumber": "991825827",
+            "authorization_details": [{
+                "type": "urn:altinn:systemuser",
+                "systemuser_id": ["A1B2C3D4-0000-4000-8000-000000000001"],
+                "systemuser_org": {"authority": "iso6523-actorid-upis", "ID": "0192:991825827"},
+                "system_id": "some-system"
+            }]
+        }));
+        let principal = token.principal().expect("a principal");
+        assert_eq!(
+            principal,
+            Principal::SystemUser {
+                id: "a1b2c3d4-0000-4000-8000-000000000001".into(),
+                owner: "991825827".into(),
+                scopes: vec!["altinn:events.subscribe".into()],
+            }
+        );
+        assert_eq!(
+            principal.consumer(),
+            "/systemuser/a1b2c3d4-0000-4000-8000-000000000001"
+        );
+        assert_eq!(principal.org(), None);
+    }
+
+    #[test]
+    fn a_badly_named_system_user_is_refused_and_other_details_are_ignored() {
+        let bad_id = claims(json!({"authorization_details": [{
+            "type": "urn:altinn:systemuser", "systemuser_id": ["nope"],
+            "systemuser_org": {"ID": "0192:991825827"}}]}));
+        assert!(bad_id.principal().is_err());
+        let bad_org = claims(json!({"authorization_details": [{
+            "type": "urn:altinn:systemuser",
+            "systemuser_id": ["a1b2c3d4-0000-4000-8000-000000000001"],
+            "systemuser_org": {"ID": "991825827"}}]}));
+        assert!(bad_org.principal().is_err());
+        let other = claims(json!({"urn:altinn:org": "ttd",
+            "authorization_details": [{"type": "something-else"}]}));
+        assert!(matches!(other.principal(), Ok(Principal::Org { .. })));
     }
 }

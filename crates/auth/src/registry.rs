@@ -35,7 +35,8 @@ pub struct Resource {
     pub owner: String,
 }
 
-/// Someone (a person, or an organisation by number) may act for `party` on `resources`.
+/// Someone (a person, an organisation by number, or a system user by id) may act for `party` on
+/// `resources`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Access {
@@ -43,6 +44,8 @@ pub struct Access {
     pub person: Option<String>,
     #[serde(default)]
     pub organization: Option<String>,
+    #[serde(default, rename = "systemUser")]
+    pub system_user: Option<String>,
     pub party: i64,
     pub resources: Vec<String>,
     #[serde(default = "read_only")]

@@ -89,6 +89,7 @@ fn actor_of(caller: &Principal) -> String {
         } => organization_urn(orgno),
         Principal::Org { org: Some(org), .. } => format!("urn:altinn:org:{org}"),
         Principal::Org { .. } => "urn:altinn:org:unknown".to_owned(),
+        Principal::SystemUser { id, .. } => format!("urn:altinn:systemuser:uuid:{id}"),
     }
 }
 

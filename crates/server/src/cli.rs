@@ -317,6 +317,12 @@ pub struct TokenArgs {
     /// not valid yet.
     #[arg(long, allow_negative_numbers = true)]
     pub not_before: Option<i64>,
+    /// An Altinn system user's id (a UUID), for a system user token (with --system-user-org).
+    #[arg(long, requires = "system_user_org")]
+    pub system_user: Option<String>,
+    /// The organisation number of the system user's owner.
+    #[arg(long, requires = "system_user")]
+    pub system_user_org: Option<String>,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -338,8 +344,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {
-    if args.org.is_none() && args.org_number.is_none() && args.pid.is_none() {
-        anyhow::bail!("say whom the token is for: --org (and/or --org-number) or --pid");
+    if args.org.is_none()
+        && args.org_number.is_none()
+        && args.pid.is_none()
+        && args.system_user.is_none()
+    {
+        anyhow::bail!(
+            "say whom the token is for: --org (and/or --org-number), --pid or --system-user"
+        );
+    }
+    if let Some(id) = &args.system_user {
+        if uuid::Uuid::parse_str(id).is_err() {
+            anyhow::bail!("--system-user must be a UUID");
+        }
+        if args.pid.is_some() {
+            anyhow::bail!("a token is either for a system user or a person (--pid), not both");
+        }
+    }
+    if let Some(orgno) = &args.system_user_org
+        && !hendelse_model::subject::is_digits(orgno, 9)
+    {
+        anyhow::bail!("--system-user-org must be an organisation number (9 digits)");
     }
     if args.pid.is_some() && (args.org.is_some() || args.org_number.is_some()) {
         anyhow::bail!(
@@ -362,6 +387,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         ttl_seconds: args.ttl,
         audience: args.audience,
         not_before_seconds: args.not_before,
+        system_user: args.system_user.zip(args.system_user_org),
     })?;
     println!("{token}");
     Ok(())

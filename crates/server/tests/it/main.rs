@@ -33,5 +33,6 @@ mod secrets;
 mod security;
 mod shutdown;
 mod stream_metrics;
+mod system_users;
 mod trace;
 mod walkthrough;

@@ -8,12 +8,59 @@ use hendelse_model::visibility::ResourceScope;
 use hendelse_model::{Grant, RESOURCE_PREFIX, Visibility};
 
 use crate::SCOPE_PUBLISH_ADMIN;
+use crate::decision::{Action, DecisionError, EventFacts};
 use crate::principal::Principal;
 use crate::registry::{Party, Registry};
 
+#[async_trait::async_trait]
 pub trait Authorizer: Send + Sync + 'static {
-    /// Every event the principal may read, as grants the store can filter by.
+    /// Every event the principal may read, as grants the store can filter by. An authorizer that
+    /// decides event by event answers nothing here (so that a reader that does not ask it per
+    /// event sees nothing): read [`candidates`](Self::candidates) and ask
+    /// [`permitted`](Self::permitted).
     fn visibility(&self, principal: &Principal) -> Visibility;
+
+    /// What to read as candidates of a decision per event: the grants themselves for an
+    /// authorizer by grants, everything for one that decides each event.
+    fn candidates(&self, principal: &Principal) -> Visibility {
+        self.visibility(principal)
+    }
+
+    /// Whether candidates need [`permitted`](Self::permitted) before anyone sees them (false:
+    /// the candidates are what the grants cover already).
+    fn decides_per_event(&self) -> bool {
+        false
+    }
+
+    /// Which of `events` (candidates) the principal may `action`, in their order, asked
+    /// together. By grants: reading what the grants cover, publishing what
+    /// [`may_publish`](Self::may_publish) allows; subscribing is decided by the grants when the
+    /// subscription's filters are checked against them.
+    async fn permitted(
+        &self,
+        principal: &Principal,
+        action: Action,
+        events: &[EventFacts],
+    ) -> Result<Vec<bool>, DecisionError> {
+        Ok(match action {
+            Action::Read => {
+                let visibility = self.visibility(principal);
+                events
+                    .iter()
+                    .map(|e| visibility.covers(e.subject_key().as_deref(), e.resource.as_deref()))
+                    .collect()
+            }
+            Action::Publish => events
+                .iter()
+                .map(|e| {
+                    e.resource
+                        .as_deref()
+                        .is_some_and(|r| self.may_publish(principal, r))
+                })
+                .collect(),
+            Action::Subscribe => vec![true; events.len()],
+        })
+    }
 
     /// Whether the principal may publish events of this resource (scope checks are the caller's).
     fn may_publish(&self, principal: &Principal, resource: &str) -> bool;
@@ -94,6 +141,7 @@ impl RegistryAuthorizer {
     }
 }
 
+#[async_trait::async_trait]
 impl Authorizer for RegistryAuthorizer {
     fn visibility(&self, principal: &Principal) -> Visibility {
         let mut grants = Vec::new();

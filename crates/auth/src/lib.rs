@@ -2,6 +2,7 @@
 //! production issuers), the principals they carry, the party registry and the authorizer.
 
 pub mod authorizer;
+pub mod decision;
 pub mod devkey;
 pub mod jwks;
 pub mod principal;
@@ -10,6 +11,7 @@ pub mod reloading;
 pub mod verifier;
 
 pub use authorizer::{Authorizer, RegistryAuthorizer, SUBSCRIPTION_EVENTS_RESOURCE};
+pub use decision::{Action, DecisionError, EventFacts};
 pub use devkey::{DEV_ISSUER, DevKey, TokenRequest};
 pub use principal::Principal;
 pub use registry::Registry;

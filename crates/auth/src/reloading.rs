@@ -42,6 +42,7 @@ impl ReloadingAuthorizer {
     }
 }
 
+#[async_trait::async_trait]
 impl Authorizer for ReloadingAuthorizer {
     fn visibility(&self, principal: &Principal) -> Visibility {
         self.current().visibility(principal)

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 use chrono::{SecondsFormat, Utc};
-use hendelse_auth::{Authorizer, Principal, SCOPE_PUBLISH, SCOPE_PUBLISH_ADMIN, SCOPE_SUBSCRIBE};
+use hendelse_auth::{
+    Action, Authorizer, DecisionError, EventFacts, Principal, SCOPE_PUBLISH, SCOPE_PUBLISH_ADMIN,
+    SCOPE_SUBSCRIBE,
+};
 use hendelse_model::cloudevent::validate_map;
 use hendelse_model::subject::is_digits;
 use hendelse_model::{Pattern, RESOURCE_PREFIX, ValidatedEvent, ValidationError, Visibility};
@@ -29,6 +32,9 @@ pub enum EventError {
     Ingest(#[from] IngestError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The authorization decision point did not answer: nothing is permitted meanwhile.
+    #[error(transparent)]
+    Decision(#[from] DecisionError),
     /// An event the server built or stored cannot be rendered or read back: a fault of ours.
     #[error("{what}")]
     Internal {
@@ -84,6 +90,8 @@ impl EventService {
             };
             self.authorize_resource(caller, event, &field)?;
         }
+        self.authorize_publish(caller, &events.iter().collect::<Vec<_>>())
+            .await?;
         let count = events.len();
         if count > 0 {
             self.ingest
@@ -126,10 +134,38 @@ impl EventService {
                 format!("must start with {RESOURCE_PREFIX}"),
             )
             .into()),
-            Some(r) if !self.authorizer.may_publish(caller, r) => Err(EventError::Forbidden(
-                format!("the caller may not publish events for the resource {r}"),
-            )),
             Some(_) => Ok(()),
+        }
+    }
+
+    /// Refuses the publish unless the caller may publish every one of `events`, asked together.
+    async fn authorize_publish(
+        &self,
+        caller: &Principal,
+        events: &[&ValidatedEvent],
+    ) -> Result<(), EventError> {
+        let facts: Vec<EventFacts> = events
+            .iter()
+            .map(|e| EventFacts {
+                resource: e.resource.clone(),
+                subject: e.subject.clone(),
+                source: Some(e.source.clone()),
+                event_type: Some(e.event_type.clone()),
+                resource_instance: e.resource_instance.clone(),
+            })
+            .collect();
+        let permitted = self
+            .authorizer
+            .permitted(caller, Action::Publish, &facts)
+            .await?;
+        match events.iter().zip(permitted).find(|(_, ok)| !ok) {
+            // Without a resource only an administrator publishes (checked with the shape).
+            Some((event, _)) if event.resource.is_none() => Ok(()),
+            Some((event, _)) => Err(EventError::Forbidden(format!(
+                "the caller may not publish events for the resource {}",
+                event.resource.as_deref().unwrap_or_default()
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -217,8 +253,11 @@ impl EventService {
 
     /// One page of `query` (already restricted) after the event `after` names, with the cursor
     /// of the next page.
+    /// `next` follows the last event read, also when the caller may not read it (a decision per
+    /// event can leave a page shorter than its size, as in Altinn).
     pub async fn page(
         &self,
+        caller: &Principal,
         mut query: EventQuery,
         after: Option<&str>,
         after_source: Option<&str>,
@@ -232,6 +271,7 @@ impl EventService {
                 after_source.map(str::to_owned),
             ),
         };
+        let events = readable(self.authorizer.as_ref(), caller, events).await?;
         Ok(Page {
             events,
             next_after,
@@ -401,12 +441,36 @@ impl AppSource {
     }
 }
 
-/// Restricts `query` to what `caller` may read now.
+/// Restricts `query` to what `caller` may read now (or, where access is decided per event, to
+/// the candidates that [`readable`] then decides).
 pub fn restrict(authorizer: &dyn Authorizer, caller: &Principal, query: &mut EventQuery) {
-    query.visibility = authorizer.visibility(caller);
+    query.visibility = authorizer.candidates(caller);
     if let Some(subject) = &query.subject_key {
         query.visibility = query.visibility.restricted_to_subject(subject);
     }
+}
+
+/// The events of `events` (candidates read with [`restrict`]) that `caller` may read: all of
+/// them where access is decided by grants, else those a decision per event permits, asked
+/// together for the page.
+pub async fn readable(
+    authorizer: &dyn Authorizer,
+    caller: &Principal,
+    events: Vec<StoredEvent>,
+) -> Result<Vec<StoredEvent>, DecisionError> {
+    if events.is_empty() || !authorizer.decides_per_event() {
+        return Ok(events);
+    }
+    let facts: Vec<EventFacts> = events
+        .iter()
+        .map(|e| EventFacts::of_json(&e.body).unwrap_or_default())
+        .collect();
+    let permitted = authorizer.permitted(caller, Action::Read, &facts).await?;
+    Ok(events
+        .into_iter()
+        .zip(permitted)
+        .filter_map(|(event, ok)| ok.then_some(event))
+        .collect())
 }
 
 #[cfg(test)]

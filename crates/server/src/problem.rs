@@ -218,6 +218,17 @@ impl From<hendelse_store::IngestError> for ApiError {
 
 // The services' errors, each to the status it means.
 
+impl From<hendelse_auth::DecisionError> for ApiError {
+    fn from(e: hendelse_auth::DecisionError) -> Self {
+        // Failing closed: never a permit by default, never a 500; the client may try again.
+        tracing::warn!(error = %e, "a request waits for the authorization decision point");
+        ApiError::Unavailable {
+            message: "access cannot be decided now (the authorization decision point does not answer); try again".into(),
+            retry_after: 5,
+        }
+    }
+}
+
 impl From<EventError> for ApiError {
     fn from(e: EventError) -> Self {
         match e {
@@ -225,6 +236,7 @@ impl From<EventError> for ApiError {
             EventError::Forbidden(m) => ApiError::Forbidden(m),
             EventError::Ingest(e) => ApiError::from(e),
             EventError::Store(e) => ApiError::from(e),
+            EventError::Decision(e) => ApiError::from(e),
             internal @ EventError::Internal { .. } => ApiError::Internal(internal.into()),
         }
     }

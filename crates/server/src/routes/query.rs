@@ -307,7 +307,10 @@ async fn respond(
     } = reading;
     let after = params.one("after")?;
     let after_source = params.one(params::AFTER_SOURCE)?;
-    let page = state.events.page(query, after, after_source).await?;
+    let page = state
+        .events
+        .page(&reading.caller, query, after, after_source)
+        .await?;
     let next = format!(
         "{}{}?{}",
         params::base_url(state.public_url.as_deref(), headers),

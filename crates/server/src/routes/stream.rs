@@ -176,9 +176,24 @@ impl Follower {
             self.tip.borrow_and_update();
             match self.store.query(&page).await {
                 Ok(events) => {
-                    if let Some(last) = events.last() {
-                        self.cursor = last.seq;
-                        self.buffer.extend(events);
+                    if let Some(last) = events.last().map(|e| e.seq) {
+                        match crate::events::readable(
+                            self.access.authorizer.as_ref(),
+                            &self.access.caller,
+                            events,
+                        )
+                        .await
+                        {
+                            Ok(readable) => {
+                                self.cursor = last;
+                                self.buffer.extend(readable);
+                            }
+                            // Nothing is shown undecided: the same events are read again.
+                            Err(e) => {
+                                tracing::warn!(error = %e, "a live stream waits for the authorization decision point");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                        }
                         continue;
                     }
                 }

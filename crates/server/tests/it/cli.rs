@@ -208,27 +208,31 @@ fn app_events_are_published_one_per_request_and_print_their_ids() {
     let new_ids: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
     assert_eq!(new_ids.len(), 2, "{new_ids:?}");
 
-    // The party, the person (a header) and the app's route all return them.
+    // The party and the person (a header) return them to the person, the app's route (the
+    // orgs', as in Altinn) to the org.
     let person = server.person();
-    for args in [
-        vec!["query", "--party", "50002598"],
-        vec!["query", "--person", PERSON],
-        vec!["query", "--app", "ttd/app1"],
-        vec![
-            "query",
-            "--app",
-            "ttd/app1",
-            "--from",
-            "2000-01-01T00:00:00Z",
-        ],
+    for (token, args) in [
+        (&person, vec!["query", "--party", "50002598"]),
+        (&person, vec!["query", "--person", PERSON]),
+        (&ttd, vec!["query", "--app", "ttd/app1"]),
+        (
+            &ttd,
+            vec![
+                "query",
+                "--app",
+                "ttd/app1",
+                "--from",
+                "2000-01-01T00:00:00Z",
+            ],
+        ),
     ] {
-        let got = events(&ok(hendelse(&server, &person, &args, None)));
+        let got = events(&ok(hendelse(&server, token, &args, None)));
         assert_eq!(event_ids(&got), new_ids, "{args:?}");
         assert_eq!(got[0]["resource"], "urn:altinn:resource:app_ttd_app1");
     }
     let none = ok(hendelse(
         &server,
-        &person,
+        &ttd,
         &[
             "query",
             "--app",

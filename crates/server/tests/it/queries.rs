@@ -706,7 +706,6 @@ async fn next_is_always_present_absolute_and_percent_encoded() {
             "0",
             vec![("person", PERSON)],
         ),
-        ("/events/api/v1/app/ttd/next?after=kept", "kept", vec![]),
     ];
     for (path, after, headers) in empty {
         let (status, next, body) = fetch(&server, &me, path, &headers).await;
@@ -1006,10 +1005,8 @@ async fn authorization_filters_before_the_page_limit() {
         }
     }
     publish_all(&server, &ttd, &app_events).await;
-    for (route, headers) in [
-        ("/events/api/v1/app/ttd/mixed?after=0", vec![]),
-        ("/events/api/v1/app/party?after=0", vec![("person", PERSON)]),
-    ] {
+    // (The orgs' route /app/{org}/{app} refuses a person outright: see security.)
+    for (route, headers) in [("/events/api/v1/app/party?after=0", vec![("person", PERSON)])] {
         for size in [1, 2, 4] {
             let first = server.at(&format!("{route}&size={size}"));
             let (pages, _) = follow_pages(&first, &me, &headers, MAX_PAGES).await;

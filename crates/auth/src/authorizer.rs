@@ -302,6 +302,7 @@ mod tests {
             user_id: None,
             party_id: Some(50002598),
             scopes: vec![],
+            auth_level: None,
         }
     }
 
@@ -359,6 +360,7 @@ mod tests {
             org: Some("ttd".into()),
             org_number: None,
             scopes: vec![],
+            auth_level: None,
         };
         let v = auth.visibility(&ttd);
         assert!(v.covers(Some("/party/1"), Some("urn:altinn:resource:app_ttd_app")));

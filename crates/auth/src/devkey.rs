@@ -53,6 +53,8 @@ pub struct TokenRequest {
     pub not_before_seconds: Option<i64>,
     /// An Altinn system user: its id and its owner's organisation number.
     pub system_user: Option<(String, String)>,
+    /// `urn:altinn:authlevel`.
+    pub auth_level: Option<u8>,
 }
 
 #[derive(Serialize)]
@@ -80,6 +82,11 @@ struct Claims<'a> {
     party_id: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     authorization_details: Option<serde_json::Value>,
+    #[serde(
+        rename = "urn:altinn:authlevel",
+        skip_serializing_if = "Option::is_none"
+    )]
+    auth_level: Option<u8>,
 }
 
 impl DevKey {
@@ -157,6 +164,7 @@ impl DevKey {
                     "system_id": "hendelse-dev-system"
                 }])
             }),
+            auth_level: request.auth_level,
         };
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid());

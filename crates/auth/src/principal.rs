@@ -11,6 +11,9 @@ pub enum Principal {
         org: Option<String>,
         org_number: Option<String>,
         scopes: Vec<String>,
+        /// `urn:altinn:authlevel`, which a decision point's obligations may ask a minimum of.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth_level: Option<u8>,
     },
     /// An end user (`pid`).
     Person {
@@ -18,6 +21,8 @@ pub enum Principal {
         user_id: Option<i64>,
         party_id: Option<i64>,
         scopes: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth_level: Option<u8>,
     },
     /// An Altinn system user (`authorization_details` of type `urn:altinn:systemuser`): a
     /// system acting for the organisation that owns it, a principal of its own.
@@ -27,6 +32,8 @@ pub enum Principal {
         /// The organisation number of its owner.
         owner: String,
         scopes: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth_level: Option<u8>,
     },
 }
 
@@ -36,6 +43,15 @@ impl Principal {
             Principal::Org { scopes, .. }
             | Principal::Person { scopes, .. }
             | Principal::SystemUser { scopes, .. } => scopes,
+        }
+    }
+
+    /// The token's `urn:altinn:authlevel`, if it had one.
+    pub fn auth_level(&self) -> Option<u8> {
+        match self {
+            Principal::Org { auth_level, .. }
+            | Principal::Person { auth_level, .. }
+            | Principal::SystemUser { auth_level, .. } => *auth_level,
         }
     }
 
@@ -90,6 +106,8 @@ pub struct AltinnClaims {
     /// `urn:altinn:systemuser`.
     #[serde(default)]
     pub authorization_details: Option<Value>,
+    #[serde(rename = "urn:altinn:authlevel", default)]
+    pub auth_level: Option<Value>,
 }
 
 /// The `authorization_details` type of an Altinn system user.
@@ -133,6 +151,7 @@ fn as_text(v: &Option<Value>) -> Option<String> {
 impl AltinnClaims {
     /// The principal these claims describe, or why they describe none.
     pub fn principal(&self) -> Result<Principal, &'static str> {
+        let auth_level = as_text(&self.auth_level).and_then(|l| l.parse::<u8>().ok());
         let scopes: Vec<String> = self
             .scope
             .as_deref()
@@ -143,7 +162,12 @@ impl AltinnClaims {
         if let Some(details) = &self.authorization_details
             && let Some((id, owner)) = system_user(details)?
         {
-            return Ok(Principal::SystemUser { id, owner, scopes });
+            return Ok(Principal::SystemUser {
+                id,
+                owner,
+                scopes,
+                auth_level,
+            });
         }
         if let Some(pid) = as_text(&self.pid) {
             return Ok(Principal::Person {
@@ -151,6 +175,7 @@ impl AltinnClaims {
                 user_id: as_text(&self.user_id).and_then(|s| s.parse().ok()),
                 party_id: as_text(&self.party_id).and_then(|s| s.parse().ok()),
                 scopes,
+                auth_level,
             });
         }
         let org = self.org.clone().filter(|o| !o.is_empty());
@@ -164,6 +189,7 @@ impl AltinnClaims {
             org,
             org_number,
             scopes,
+            auth_level,
         })
     }
 }
@@ -196,6 +222,7 @@ mod tests {
                 id: "a1b2c3d4-0000-4000-8000-000000000001".into(),
                 owner: "991825827".into(),
                 scopes: vec!["altinn:events.subscribe".into()],
+                auth_level: None,
             }
         );
         assert_eq!(

@@ -80,6 +80,7 @@ mod tests {
             user_id: None,
             party_id: None,
             scopes: Vec::new(),
+            auth_level: None,
         };
         let with_access = registry(
             r#"{"parties": [{"partyId": 7, "organization": "912345678"}],

@@ -520,6 +520,7 @@ mod tests {
                     org: Some("ttd".into()),
                     org_number: None,
                     scopes: vec![],
+                    auth_level: None,
                 },
                 expires: now - 1,
                 keys: 0,

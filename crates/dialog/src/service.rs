@@ -531,6 +531,7 @@ impl DialogService {
             org: Some(org),
             org_number: None,
             scopes: Vec::new(),
+            auth_level: None,
         };
         let visibility = self.authorizer.visibility(&owner);
         self.page(params, params.deleted, visibility).await

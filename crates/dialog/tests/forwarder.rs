@@ -20,6 +20,7 @@ fn ttd() -> Principal {
         org: Some("ttd".into()),
         org_number: None,
         scopes: Vec::new(),
+        auth_level: None,
     }
 }
 

@@ -310,7 +310,8 @@ pub async fn step(
                 && target.matcher.matches(&attributes)
                 && visibility
                     .entry(target.principal)
-                    .or_insert_with(|| authorizer.visibility(&index.principals[target.principal]))
+                    // Where access is decided per event, each delivery is decided when sent.
+                    .or_insert_with(|| authorizer.candidates(&index.principals[target.principal]))
                     .covers(subject.as_deref(), attributes.resource.as_deref())
             {
                 if target.batching.batches() {

@@ -139,7 +139,8 @@ impl SubscriptionService {
         let owner: Principal = serde_json::from_str(&subscription.spec.principal)
             .map_err(SubscriptionError::Internal)?;
         let matcher = Matcher::new(&subscription.spec, self.authorizer.as_ref());
-        let visibility = self.authorizer.visibility(&owner);
+        // Where access is decided per event, each delivery is decided when it is sent.
+        let visibility = self.authorizer.candidates(&owner);
         let max = usize::try_from(self.settings.replay_max_events).unwrap_or(usize::MAX);
         // Events stored after the request arrived reach the subscription live.
         let ceiling = self.events.last_seq().await?;

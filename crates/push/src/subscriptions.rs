@@ -45,6 +45,9 @@ pub enum SubscriptionError {
     /// The caller cannot be recorded as the subscriber: a fault of ours.
     #[error("cannot record the subscriber")]
     Internal(#[source] serde_json::Error),
+    /// Access cannot be decided now (the decision point does not answer): nothing is created.
+    #[error(transparent)]
+    Undecided(#[from] hendelse_auth::DecisionError),
 }
 
 /// What the operator decides about subscriptions.
@@ -128,7 +131,8 @@ impl SubscriptionService {
             )));
         }
         let subject_filter = given(request.subject_filter);
-        self.may_read(caller, &resource_filter, subject_filter.as_deref())?;
+        self.may_read(caller, &resource_filter, subject_filter.as_deref())
+            .await?;
         let secret = given(request.secret)
             .map(|secret| {
                 Secret::parse(&secret).map_err(|e| SubscriptionError::Invalid(e.to_string()))?;
@@ -164,12 +168,32 @@ impl SubscriptionService {
 
     /// Whether `caller` may receive the events of `resource` (about `subject`): the resource's
     /// owner may have them all; anyone else names a party whose events it may read.
-    fn may_read(
+    async fn may_read(
         &self,
         caller: &Principal,
         resource: &str,
         subject: Option<&str>,
     ) -> Result<(), SubscriptionError> {
+        if self.authorizer.decides_per_event() {
+            // The decision point says whether the caller may subscribe to these events.
+            let facts = hendelse_auth::EventFacts {
+                resource: Some(resource.to_owned()),
+                subject: subject.map(str::to_owned),
+                ..Default::default()
+            };
+            let permitted = self
+                .authorizer
+                .permitted(caller, hendelse_auth::Action::Subscribe, &[facts])
+                .await?;
+            return if permitted.first() == Some(&true) {
+                Ok(())
+            } else {
+                Err(SubscriptionError::Forbidden(format!(
+                    "the subscriber may not subscribe to events of {resource}{}",
+                    subject.map(|s| format!(" about {s}")).unwrap_or_default()
+                )))
+            };
+        }
         if self.authorizer.owns(caller, resource) {
             return Ok(());
         }
@@ -459,6 +483,7 @@ mod tests {
             org: Some("ttd".into()),
             org_number: Some("991825827".into()),
             scopes: Vec::new(),
+            auth_level: None,
         };
         assert_eq!(consumer_of(&org), "/org/ttd");
         assert_eq!(given(Some("  ".into())), None);

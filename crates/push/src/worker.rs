@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use hendelse_auth::{Authorizer, Principal};
+use hendelse_auth::{Action, Authorizer, EventFacts, Principal};
 use hendelse_store::push::{
     AttemptRecord, Disable, EndpointReport, LeaseRequest, LeasedDelivery, Next, Permit,
     Subscription,
@@ -20,7 +20,6 @@ use tracing::Instrument;
 
 use crate::PushConfig;
 use crate::endpoint::{GuardedResolver, refuses_literal};
-use crate::filter::EventAttributes;
 use crate::schedule::is_gone;
 use crate::secrets::SecretKeys;
 use crate::signing::Secret;
@@ -33,6 +32,8 @@ pub const REPLAY_HEADER: &str = "hendelse-replay-id";
 const LEASE_AHEAD: u32 = 4;
 /// After this long in the queue, a delivery's subscription is read again before it is sent.
 const REREAD_AFTER: Duration = Duration::from_secs(1);
+/// How long a delivery waits when access cannot be decided (the decision point is down).
+const UNDECIDED_WAIT: Duration = Duration::from_secs(5);
 /// Time kept between the end of a queued delivery's attempt and the end of its lease.
 const STALE_MARGIN: Duration = Duration::from_secs(5);
 /// How often a wide lease may skip past the queues of subscriptions at their cap.
@@ -524,6 +525,10 @@ enum Kind {
     /// Not sent because the lease would run out during the attempt: nothing is recorded, and the
     /// delivery goes out when its lease has run out (never twice at once).
     Abandoned,
+    /// Not sent because access cannot be decided now (the decision point does not answer): the
+    /// delivery waits, handed back for a while, with no attempt counted (it is never
+    /// dead-lettered for this).
+    Undecided,
 }
 
 impl Outcome {
@@ -595,6 +600,24 @@ impl Context {
             None => Outcome::refused("the subscription was deleted"),
             Some(s) => self.attempt(&delivery, s, send_by).await,
         };
+        if outcome.kind == Kind::Undecided {
+            let until = Utc::now() + chrono::Duration::from_std(UNDECIDED_WAIT).unwrap_or_default();
+            tracing::info!(
+                delivery = delivery.id,
+                error = outcome.error.as_deref(),
+                "delivery worker: a delivery waits for the authorization decision point"
+            );
+            metrics::counter!("hendelse_webhook_attempts_total", "outcome" => "undecided")
+                .increment(1);
+            if let Err(e) = self
+                .push
+                .release_until(&self.owner, &[delivery.id], until)
+                .await
+            {
+                tracing::warn!(delivery = delivery.id, error = %e, "cannot hand back an undecided delivery; it goes out when its lease expires");
+            }
+            return;
+        }
         if outcome.kind == Kind::Abandoned {
             tracing::debug!(
                 delivery = delivery.id,
@@ -940,7 +963,11 @@ impl Context {
                     "the event is no longer stored (retention)",
                 ));
             }
-            if !self.may_read(&delivery.body, subscription) {
+            if self
+                .readable(&[delivery.body.as_str()], subscription)
+                .await?
+                != [true]
+            {
                 return Err(Outcome::refused(
                     "the subscriber may no longer read this event",
                 ));
@@ -952,10 +979,12 @@ impl Context {
             .event_bodies(seqs)
             .await
             .map_err(|e| Outcome::unsent(format!("cannot read the batch's events: {e}")))?;
-        let readable: Vec<String> = stored
+        let bodies: Vec<&str> = stored.iter().map(|(_, body)| body.as_str()).collect();
+        let permitted = self.readable(&bodies, subscription).await?;
+        let readable: Vec<&str> = bodies
             .into_iter()
-            .map(|(_, body)| body)
-            .filter(|body| self.may_read(body, subscription))
+            .zip(permitted)
+            .filter_map(|(body, ok)| ok.then_some(body))
             .collect();
         if readable.is_empty() {
             return Err(Outcome::refused(
@@ -965,17 +994,24 @@ impl Context {
         Ok((format!("[{}]", readable.join(",")), CLOUDEVENTS_BATCH_JSON))
     }
 
-    fn may_read(&self, body: &str, subscription: &Subscription) -> bool {
+    /// Which of `bodies` the subscriber may read now, asked together; an `Err` is the outcome of
+    /// an attempt that must wait for the decision point.
+    async fn readable(
+        &self,
+        bodies: &[&str],
+        subscription: &Subscription,
+    ) -> Result<Vec<bool>, Outcome> {
         let Ok(principal) = serde_json::from_str::<Principal>(&subscription.spec.principal) else {
-            return false;
+            return Ok(vec![false; bodies.len()]);
         };
-        let Some(attributes) = EventAttributes::parse(body) else {
-            return false;
-        };
-        self.authorizer.visibility(&principal).covers(
-            attributes.subject_key().as_deref(),
-            attributes.resource.as_deref(),
-        )
+        let facts: Vec<EventFacts> = bodies
+            .iter()
+            .map(|body| EventFacts::of_json(body).unwrap_or_default())
+            .collect();
+        self.authorizer
+            .permitted(&principal, Action::Read, &facts)
+            .await
+            .map_err(|e| Outcome::not_sent(Kind::Undecided, e.to_string()))
     }
 }
 

@@ -102,6 +102,21 @@ pub struct ServeArgs {
     /// Production token issuers: a JSON array of {issuer, jwks, algorithms, audience}.
     #[arg(long, env = "HENDELSE_TRUSTED_ISSUERS")]
     pub trusted_issuers: Option<PathBuf>,
+    /// Decide access with this external PDP (the XACML 3.0 JSON profile, as Altinn
+    /// Authorization's `…/authorization/api/v1/decision`) instead of the registry's rules; the
+    /// registry stays the party register.
+    #[arg(long, env = "HENDELSE_PDP_URL")]
+    pub pdp_url: Option<String>,
+    /// A header sent with every PDP request, `Name: value` (repeat for more; for instance
+    /// `Ocp-Apim-Subscription-Key: …`).
+    #[arg(long = "pdp-header", env = "HENDELSE_PDP_HEADERS", value_delimiter = '\n', value_parser = header_pair)]
+    pub pdp_headers: Vec<(String, String)>,
+    /// A PDP request that takes longer fails closed (503 on the API, deliveries wait).
+    #[arg(long, env = "HENDELSE_PDP_TIMEOUT", default_value = "2s", value_parser = period)]
+    pub pdp_timeout: std::time::Duration,
+    /// How long a PDP decision is reused (per subject, action and event attributes).
+    #[arg(long, env = "HENDELSE_PDP_CACHE", default_value = "60s", value_parser = period)]
+    pub pdp_cache: std::time::Duration,
     /// Do not trust the development signing key of the data directory.
     #[arg(long, env = "HENDELSE_NO_DEV_TOKENS")]
     pub no_dev_tokens: bool,
@@ -205,6 +220,9 @@ impl ServeArgs {
         if let Some(url) = &self.public_url {
             absolute_http_url("--public-url", url)?;
         }
+        if let Some(url) = &self.pdp_url {
+            absolute_http_url("--pdp-url", url)?;
+        }
         if let Some(url) = &self.otlp_endpoint {
             absolute_http_url("--otlp-endpoint", url)?;
             if !cfg!(feature = "otel") {
@@ -243,6 +261,18 @@ fn at_least_one(value: &str) -> Result<usize, String> {
 }
 
 /// A positive period such as `5d`, `12h`, `30m`, `10s` or `500ms`.
+/// `Name: value`, as a header.
+fn header_pair(value: &str) -> Result<(String, String), String> {
+    let (name, text) = value
+        .split_once(':')
+        .ok_or_else(|| format!("'{value}' is not a header such as 'Name: value'"))?;
+    let name = name.trim();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(format!("'{name}' is not a header name"));
+    }
+    Ok((name.to_owned(), text.trim().to_owned()))
+}
+
 fn period(value: &str) -> Result<std::time::Duration, String> {
     let text = value.trim();
     let error = || format!("'{value}' is not a period such as 5d, 12h, 30m, 10s or 500ms");
@@ -317,6 +347,9 @@ pub struct TokenArgs {
     /// not valid yet.
     #[arg(long, allow_negative_numbers = true)]
     pub not_before: Option<i64>,
+    /// The authentication level (`urn:altinn:authlevel`, 0–4).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=4))]
+    pub auth_level: Option<u8>,
     /// An Altinn system user's id (a UUID), for a system user token (with --system-user-org).
     #[arg(long, requires = "system_user_org")]
     pub system_user: Option<String>,
@@ -388,6 +421,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         audience: args.audience,
         not_before_seconds: args.not_before,
         system_user: args.system_user.zip(args.system_user_org),
+        auth_level: args.auth_level,
     })?;
     println!("{token}");
     Ok(())

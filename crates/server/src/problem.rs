@@ -250,6 +250,7 @@ impl From<SubscriptionError> for ApiError {
             not_found @ SubscriptionError::NotFound(_) => ApiError::NotFound(not_found.to_string()),
             SubscriptionError::Conflict(m) => ApiError::Conflict(m),
             SubscriptionError::Store(e) => ApiError::from(e),
+            SubscriptionError::Undecided(e) => ApiError::from(e),
             internal @ SubscriptionError::Internal(_) => ApiError::Internal(internal.into()),
         }
     }

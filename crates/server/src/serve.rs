@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hendelse_auth::{
-    Authorizer, DevKey, Registry, ReloadingAuthorizer, TokenVerifier, TrustedIssuer,
+    Authorizer, DevKey, PdpAuthorizer, PdpSettings, Registry, ReloadingAuthorizer, TokenVerifier,
+    TrustedIssuer,
 };
 use hendelse_push::{EndpointPolicy, Push, PushConfig, SubscriptionService, SubscriptionSettings};
 use hendelse_store::{EventStore, Ingest, IngestConfig, PushStore};
@@ -106,7 +107,24 @@ pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> any
         .registry
         .clone()
         .map(|path| tokio::spawn(crate::registry_reload::watch(path, reloading.clone())));
-    let authorizer: Arc<dyn Authorizer> = reloading;
+    let authorizer: Arc<dyn Authorizer> = match &args.pdp_url {
+        Some(url) => {
+            tracing::info!(pdp = %url, "access is decided by an external PDP; the registry is the party register");
+            Arc::new(
+                PdpAuthorizer::new(
+                    PdpSettings {
+                        url: url.clone(),
+                        headers: args.pdp_headers.clone(),
+                        timeout: args.pdp_timeout,
+                        cache_for: args.pdp_cache,
+                    },
+                    reloading,
+                )
+                .map_err(anyhow::Error::msg)?,
+            )
+        }
+        None => reloading,
+    };
     let endpoint_policy = EndpointPolicy {
         allow_http: args.push.allow_http_webhooks,
         allow_private: args.push.allow_private_webhooks,

@@ -20,6 +20,7 @@ mod isolation;
 mod issuers;
 mod openapi;
 mod otel;
+mod pdp;
 mod postgres_nodes;
 mod push;
 mod queries;

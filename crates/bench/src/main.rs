@@ -6,6 +6,7 @@ mod ceiling;
 mod events;
 mod http;
 mod machine;
+mod pdp;
 mod publish;
 mod push;
 mod query;
@@ -127,6 +128,13 @@ struct Cli {
     /// push: events per second of the latency phase.
     #[arg(long, default_value_t = 20.0)]
     paced_rate: f64,
+    /// Decide access with an external PDP that the benchmark runs on loopback (it permits
+    /// everything; its requests are counted) instead of the registry.
+    #[arg(long)]
+    pdp: bool,
+    /// With --pdp: the server's `--pdp-cache` (`0s`: every page and delivery asks the PDP).
+    #[arg(long, default_value = "60s")]
+    pdp_cache: String,
     /// `--ingest-queue` of the started server (default: the server's).
     #[arg(long)]
     ingest_queue: Option<usize>,
@@ -192,7 +200,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         (None, Some(_)) => PathBuf::from("(not started: --url)"),
         (None, None) => server::default_server_bin()?,
     };
+    let pdp = if cli.pdp {
+        Some(pdp::start().await?)
+    } else {
+        None
+    };
+    let mut server_args = Vec::new();
+    if let Some(pdp) = &pdp {
+        server_args.extend([
+            "--pdp-url".to_owned(),
+            pdp.url.clone(),
+            "--pdp-cache".to_owned(),
+            cli.pdp_cache.clone(),
+        ]);
+    }
     let setup = Setup {
+        server_args,
         server_bin: server_bin.clone(),
         backend: cli.backend,
         database_url: cli.database_url.clone(),
@@ -223,6 +246,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
             .unwrap_or_default(),
         background_cpu_pct: Default::default(),
+        access: match &pdp {
+            Some(_) => format!("external PDP on loopback, --pdp-cache {}", cli.pdp_cache),
+            None => "built-in registry".to_owned(),
+        },
+        pdp_requests: None,
+        pdp_decisions: None,
     };
     let mut report = Report {
         conditions,
@@ -291,6 +320,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         };
         idle(&mut report, "push");
         report.push = Some(push::run(&setup, &params).await?);
+    }
+    if let Some(pdp) = &pdp {
+        use std::sync::atomic::Ordering;
+        report.conditions.pdp_requests = Some(pdp.counts.requests.load(Ordering::Relaxed));
+        report.conditions.pdp_decisions = Some(pdp.counts.decisions.load(Ordering::Relaxed));
     }
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(path) = &cli.json_out {

@@ -39,6 +39,13 @@ pub struct Conditions {
     pub load_average: String,
     /// Share of the CPU other processes used in the second before each scenario started.
     pub background_cpu_pct: BTreeMap<&'static str, f64>,
+    /// Who decides access: the built-in registry or an external PDP (with its cache time).
+    pub access: String,
+    /// With an external PDP: the requests it answered, and the decisions they asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pdp_requests: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pdp_decisions: Option<u64>,
 }
 
 /// One load run against an HTTP endpoint.
@@ -494,7 +501,7 @@ impl Report {
     pub fn table(&self) -> String {
         let c = &self.conditions;
         let mut out = format!(
-            "hendelse-bench {}: backend {}, payload {} B of data, concurrency {}, {} cores ({}), {} build\nserver: {}\nload average at start: {}; other processes' CPU before each scenario: {}\n\n",
+            "hendelse-bench {}: backend {}, payload {} B of data, concurrency {}, {} cores ({}), {} build\nserver: {}\naccess: {}{}\nload average at start: {}; other processes' CPU before each scenario: {}\n\n",
             c.started_at,
             c.backend.name(),
             c.payload_bytes,
@@ -503,6 +510,11 @@ impl Report {
             c.cpu_model,
             c.build_profile,
             c.server,
+            c.access,
+            match (c.pdp_requests, c.pdp_decisions) {
+                (Some(r), Some(d)) => format!(" ({r} PDP requests for {d} decisions)"),
+                _ => String::new(),
+            },
             c.load_average,
             c.background_cpu_pct
                 .iter()

@@ -48,6 +48,8 @@ impl Backend {
 /// How to get a server for a scenario.
 #[derive(Clone)]
 pub struct Setup {
+    /// More arguments for every server started (an external PDP's, say).
+    pub server_args: Vec<String>,
     pub server_bin: PathBuf,
     pub backend: Backend,
     /// A database to use as it is (PostgreSQL); without it each scenario gets a fresh one.
@@ -247,6 +249,7 @@ impl Instance {
         if let Some(queue) = setup.ingest_queue {
             args.extend(["--ingest-queue".into(), queue.to_string().into()]);
         }
+        args.extend(setup.server_args.iter().map(OsString::from));
         let mut database = None;
         let mut database_url = None;
         let mut envs = Vec::new();

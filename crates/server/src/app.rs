@@ -68,6 +68,7 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(publish::publish_app))
         .routes(routes!(query::app_party))
         .routes(routes!(query::app_events))
+        .routes(routes!(query::app_event))
         .routes(routes!(stream::generic))
         .routes(routes!(stream::app_party))
         .routes(routes!(subscriptions::create, subscriptions::list))

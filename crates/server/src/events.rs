@@ -53,6 +53,13 @@ pub struct Page {
     pub next_source: Option<String>,
 }
 
+/// An app event the server stored: its new id, and the app it belongs to.
+pub struct PublishedApp {
+    pub id: String,
+    pub org: String,
+    pub app: String,
+}
+
 pub struct EventService {
     store: Arc<dyn EventStore>,
     ingest: Ingest,
@@ -177,7 +184,7 @@ impl EventService {
         caller: &Principal,
         mut event: Map<String, Value>,
         traceparent: Option<&str>,
-    ) -> Result<String, EventError> {
+    ) -> Result<PublishedApp, EventError> {
         require_publish_scope(caller)?;
         let source = event
             .get("source")
@@ -222,7 +229,11 @@ impl EventService {
             .instrument(crate::telemetry::commit_span(1))
             .await?;
         metrics::counter!("hendelse_events_published_total", "endpoint" => "app").increment(1);
-        Ok(id)
+        Ok(PublishedApp {
+            id,
+            org: app.org,
+            app: app.app,
+        })
     }
 
     /// Whether the caller may query generic events (`/events`, which wants the subscribe scope;
@@ -277,6 +288,29 @@ impl EventService {
             next_after,
             next_source,
         })
+    }
+
+    /// The event `id` among those `query` (already restricted) selects, if the caller may read
+    /// it.
+    pub async fn one(
+        &self,
+        caller: &Principal,
+        id: &str,
+        query: EventQuery,
+    ) -> Result<Option<StoredEvent>, EventError> {
+        let Some(seq) = self.store.position_of(id, &query).await? else {
+            return Ok(None);
+        };
+        let found = self
+            .store
+            .query(&EventQuery {
+                after: seq - 1,
+                limit: 1,
+                ..query
+            })
+            .await?;
+        let found = readable(self.authorizer.as_ref(), caller, found).await?;
+        Ok(found.into_iter().find(|e| e.seq == seq && e.id == id))
     }
 
     /// Where reading starts: after the event `after` (with `afterSource`) names, or the start.

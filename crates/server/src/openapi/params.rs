@@ -145,6 +145,8 @@ params! {
     DialogId => [path("id", "Dialog id (UUID)")];
     /// The app of `/app/{org}/{app}`.
     OrgApp => [path("org", "Org code"), path("app", "App name")];
+    /// One app event of `/app/{org}/{app}/{id}`.
+    OrgAppEvent => [path("org", "Org code"), path("app", "App name"), path("id", "Event id")];
     /// The conditions of a change of a dialog.
     ChangeConditions => [
         query("isSilentUpdate", Value::Boolean, "true: publish nothing"),

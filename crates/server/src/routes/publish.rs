@@ -210,7 +210,7 @@ pub async fn publish_app(
             "the body must be one CloudEvent as a JSON object: {e}"
         ))
     })?;
-    let id = state
+    let crate::events::PublishedApp { id, org, app } = state
         .events
         .publish_app(
             &caller,
@@ -218,7 +218,7 @@ pub async fn publish_app(
             crate::telemetry::publish_traceparent(&headers).as_deref(),
         )
         .await?;
-    let location = HeaderValue::from_str(&format!("{}/{id}", paths::APP))
+    let location = HeaderValue::from_str(&format!("{}/{org}/{app}/{id}", paths::APP))
         .map_err(|e| ApiError::internal("the Location is not a header value", e))?;
     Ok((
         StatusCode::CREATED,

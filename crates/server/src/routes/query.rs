@@ -15,9 +15,9 @@ use crate::app::AppState;
 use crate::caller::Caller;
 use crate::openapi::pages::EventPage;
 use crate::openapi::params::{
-    After, AppSubject, EventFilters, GenericSubject, OrgApp, ResourceAfter,
+    After, AppSubject, EventFilters, GenericSubject, OrgApp, OrgAppEvent, ResourceAfter,
 };
-use crate::openapi::problems::{BadRequest, Refusals};
+use crate::openapi::problems::{BadRequest, NotFound, Refusals};
 use crate::params::{self, Params};
 use crate::problem::ApiError;
 
@@ -129,6 +129,48 @@ pub async fn app_events(
     query.resource = Some(format!("{RESOURCE_PREFIX}app_{org}_{app}"));
     state.events.restrict(&reading.caller, &mut query);
     respond(&state, &reading, query).await
+}
+
+/// `GET /events/api/v1/app/{org}/{app}/{id}`: one app event, where a publish's `Location`
+/// points.
+#[utoipa::path(
+    get,
+    path = "/events/api/v1/app/{org}/{app}/{id}",
+    tag = crate::openapi::EVENTS,
+    description = "One app event of the app, if the caller may read it (the Location of a publish).",
+    params(OrgAppEvent),
+    responses(
+        (status = 200, description = "The event as published", content_type = "application/cloudevents+json"),
+        NotFound, Refusals
+    ),
+    security(("bearer" = []))
+)]
+pub async fn app_event(
+    State(state): State<AppState>,
+    Path((org, app, id)): Path<(String, String, String)>,
+    Caller(caller): Caller,
+) -> Result<Response, ApiError> {
+    if caller.org().is_none() {
+        return Err(hendelse_auth::AuthError::OrgsOnly.into());
+    }
+    let mut query = EventQuery {
+        resource: Some(format!("{RESOURCE_PREFIX}app_{org}_{app}")),
+        ..EventQuery::default()
+    };
+    state.events.restrict(&caller, &mut query);
+    match state.events.one(&caller, &id, query).await? {
+        Some(event) => Ok((
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(CLOUDEVENTS_JSON),
+            )],
+            event.body,
+        )
+            .into_response()),
+        None => Err(ApiError::NotFound(format!(
+            "there is no event {id} of {org}/{app} that the caller may read"
+        ))),
+    }
 }
 
 /// `GET /events/api/v1/events`: generic events of one resource.

@@ -16,6 +16,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/events/api/v1/app/party"),
     ("get", "/events/api/v1/app/party/stream"),
     ("get", "/events/api/v1/app/{org}/{app}"),
+    ("get", "/events/api/v1/app/{org}/{app}/{id}"),
     ("post", "/events/api/v1/subscriptions"),
     ("get", "/events/api/v1/subscriptions"),
     ("get", "/events/api/v1/subscriptions/{id}"),

@@ -338,6 +338,28 @@ async fn app_events_get_id_time_resource_and_resourceinstance_from_the_server() 
             "time {time} is not the time of publishing ({before}..{after})"
         );
     }
+
+    // The Location is a route: the event itself, for the org; nobody else's to read.
+    assert_eq!(
+        location,
+        format!("/events/api/v1/app/ttd/app1/{id}"),
+        "Location {location}"
+    );
+    let (status, _, body) = get_with(&server.at(&location), &ttd, &[]).await;
+    assert_eq!(status, 200, "{location}: {body}");
+    assert_eq!(body["id"], json!(id), "{body}");
+    assert_eq!(body["data"], sent["data"], "{body}");
+    let (status, _, body) = get_with(&server.at(&location), &server.skd(), &[]).await;
+    assert_eq!(status, 404, "another org: {body}");
+    let (status, _, body) = get_with(&server.at(&location), &server.person(), &[]).await;
+    assert_eq!(status, 401, "an end user: {body}");
+    let (status, _, body) = get_with(
+        &server.at("/events/api/v1/app/ttd/app1/no-such-event"),
+        &ttd,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
 }
 
 #[tokio::test]

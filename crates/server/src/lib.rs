@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod app;
+mod body;
 mod caller;
 pub mod cli;
 mod config;

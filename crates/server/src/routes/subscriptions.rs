@@ -115,9 +115,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     // A caller without the scope learns that before anything about its body.
     state.subscriptions.may_subscribe(&caller)?;
-    let request: SubscriptionRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::BadRequest(format!("the body must be a subscription as JSON: {e}"))
-    })?;
+    let request: SubscriptionRequest = crate::body::json(&body, "a subscription")?;
     let base = params::base_url(state.public_url.as_deref(), &headers);
     let created = state.subscriptions.create(&caller, request, &base).await?;
     let location = HeaderValue::from_str(&format!("{BASE}/{}", created.id))
@@ -212,10 +210,8 @@ pub async fn change(
              created with; create a new subscription (and delete this one) instead."
         )));
     }
-    let patch: SubscriptionPatch = serde_json::from_value(serde_json::Value::Object(fields))
-        .map_err(|e| {
-            ApiError::BadRequest(format!("the body must be a subscription change: {e}"))
-        })?;
+    let patch: SubscriptionPatch =
+        crate::body::from_value(serde_json::Value::Object(fields), "a subscription change")?;
     let base = params::base_url(state.public_url.as_deref(), &headers);
     let changed = state
         .subscriptions
@@ -333,11 +329,7 @@ pub async fn replay(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Replayed>), ApiError> {
     state.subscriptions.may_subscribe(&caller)?;
-    let request: ReplayRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "the body must be a replay as JSON, with from or after (and to): {e}"
-        ))
-    })?;
+    let request: ReplayRequest = crate::body::json(&body, "a replay, with from or after (and to)")?;
     let key = match headers.get(IDEMPOTENCY_KEY) {
         Some(value) => Some(value.to_str().map_err(|_| {
             ApiError::BadRequest("Idempotency-Key must be printable ASCII.".into())

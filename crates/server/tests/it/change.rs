@@ -222,6 +222,14 @@ async fn bad_changes_get_problem_details_and_change_nothing() {
         assert_problem(&answer, 400, &body.to_string());
         assert!(answer.text.contains(mentions), "{body}: {}", answer.text);
     }
+    // A value of the wrong type is named by its field.
+    let wrong_type = patch(&server, &ttd, id, &json!({"rateLimit": "fast"})).await;
+    assert_problem(&wrong_type, 400, "rateLimit as text");
+    assert!(
+        wrong_type.body["errors"]["rateLimit"].is_array(),
+        "{}",
+        wrong_type.text
+    );
     let answer = send(
         client()
             .patch(server.at(&format!("{SUBSCRIPTIONS}/{id}")))

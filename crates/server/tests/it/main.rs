@@ -5,6 +5,7 @@
 mod backpressure;
 mod change;
 mod cli;
+mod clock;
 mod common;
 mod config;
 mod conformance;

@@ -66,6 +66,8 @@ pub struct Server {
     /// The data directory: the SQLite store and the development signing key.
     data: PathBuf,
     extra_args: Vec<String>,
+    /// More environment for the server process (libfaketime's, say).
+    extra_env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -100,12 +102,32 @@ impl Server {
     }
 
     fn launch(dir: tempfile::TempDir, data: PathBuf, extra_args: &[&str]) -> Server {
+        Self::launch_with_env(dir, data, extra_args, &[])
+    }
+
+    /// A server with more environment variables.
+    pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        Self::launch_with_env(dir, data, extra_args, env)
+    }
+
+    fn launch_with_env(
+        dir: tempfile::TempDir,
+        data: PathBuf,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut server = Server {
             child: None,
             url: String::new(),
             dir,
             data,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         server.spawn();
         server
@@ -145,6 +167,7 @@ impl Server {
             .args(&registry)
             .args(&self.extra_args)
             .envs(secret_key_env(&self.extra_args))
+            .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

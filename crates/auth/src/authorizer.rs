@@ -219,14 +219,11 @@ impl Authorizer for RegistryAuthorizer {
                     subjects: Some(subjects),
                     resources: ResourceScope::Any,
                 });
-                grants.extend(
-                    self.access_grants(
-                        self.registry
-                            .access
-                            .iter()
-                            .filter(|a| a.system_user.as_deref() == Some(id.as_str())),
-                    ),
-                );
+                grants.extend(self.access_grants(self.registry.access.iter().filter(|a| {
+                    a.system_user
+                        .as_deref()
+                        .is_some_and(|s| s.eq_ignore_ascii_case(id))
+                })));
             }
         }
         // The events about one's own subscriptions (one disabled for failing, say).

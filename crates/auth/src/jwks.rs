@@ -96,6 +96,21 @@ pub struct RemoteKeys {
     first_wait: Duration,
 }
 
+/// The usable keys of a fetched JWKS: one this library cannot use (another curve, say) is
+/// skipped with a warning, so that it cannot keep the others from being refreshed.
+fn usable_keys(issuer: &str, set: &JwkSet) -> Vec<Key> {
+    set.keys
+        .iter()
+        .filter_map(|jwk| match DecodingKey::from_jwk(jwk) {
+            Ok(key) => Some((jwk.common.key_id.clone(), key)),
+            Err(e) => {
+                tracing::warn!(%issuer, kid = jwk.common.key_id.as_deref().unwrap_or("(no kid)"), error = %e, "an unusable key of the issuer is skipped");
+                None
+            }
+        })
+        .collect()
+}
+
 /// The keys in a JWKS; an error names the first unusable one.
 pub fn keys_of(set: &JwkSet) -> Result<Vec<Key>, String> {
     set.keys
@@ -145,6 +160,19 @@ impl RemoteKeys {
     ) -> Result<Arc<RemoteKeys>, String> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            // An issuer's keys are not taken from a plain-HTTP redirect of an HTTPS address.
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let downgrade = attempt.url().scheme() == "http"
+                    && attempt
+                        .previous()
+                        .first()
+                        .is_some_and(|first| first.scheme() == "https");
+                if downgrade || attempt.previous().len() >= 5 {
+                    attempt.stop()
+                } else {
+                    attempt.follow()
+                }
+            }))
             .build()
             .map_err(|e| format!("issuer {issuer}: cannot make an HTTP client: {e}"))?;
         let mut remote = RemoteKeys {
@@ -252,11 +280,11 @@ impl RemoteKeys {
             Ok(fetched) if !fetched.keys.is_empty() => {
                 metrics::counter!("hendelse_jwks_fetches_total", "outcome" => "fetched", "why" => why)
                     .increment(1);
-                let changed = self.install(fetched.keys);
-                if changed {
+                if self.install(fetched.keys) {
                     tracing::info!(issuer = %self.issuer, keys = self.keys().len(), "the issuer's keys changed");
-                    self.keep(&fetched.text);
                 }
+                // Also when only a key's material changed under the same kid.
+                self.keep(&fetched.text);
                 Some(self.wait_after(fetched.max_age))
             }
             Ok(_) => {
@@ -313,7 +341,7 @@ impl RemoteKeys {
             message,
         };
         let set: JwkSet = serde_json::from_str(&text).map_err(|e| unusable(e.to_string()))?;
-        let keys = keys_of(&set).map_err(unusable)?;
+        let keys = usable_keys(&self.issuer, &set);
         Ok(Fetched {
             keys,
             text,

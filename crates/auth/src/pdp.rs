@@ -68,6 +68,8 @@ impl PdpAuthorizer {
     pub fn new(settings: PdpSettings, register: Arc<dyn Authorizer>) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .timeout(settings.timeout)
+            // A redirect would carry the configured headers (a subscription key) elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot make the PDP's HTTP client: {e}"))?;
         Ok(PdpAuthorizer {
@@ -135,6 +137,14 @@ impl Authorizer for PdpAuthorizer {
         events: &[EventFacts],
     ) -> Result<Vec<bool>, DecisionError> {
         let subject = subject_attributes(principal);
+        // A subject the PDP cannot tell from others (a person without a user id, say) is not
+        // asked about: it would share decisions with every such caller.
+        if !subject
+            .iter()
+            .any(|a| a["AttributeId"].as_str() != Some("urn:scope"))
+        {
+            return Ok(vec![false; events.len()]);
+        }
         let subject_key = Value::Array(subject.clone()).to_string();
         let now = Instant::now();
         let mut known: HashMap<&EventFacts, Decision> = HashMap::new();
@@ -166,11 +176,19 @@ impl Authorizer for PdpAuthorizer {
             }
         }
         let level = principal.auth_level().unwrap_or(0);
+        let consumer = principal.consumer();
         Ok(events
             .iter()
-            .map(|facts| match known.get(facts) {
-                Some(Decision::Permit { minimum_level }) => level >= *minimum_level,
-                _ => false,
+            .map(|facts| {
+                // Hendelse's own events about subscriptions are their consumer's, decided here.
+                if facts.resource.as_deref() == Some(crate::SUBSCRIPTION_EVENTS_RESOURCE) {
+                    return action != Action::Publish
+                        && facts.subject.as_deref() == Some(consumer.as_str());
+                }
+                match known.get(facts) {
+                    Some(Decision::Permit { minimum_level }) => level >= *minimum_level,
+                    _ => false,
+                }
             })
             .collect())
     }
@@ -346,7 +364,8 @@ fn decisions_of(body: &Value, count: usize) -> Vec<Decision> {
     decisions
 }
 
-/// The highest minimum authentication level the result's obligations ask (0 without one).
+/// The highest minimum authentication level the result's obligations ask (0 without one);
+/// `u8::MAX` (met by no token) for one that cannot be read, so that it never permits.
 fn minimum_level(result: &Value) -> u8 {
     result["Obligations"]
         .as_array()
@@ -354,11 +373,12 @@ fn minimum_level(result: &Value) -> u8 {
         .flatten()
         .flat_map(|o| o["AttributeAssignment"].as_array().into_iter().flatten())
         .filter(|a| a["Category"] == MINIMUM_LEVEL)
-        .filter_map(|a| match &a["Value"] {
+        .map(|a| match &a["Value"] {
             Value::String(s) => s.trim().parse::<u8>().ok(),
             Value::Number(n) => n.as_u64().and_then(|n| u8::try_from(n).ok()),
             _ => None,
         })
+        .map(|level| level.unwrap_or(u8::MAX))
         .max()
         .unwrap_or(0)
 }

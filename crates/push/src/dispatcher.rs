@@ -11,12 +11,12 @@
 //! that a redrive enabled again within that second may receive events published while it was
 //! disabled (more than it would otherwise get, never less).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
-use hendelse_auth::{Authorizer, Principal};
+use hendelse_auth::{Action, Authorizer, DecisionError, EventFacts, Principal};
 use hendelse_model::Visibility;
 use hendelse_store::push::{BatchOf, Batching, NewDelivery, SubscriptionToMatch};
 use hendelse_store::{EventQuery, EventStore, PushStore, StoreError};
@@ -72,7 +72,9 @@ pub async fn run(
                 continue;
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "dispatcher: the store failed; will try again"),
+            Err(e) => {
+                tracing::warn!(error = %e, "dispatcher: cannot match the next page now; will try again")
+            }
         }
         tokio::select! {
             changed = committed.changed() => {
@@ -238,6 +240,15 @@ pub async fn persist(position: &mut Position, push: &dyn PushStore) -> Result<()
     Ok(())
 }
 
+/// Why a page could not be matched now; it is matched again.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Undecided(#[from] DecisionError),
+}
+
 /// Matches the next page of the log; `None` when there was nothing new, otherwise how many
 /// deliveries were queued (0 also when another dispatcher took the page first). `traced` makes a
 /// span of each page (one for many events, which may belong to many traces: a root of its own,
@@ -248,7 +259,7 @@ pub async fn step(
     push: &dyn PushStore,
     authorizer: &dyn Authorizer,
     traced: bool,
-) -> Result<Option<usize>, StoreError> {
+) -> Result<Option<usize>, DispatchError> {
     let persisted = match position.stored {
         Some((persisted, _)) => persisted,
         None => {
@@ -295,6 +306,8 @@ pub async fn step(
     // may match (by index in `principals`), so that a change of access counts from the next page.
     let mut visibility: HashMap<usize, Visibility> = HashMap::new();
     let mut deliveries = Vec::new();
+    // The target each delivery is for, beside it.
+    let mut delivery_targets: Vec<usize> = Vec::new();
     // The events of each subscription that receives batches, in log order.
     let mut batched: BTreeMap<usize, Vec<(i64, &str)>> = BTreeMap::new();
     // Entered for the matching only, which does not wait; the enqueue is instrumented.
@@ -327,8 +340,34 @@ pub async fn step(
                     body: None,
                     batch: None,
                 });
+                delivery_targets.push(i);
             }
         }
+    }
+    drop(matching);
+    if authorizer.decides_per_event() {
+        // Nothing is queued that the subscriber may not read: no delivery row (and no id in
+        // its deliveries listing) for an event it must not learn of.
+        let permitted = decide_page(
+            &page,
+            &index,
+            &deliveries,
+            &delivery_targets,
+            &batched,
+            authorizer,
+        )
+        .instrument(span.clone())
+        .await?;
+        let mut targets = delivery_targets.iter();
+        deliveries.retain(|d| {
+            let principal = targets.next().map(|i| index.targets[*i].principal);
+            principal.is_some_and(|p| d.event_seq.is_some_and(|seq| permitted.contains(&(p, seq))))
+        });
+        for (i, events) in batched.iter_mut() {
+            let p = index.targets[*i].principal;
+            events.retain(|(seq, _)| permitted.contains(&(p, *seq)));
+        }
+        batched.retain(|_, events| !events.is_empty());
     }
     for (i, events) in batched {
         let target = &index.targets[i];
@@ -351,7 +390,6 @@ pub async fn step(
             });
         }
     }
-    drop(matching);
     position.index = Some(index);
     let queued = deliveries.len();
     span.record(
@@ -373,6 +411,52 @@ pub async fn step(
         metrics::counter!("hendelse_deliveries_queued_total").increment(queued as u64);
     }
     Ok(Some(if moved { queued } else { 0 }))
+}
+
+/// Which (subscriber, event) pairs of the page's candidates the decision point permits, asked
+/// once per subscriber for all its candidates of the page.
+async fn decide_page(
+    page: &[hendelse_store::StoredEvent],
+    index: &Index,
+    deliveries: &[NewDelivery],
+    delivery_targets: &[usize],
+    batched: &BTreeMap<usize, Vec<(i64, &str)>>,
+    authorizer: &dyn Authorizer,
+) -> Result<HashSet<(usize, i64)>, DecisionError> {
+    let mut asked: BTreeMap<usize, BTreeSet<i64>> = BTreeMap::new();
+    for (delivery, i) in deliveries.iter().zip(delivery_targets) {
+        if let Some(seq) = delivery.event_seq {
+            asked
+                .entry(index.targets[*i].principal)
+                .or_default()
+                .insert(seq);
+        }
+    }
+    for (i, events) in batched {
+        let seqs = asked.entry(index.targets[*i].principal).or_default();
+        seqs.extend(events.iter().map(|(seq, _)| *seq));
+    }
+    let facts: HashMap<i64, EventFacts> = page
+        .iter()
+        .map(|e| (e.seq, EventFacts::of_json(&e.body).unwrap_or_default()))
+        .collect();
+    let mut permitted = HashSet::new();
+    for (principal, seqs) in asked {
+        let seqs: Vec<i64> = seqs.into_iter().collect();
+        let list: Vec<EventFacts> = seqs
+            .iter()
+            .map(|seq| facts.get(seq).cloned().unwrap_or_default())
+            .collect();
+        let answers = authorizer
+            .permitted(&index.principals[principal], Action::Read, &list)
+            .await?;
+        permitted.extend(
+            seqs.into_iter()
+                .zip(answers)
+                .filter_map(|(seq, ok)| ok.then_some((principal, seq))),
+        );
+    }
+    Ok(permitted)
 }
 
 /// Moves the stored position from `persisted` to `to` with `deliveries`, in one transaction. When

@@ -156,19 +156,37 @@ impl SubscriptionService {
         let mut events: Vec<(i64, String)> = Vec::new();
         'pages: loop {
             let page = self.events.query(&query).await?;
+            let mut matched = Vec::new();
+            let mut beyond = false;
             for event in &page {
                 if event.seq > ceiling {
-                    break 'pages;
+                    beyond = true;
+                    break;
                 }
                 let Some(attributes) = EventAttributes::parse(&event.body) else {
                     continue;
                 };
                 let subject = attributes.subject_key();
-                if !matcher.matches(&attributes)
-                    || !visibility.covers(subject.as_deref(), attributes.resource.as_deref())
+                if matcher.matches(&attributes)
+                    && visibility.covers(subject.as_deref(), attributes.resource.as_deref())
                 {
-                    continue;
+                    matched.push(event);
                 }
+            }
+            if self.authorizer.decides_per_event() && !matched.is_empty() {
+                // Only what the owner may read is queued (and named in a refusal).
+                let facts: Vec<hendelse_auth::EventFacts> = matched
+                    .iter()
+                    .map(|e| hendelse_auth::EventFacts::of_json(&e.body).unwrap_or_default())
+                    .collect();
+                let permitted = self
+                    .authorizer
+                    .permitted(&owner, hendelse_auth::Action::Read, &facts)
+                    .await?;
+                let mut answers = permitted.into_iter();
+                matched.retain(|_| answers.next().unwrap_or(false));
+            }
+            for event in matched {
                 if events.len() == max {
                     let (_, last_id) = &events[max - 1];
                     return Err(invalid(&format!(
@@ -179,6 +197,9 @@ impl SubscriptionService {
                     )));
                 }
                 events.push((event.seq, event.id.clone()));
+            }
+            if beyond {
+                break 'pages;
             }
             match page.last() {
                 Some(last) if page.len() == PAGE as usize => query.after = last.seq,

@@ -697,6 +697,7 @@ impl Context {
             _ => None,
         };
         let rests = rest_until.is_some();
+        let succeeded = matches!(endpoint, Some(EndpointReport::Success));
         let record = AttemptRecord {
             delivery_id: delivery.id,
             subscription_id: delivery.subscription_id,
@@ -725,9 +726,11 @@ impl Context {
                         },
                     );
                 }
-                None => {
+                // Only a success ends the rest: a refusal or an unsent attempt says nothing.
+                None if succeeded => {
                     resting.remove(&delivery.subscription_id);
                 }
+                None => {}
             }
             resting.retain(|_, rest| rest.until > now);
         }
@@ -852,6 +855,12 @@ impl Context {
             .collect();
         if !signatures.is_empty() {
             request = request.header("webhook-signature", signatures.join(" "));
+        }
+        // What came before (a reread, the batch's events, a decision point) may have taken the
+        // lease's margin: a request that starts late could still be running when another worker
+        // leases the delivery.
+        if Instant::now() > send_by {
+            return Outcome::not_sent(Kind::Abandoned, "the lease's time to send ran out");
         }
         let sent = request.body(body).send().instrument(span.clone()).await;
         match &sent {

@@ -108,7 +108,9 @@ async fn open(
     let follower = Follower {
         store: state.store.clone(),
         access: Access {
-            generation: authorizer.generation(),
+            // Decided again before the first read: a reload between the route's restriction
+            // and now would otherwise go unseen.
+            generation: u64::MAX,
             authorizer,
             caller: reading.caller.clone(),
         },

@@ -118,6 +118,13 @@ macro_rules! impl_change_store {
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;
+                        // What waited for the old endpoint's rest waits no longer: it goes to
+                        // the new one once its handshake is answered.
+                        sqlx::query($crate::push::DUE_NOW)
+                            .bind(id)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
                     }
                 }
                 if let Some(secret) = &change.secret {

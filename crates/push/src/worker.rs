@@ -709,6 +709,7 @@ impl Context {
             validates: delivery.event_seq.is_none() && next == Next::Delivered,
             disable,
             endpoint,
+            end_point: subscription.as_ref().map(|s| s.spec.end_point.clone()),
         };
         // Held until recorded, so the slot (and the per-endpoint share) stays taken meanwhile.
         let (reply, recorded) = oneshot::channel();

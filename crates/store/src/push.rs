@@ -210,6 +210,10 @@ pub struct AttemptRecord {
     pub disable: Option<Disable>,
     /// What the attempt says about the endpoint; `None` when nothing was sent.
     pub endpoint: Option<EndpointReport>,
+    /// The endpoint the request went to: what the attempt says of it (health, validation, a
+    /// disable) applies only while the subscription still points there, not to an endpoint a
+    /// PATCH put in its place meanwhile. `None`: whatever it points at.
+    pub end_point: Option<String>,
 }
 
 /// Why an attempt disables its subscription.
@@ -525,6 +529,7 @@ mod tests {
             validates: false,
             disable: None,
             endpoint: None,
+            end_point: None,
         }
     }
 

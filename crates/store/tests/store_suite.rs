@@ -593,6 +593,7 @@ fn attempt(id: i64, subscription_id: i64, owner: &str, next: Next) -> AttemptRec
         validates: false,
         disable: None,
         endpoint: None,
+        end_point: None,
     }
 }
 
@@ -1778,6 +1779,47 @@ async fn decisions_made_on_an_old_reading_change_nothing(store: Arc<dyn Store>) 
     .await
     .expect("lease");
     assert_eq!(after.len(), held.len());
+
+    // An attempt that went to the endpoint before a PATCH says nothing of the new one.
+    let before = store.subscription(id).await.expect("read").expect("there");
+    store
+        .enqueue(0, 0, &[delivery(id, 30)])
+        .await
+        .expect("enqueue");
+    let in_flight = lease(
+        &store,
+        "w",
+        later,
+        later + chrono::Duration::seconds(60),
+        10,
+    )
+    .await
+    .expect("lease");
+    let in_flight = in_flight
+        .iter()
+        .find(|d| d.event_seq == Some(30))
+        .expect("leased")
+        .id;
+    let change = hendelse_store::push::SubscriptionChange {
+        end_point: Some("https://new.example/hook".into()),
+        secret: None,
+        rate_limit: None,
+        previous_secret_until: Utc::now(),
+    };
+    assert!(
+        store
+            .change_subscription(id, &change, &handshake)
+            .await
+            .expect("change")
+    );
+    let mut old_endpoint = failure(in_flight, later);
+    old_endpoint.end_point = Some(before.spec.end_point.clone());
+    old_endpoint.disable = Some(gone_for_good("the endpoint answered 410 Gone"));
+    assert!(store.record_attempt(&old_endpoint).await.expect("record"));
+    let after = store.subscription(id).await.expect("read").expect("there");
+    assert_eq!(after.health.consecutive_failures, 0, "{:?}", after.health);
+    assert_eq!(after.health.rest_until, None);
+    assert!(after.enabled, "disabled by the old endpoint's 410");
 
     // Sealed again on another node meanwhile: that value stands.
     let stored = store.stored_secrets().await.expect("secrets");

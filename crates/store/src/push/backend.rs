@@ -693,20 +693,26 @@ macro_rules! impl_push_store {
                         recorded[i] = true;
                         let r = &records[i];
                         if r.validates {
-                            sqlx::query("UPDATE subscriptions SET validated = TRUE WHERE id = $1")
-                                .bind(r.subscription_id)
-                                .execute(&mut *tx)
-                                .await?;
+                            sqlx::query(
+                                "UPDATE subscriptions SET validated = TRUE \
+                                 WHERE id = $1 AND ($2 IS NULL OR end_point = $2)",
+                            )
+                            .bind(r.subscription_id)
+                            .bind(r.end_point.clone())
+                            .execute(&mut *tx)
+                            .await?;
                         }
                         if let Some(disable) = &r.disable {
                             sqlx::query(
                                 "UPDATE subscriptions SET enabled = FALSE, disabled_reason = $2 \
                                  WHERE id = $1 AND ($3 IS NULL \
-                                     OR (consecutive_failures > 0 AND failing_since = $3))",
+                                     OR (consecutive_failures > 0 AND failing_since = $3)) \
+                                 AND ($4 IS NULL OR end_point = $4)",
                             )
                             .bind(r.subscription_id)
                             .bind(&disable.reason)
                             .bind(disable.streak_began.map(|t| t.timestamp_micros()))
+                            .bind(r.end_point.clone())
                             .execute(&mut *tx)
                             .await?;
                             sqlx::query($crate::push::BUMP_GENERATION)

@@ -47,6 +47,8 @@ pub(crate) struct EndpointChange {
     pub first_failure: Option<DateTime<Utc>>,
     pub last_failure: Option<(DateTime<Utc>, String)>,
     pub rest_until: Option<DateTime<Utc>>,
+    /// The endpoint the round's last record went to (see [`AttemptRecord::end_point`]).
+    pub end_point: Option<String>,
 }
 
 /// The changes that `records` (those that counted) make, per subscription in id order.
@@ -67,7 +69,9 @@ pub(crate) fn endpoint_changes<'a>(
                 first_failure: None,
                 last_failure: None,
                 rest_until: None,
+                end_point: None,
             });
+        change.end_point = record.end_point.clone();
         match report {
             EndpointReport::Success => {
                 change.success = Some(change.success.map_or(record.at, |s| s.max(record.at)));
@@ -115,10 +119,16 @@ macro_rules! impl_health_store {
                         "UPDATE subscriptions SET consecutive_failures = 0, failing_since = NULL, \
                          rest_until = NULL, last_success = ",
                     );
-                    qb.push_bind(at).push(" WHERE id IN (");
-                    let mut ids = qb.separated(", ");
-                    for change in &healthy {
-                        ids.push_bind(change.subscription_id);
+                    qb.push_bind(at).push(" WHERE (");
+                    for (i, change) in healthy.iter().enumerate() {
+                        if i > 0 {
+                            qb.push(" OR ");
+                        }
+                        qb.push("(id = ").push_bind(change.subscription_id);
+                        if let Some(end_point) = &change.end_point {
+                            qb.push(" AND end_point = ").push_bind(end_point.clone());
+                        }
+                        qb.push(")");
                     }
                     qb.push(") AND (consecutive_failures <> 0 OR last_success IS NULL OR last_success < ")
                         .push_bind(at - 1_000_000)
@@ -138,7 +148,7 @@ macro_rules! impl_health_store {
                         sqlx::query(
                             "UPDATE subscriptions SET consecutive_failures = $2, failing_since = $3, \
                              last_failure = $4, last_error = $5, rest_until = $6, last_success = $7 \
-                             WHERE id = $1",
+                             WHERE id = $1 AND ($8 IS NULL OR end_point = $8)",
                         )
                         .bind(change.subscription_id)
                         .bind(change.failures)
@@ -147,12 +157,14 @@ macro_rules! impl_health_store {
                         .bind(class)
                         .bind(rest)
                         .bind(success.timestamp_micros())
+                        .bind(change.end_point.clone())
                     } else {
                         sqlx::query(
                             "UPDATE subscriptions SET consecutive_failures = consecutive_failures + $2, \
                              failing_since = coalesce(failing_since, $3), last_failure = $4, \
                              last_error = $5, rest_until = CASE WHEN rest_until IS NULL \
-                             OR rest_until < $6 THEN $6 ELSE rest_until END WHERE id = $1",
+                             OR rest_until < $6 THEN $6 ELSE rest_until END \
+                             WHERE id = $1 AND ($7 IS NULL OR end_point = $7)",
                         )
                         .bind(change.subscription_id)
                         .bind(change.failures)
@@ -160,6 +172,7 @@ macro_rules! impl_health_store {
                         .bind(last_at)
                         .bind(class)
                         .bind(rest)
+                        .bind(change.end_point.clone())
                     };
                     query.execute(&mut **tx).await?;
                 }
@@ -264,6 +277,7 @@ mod tests {
             validates: false,
             disable: None,
             endpoint: report,
+            end_point: None,
         }
     }
 
@@ -297,6 +311,7 @@ mod tests {
                 first_failure: Some(at(4)),
                 last_failure: Some((at(5), "status 200".into())),
                 rest_until: Some(at(300)),
+                end_point: None,
             }
         );
         assert_eq!(changes[1].success, Some(at(2)));

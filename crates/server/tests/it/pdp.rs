@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 
 use crate::common::{
     ORG_SUBJECT, PATIENCE, PERSON, PERSON_PARTY, Receiver, SUBSCRIBE, Server, TO_LOOPBACK, client,
-    create_subscription, deliveries, eventually, generic_event, get, id_of, publish_batch_ok,
-    publish_ok, wait_validated,
+    create_subscription, deliveries, event_about, eventually, get, id_of, page_ids,
+    publish_batch_ok, publish_ok, wait_validated,
 };
 
 const USER: &str = "20001234";
@@ -163,18 +163,6 @@ impl Pdp {
     }
 }
 
-fn about(id: &str, subject: &str) -> Value {
-    let mut event = generic_event(id);
-    event["subject"] = json!(subject);
-    event
-}
-
-fn ids(page: &Value) -> Vec<&str> {
-    page.as_array()
-        .map(|events| events.iter().filter_map(|e| e["id"].as_str()).collect())
-        .unwrap_or_default()
-}
-
 fn person_with_level(server: &Server, level: &str) -> String {
     server.token(&[
         "--pid",
@@ -219,9 +207,9 @@ async fn an_external_pdp_decides_queries_subscriptions_and_deliveries() {
         &server,
         &ttd,
         &[
-            about("p-1", ORG_SUBJECT),
-            about("p-2", OTHER_ORG),
-            about("p-3", ORG_SUBJECT),
+            event_about("p-1", ORG_SUBJECT),
+            event_about("p-2", OTHER_ORG),
+            event_about("p-3", ORG_SUBJECT),
         ],
     )
     .await;
@@ -233,7 +221,7 @@ async fn an_external_pdp_decides_queries_subscriptions_and_deliveries() {
     let query = server.log_url("&size=100");
     let (status, _, page) = get(&query, &person).await;
     assert_eq!(status, 200, "{page}");
-    assert_eq!(ids(&page), ["p-1", "p-3"], "{page}");
+    assert_eq!(page_ids(&page), ["p-1", "p-3"], "{page}");
     let reads = pdp.asked("read");
     assert_eq!(reads.len(), 1);
     assert_eq!(
@@ -242,15 +230,15 @@ async fn an_external_pdp_decides_queries_subscriptions_and_deliveries() {
     );
     // Cached: asked again, the PDP is not.
     let (_, _, again) = get(&query, &person).await;
-    assert_eq!(ids(&again), ["p-1", "p-3"]);
+    assert_eq!(page_ids(&again), ["p-1", "p-3"]);
     assert_eq!(pdp.asked("read").len(), 1, "decisions are cached");
     // The same user at level 1 does not meet the obligation (from the cache too).
     let (status, _, low) = get(&query, &person_with_level(&server, "1")).await;
     assert_eq!(status, 200, "{low}");
-    assert!(ids(&low).is_empty(), "{low}");
+    assert!(page_ids(&low).is_empty(), "{low}");
     // Another subject is asked about in its own right, and denied.
     let (_, _, other) = get(&query, &server.other_person()).await;
-    assert!(ids(&other).is_empty(), "{other}");
+    assert!(page_ids(&other).is_empty(), "{other}");
     assert_eq!(pdp.asked("read").len(), 2, "the cache keeps subjects apart");
 
     // Subscriptions are decided by it too.
@@ -271,7 +259,7 @@ async fn an_external_pdp_decides_queries_subscriptions_and_deliveries() {
     .await;
     assert_eq!(refused.status, 403, "{}", refused.text);
     wait_validated(&server, &person, id).await;
-    publish_ok(&server, &ttd, &about("pushed", ORG_SUBJECT)).await;
+    publish_ok(&server, &ttd, &event_about("pushed", ORG_SUBJECT)).await;
     receiver.delivered("/person", "pushed").await;
 
     // Down for reads, once the cached decisions have expired: queries get 503 with Retry-After,
@@ -281,7 +269,7 @@ async fn an_external_pdp_decides_queries_subscriptions_and_deliveries() {
     let down = crate::common::send(client().get(&query).bearer_auth(&person)).await;
     crate::common::assert_problem(&down, 503, "a query while the PDP is down");
     assert!(down.header("retry-after").is_some(), "{:?}", down.headers);
-    publish_ok(&server, &ttd, &about("while-down", ORG_SUBJECT)).await;
+    publish_ok(&server, &ttd, &event_about("while-down", ORG_SUBJECT)).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!receiver.ids_on("/person").contains("while-down"));
     let dead = deliveries(&server, &person, id, Some("dead")).await;
@@ -304,7 +292,7 @@ async fn an_external_pdp_decides_queries_subscriptions_and_deliveries() {
     tokio::time::sleep(Duration::from_millis(3200)).await;
     pdp.set(DENIES_THE_PERSON);
     let asked = pdp.asked("read").len();
-    publish_ok(&server, &ttd, &about("denied", ORG_SUBJECT)).await;
+    publish_ok(&server, &ttd, &event_about("denied", ORG_SUBJECT)).await;
     eventually(
         "the dispatcher to ask about the event",
         PATIENCE,

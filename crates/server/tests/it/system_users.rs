@@ -6,25 +6,13 @@ use serde_json::{Value, json};
 
 use crate::common::{
     ORG_SUBJECT, RESOURCE, Receiver, Server, TO_LOOPBACK, create_subscription, data_path,
-    generic_event, get, hendelse_ok, publish_ok,
+    event_about, get, hendelse_ok, page_ids, publish_ok,
 };
 
 const SYSTEM_USER: &str = "5d2a8f1c-7b3e-4c9a-9f10-2b6c1e0d4a77";
 const OWNER: &str = "991825827";
 const GRANTED_ORG: &str = "urn:altinn:organization:identifier-no:912345678";
 const OTHER_ORG: &str = "urn:altinn:organization:identifier-no:910000001";
-
-fn event_about(id: &str, subject: &str) -> Value {
-    let mut event = generic_event(id);
-    event["subject"] = json!(subject);
-    event
-}
-
-fn ids(page: &Value) -> Vec<&str> {
-    page.as_array()
-        .map(|events| events.iter().filter_map(|e| e["id"].as_str()).collect())
-        .unwrap_or_default()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_system_user_reads_its_owners_events_and_what_it_is_granted() {
@@ -55,7 +43,7 @@ async fn a_system_user_reads_its_owners_events_and_what_it_is_granted() {
 
     let (status, _, page) = get(&server.log_url("&size=100"), &system_user).await;
     assert_eq!(status, 200, "{page}");
-    assert_eq!(ids(&page), ["about-owner", "about-granted"], "{page}");
+    assert_eq!(page_ids(&page), ["about-owner", "about-granted"], "{page}");
 
     let receiver = Receiver::start().await;
     let created = create_subscription(

@@ -487,6 +487,13 @@ pub fn generic_event(id: &str) -> Value {
     })
 }
 
+/// [`generic_event`] about another subject.
+pub fn event_about(id: &str, subject: &str) -> Value {
+    let mut event = generic_event(id);
+    event["subject"] = serde_json::json!(subject);
+    event
+}
+
 /// The `id` of each event, in order.
 pub fn event_ids(events: &[Value]) -> Vec<String> {
     events

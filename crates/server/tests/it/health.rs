@@ -9,7 +9,7 @@ use hendelse_store::testing::TestDatabase;
 use serde_json::Value;
 
 use crate::common::{
-    Answer, BIN, PATIENCE, Receiver, Reply, SUBSCRIPTIONS, Server, TO_LOOPBACK, client, deliveries,
+    Answer, BIN, PATIENCE, Receiver, SUBSCRIPTIONS, Server, TO_LOOPBACK, client, deliveries,
     eventually, generic_event, get, get_public, get_subscription, publish_batch_ok, publish_ok,
     send, subscribe_to, wait_validated,
 };
@@ -58,13 +58,7 @@ async fn a_failing_endpoint_rests_as_a_whole_shows_its_health_and_recovers() {
         .concat(),
     );
     let receiver = Receiver::start().await;
-    receiver.script_deliveries(|hit| {
-        if hit.phase == 0 {
-            Reply::status(500)
-        } else {
-            Reply::ok()
-        }
-    });
+    receiver.fail_deliveries_until_phase_1(500);
     let ttd = server.ttd();
     let id = subscribe_to(&server, &ttd, &receiver.url("/resting")).await;
     let fresh = wait_validated(&server, &ttd, id).await;
@@ -166,13 +160,7 @@ async fn disabled_after_failing_too_long(extra: &[&str], with_cli: bool) {
         .concat(),
     );
     let receiver = Receiver::start().await;
-    receiver.script_deliveries(|hit| {
-        if hit.phase == 0 {
-            Reply::status(503)
-        } else {
-            Reply::ok()
-        }
-    });
+    receiver.fail_deliveries_until_phase_1(503);
     let ttd = server.ttd();
     let id = subscribe_to(&server, &ttd, &receiver.url("/dying")).await;
     wait_validated(&server, &ttd, id).await;
@@ -272,13 +260,7 @@ async fn enabled_retries_go_out_at_once(extra: &[&str]) {
         .concat(),
     );
     let receiver = Receiver::start().await;
-    receiver.script_deliveries(|hit| {
-        if hit.phase == 0 {
-            Reply::status(503)
-        } else {
-            Reply::ok()
-        }
-    });
+    receiver.fail_deliveries_until_phase_1(503);
     let ttd = server.ttd();
     let id = subscribe_to(&server, &ttd, &receiver.url("/far")).await;
     wait_validated(&server, &ttd, id).await;

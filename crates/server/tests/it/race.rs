@@ -130,13 +130,7 @@ async fn a_disable_racing_deliveries_and_a_kill(extra: &[&str]) {
         .concat(),
     );
     let receiver = Receiver::start().await;
-    receiver.script_deliveries(|hit| {
-        if hit.phase == 0 {
-            Reply::status(503)
-        } else {
-            Reply::ok()
-        }
-    });
+    receiver.fail_deliveries_until_phase_1(503);
     let ttd = server.ttd();
     let created = create_subscription(
         &server,

@@ -329,6 +329,18 @@ impl Receiver {
         });
     }
 
+    /// Fails every event delivery with `status` until phase 1, then takes them (handshakes are
+    /// always taken).
+    pub fn fail_deliveries_until_phase_1(&self, status: u16) {
+        self.script_deliveries(move |hit| {
+            if hit.phase == 0 {
+                Reply::status(status)
+            } else {
+                Reply::ok()
+            }
+        });
+    }
+
     pub fn set_phase(&self, phase: u32) {
         self.shared.phase.store(phase, Ordering::SeqCst);
     }

@@ -71,6 +71,7 @@ pub async fn track(matched: Option<MatchedPath>, request: Request, next: Next) -
 /// `GET /metrics`
 #[utoipa::path(
     get,
+    operation_id = "metrics",
     path = "/metrics",
     tag = crate::openapi::OPERATIONS,
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4"))

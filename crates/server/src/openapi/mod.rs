@@ -91,6 +91,7 @@ pub struct Document(pub Arc<str>);
 /// `GET /openapi.json`
 #[utoipa::path(
     get,
+    operation_id = "openApiDocument",
     path = "/openapi.json",
     tag = OPERATIONS,
     responses((status = 200, description = "This OpenAPI 3.1 document", content_type = "application/json"))

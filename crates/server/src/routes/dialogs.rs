@@ -191,6 +191,7 @@ fn no_content(revision: &Uuid) -> Response {
 /// `POST /dialogporten/api/v1/serviceowner/dialogs`
 #[utoipa::path(
     post,
+    operation_id = "createDialog",
     path = "/dialogporten/api/v1/serviceowner/dialogs",
     tag = TAG,
     description = "Create a dialog (optionally with its id, activities and transmissions). Publishes dialogporten.dialog.created.v1, then one event per activity and per transmission.",
@@ -219,6 +220,7 @@ pub async fn create(
 /// `GET /dialogporten/api/v1/serviceowner/dialogs`
 #[utoipa::path(
     get,
+    operation_id = "listDialogs",
     path = "/dialogporten/api/v1/serviceowner/dialogs",
     tag = TAG,
     description = "The caller's dialogs (of the service resources it owns), in creation order.",
@@ -244,6 +246,7 @@ pub async fn list(
 /// `GET /dialogporten/api/v1/serviceowner/dialogs/{id}`
 #[utoipa::path(
     get,
+    operation_id = "getDialog",
     path = "/dialogporten/api/v1/serviceowner/dialogs/{id}",
     tag = TAG,
     params(DialogId),
@@ -266,6 +269,7 @@ pub async fn get(
 /// `PUT /dialogporten/api/v1/serviceowner/dialogs/{id}`
 #[utoipa::path(
     put,
+    operation_id = "replaceDialog",
     path = "/dialogporten/api/v1/serviceowner/dialogs/{id}",
     tag = TAG,
     description = "Replace the dialog's fields (absent ones become empty; status is kept when absent). Activities and transmissions are append-only: those with new ids are added. Publishes dialogporten.dialog.updated.v1, then one event per new activity and transmission.",
@@ -297,6 +301,7 @@ pub async fn replace(
 /// `PATCH /dialogporten/api/v1/serviceowner/dialogs/{id}`
 #[utoipa::path(
     patch,
+    operation_id = "patchDialog",
     path = "/dialogporten/api/v1/serviceowner/dialogs/{id}",
     tag = TAG,
     description = "Apply a JSON Patch (RFC 6902, application/json-patch+json) to the dialog as GET shows it; then as PUT.",
@@ -325,6 +330,7 @@ pub async fn patch(
 /// `DELETE /dialogporten/api/v1/serviceowner/dialogs/{id}`
 #[utoipa::path(
     delete,
+    operation_id = "deleteDialog",
     path = "/dialogporten/api/v1/serviceowner/dialogs/{id}",
     tag = TAG,
     description = "Soft delete: publishes dialogporten.dialog.deleted.v1. End users no longer see the dialog; restore undoes it.",
@@ -351,6 +357,7 @@ pub async fn delete(
 /// `POST /dialogporten/api/v1/serviceowner/dialogs/{id}/actions/restore`
 #[utoipa::path(
     post,
+    operation_id = "restoreDialog",
     path = "/dialogporten/api/v1/serviceowner/dialogs/{id}/actions/restore",
     tag = TAG,
     description = "Undo a soft delete: publishes dialogporten.dialog.restored.v1 (a dialog that is not deleted is left as it is).",
@@ -377,6 +384,7 @@ pub async fn restore(
 /// `POST /dialogporten/api/v1/serviceowner/dialogs/{id}/actions/purge`
 #[utoipa::path(
     post,
+    operation_id = "purgeDialog",
     path = "/dialogporten/api/v1/serviceowner/dialogs/{id}/actions/purge",
     tag = TAG,
     description = "Remove the dialog for good: publishes dialogporten.dialog.deleted.v1 when it was not deleted, nothing when it was.",
@@ -403,6 +411,7 @@ pub async fn purge(
 /// `POST /dialogporten/api/v1/serviceowner/dialogs/{id}/activities`
 #[utoipa::path(
     post,
+    operation_id = "addDialogActivity",
     path = "/dialogporten/api/v1/serviceowner/dialogs/{id}/activities",
     tag = TAG,
     description = "Add one activity: publishes dialogporten.dialog.updated.v1 and dialogporten.dialog.activity.<type>.v1.",
@@ -441,6 +450,7 @@ pub async fn add_activity(
 /// `POST /dialogporten/api/v1/serviceowner/dialogs/{id}/transmissions`
 #[utoipa::path(
     post,
+    operation_id = "addDialogTransmission",
     path = "/dialogporten/api/v1/serviceowner/dialogs/{id}/transmissions",
     tag = TAG,
     description = "Add one transmission: publishes dialogporten.dialog.updated.v1 and dialogporten.dialog.transmission.created.v1.",
@@ -479,6 +489,7 @@ pub async fn add_transmission(
 /// `GET /dialogporten/api/v1/enduser/dialogs`
 #[utoipa::path(
     get,
+    operation_id = "listEndUserDialogs",
     path = "/dialogporten/api/v1/enduser/dialogs",
     tag = TAG,
     description = "The dialogs of the parties the caller may read (registry access), in creation order; deleted dialogs are left out.",
@@ -509,6 +520,7 @@ pub async fn enduser_list(
 /// `GET /dialogporten/api/v1/enduser/dialogs/{id}`
 #[utoipa::path(
     get,
+    operation_id = "getEndUserDialog",
     path = "/dialogporten/api/v1/enduser/dialogs/{id}",
     tag = TAG,
     description = "One dialog of a party the caller may read. The first read by a user after a change marks it seen: publishes dialogporten.dialog.updated.v1 and dialogporten.dialog.seen.v1, once per user and change.",

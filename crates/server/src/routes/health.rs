@@ -8,6 +8,7 @@ use crate::problem::ApiError;
 /// Liveness: the process answers.
 #[utoipa::path(
     get,
+    operation_id = "liveness",
     path = "/health/live",
     tag = crate::openapi::OPERATIONS,
     responses((status = 200, description = "The process answers", body = serde_json::Value))
@@ -19,6 +20,7 @@ pub async fn live() -> Json<Value> {
 /// `/health`: readiness under its short name.
 #[utoipa::path(
     get,
+    operation_id = "health",
     path = "/health",
     tag = crate::openapi::OPERATIONS,
     responses(
@@ -33,6 +35,7 @@ pub async fn health(state: State<AppState>) -> Result<Json<Value>, ApiError> {
 /// Readiness: the store answers too.
 #[utoipa::path(
     get,
+    operation_id = "readiness",
     path = "/health/ready",
     tag = crate::openapi::OPERATIONS,
     responses(

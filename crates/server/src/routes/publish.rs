@@ -24,6 +24,7 @@ const BATCH: &str = "application/cloudevents-batch+json";
 /// `POST /events/api/v1/events`
 #[utoipa::path(
     post,
+    operation_id = "publishEvents",
     path = "/events/api/v1/events",
     tag = crate::openapi::EVENTS,
     description = "Publish one event (structured or binary content mode) or a batch (all or nothing). Acknowledged only once committed.",
@@ -182,6 +183,7 @@ fn looks_like_json(body: &[u8]) -> bool {
 /// `resource` and `resourceinstance` from `source`.
 #[utoipa::path(
     post,
+    operation_id = "publishAppEvent",
     path = "/events/api/v1/app",
     tag = crate::openapi::EVENTS,
     description = "Publish an app event; the server sets id, time, resource and resourceinstance from source.",

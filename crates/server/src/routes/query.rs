@@ -67,6 +67,7 @@ pub enum Start {
 /// `GET /events/api/v1/app/party`: app events of one party.
 #[utoipa::path(
     get,
+    operation_id = "queryPartyEvents",
     path = "/events/api/v1/app/party",
     tag = crate::openapi::EVENTS,
     description = "App events of one party (party, unit or header person); after or from required.",
@@ -103,6 +104,7 @@ pub fn app_party_query(
 /// `GET /events/api/v1/app/{org}/{app}`: app events of one app.
 #[utoipa::path(
     get,
+    operation_id = "queryAppEvents",
     path = "/events/api/v1/app/{org}/{app}",
     tag = crate::openapi::EVENTS,
     description = "App events of one app, filtered to what the caller may read.",
@@ -135,6 +137,7 @@ pub async fn app_events(
 /// points.
 #[utoipa::path(
     get,
+    operation_id = "getAppEvent",
     path = "/events/api/v1/app/{org}/{app}/{id}",
     tag = crate::openapi::EVENTS,
     description = "One app event of the app, if the caller may read it (the Location of a publish).",
@@ -176,6 +179,7 @@ pub async fn app_event(
 /// `GET /events/api/v1/events`: generic events of one resource.
 #[utoipa::path(
     get,
+    operation_id = "queryEvents",
     path = "/events/api/v1/events",
     tag = crate::openapi::EVENTS,
     description = "Generic events of one resource.",

@@ -31,6 +31,7 @@ const IDLE_RECHECK: Duration = Duration::from_secs(5);
 /// `GET /events/api/v1/events/stream`
 #[utoipa::path(
     get,
+    operation_id = "streamEvents",
     path = "/events/api/v1/events/stream",
     tag = crate::openapi::EVENTS,
     description = "Live stream of the /events query; starts at the end of the log unless after, from or Last-Event-ID say otherwise.",
@@ -56,6 +57,7 @@ pub async fn generic(
 /// `GET /events/api/v1/app/party/stream`
 #[utoipa::path(
     get,
+    operation_id = "streamPartyEvents",
     path = "/events/api/v1/app/party/stream",
     tag = crate::openapi::EVENTS,
     description = "Live stream of the /app/party query.",

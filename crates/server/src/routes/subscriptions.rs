@@ -97,6 +97,7 @@ fn delivery_view(d: DeliveryView) -> Delivery {
 /// `POST /events/api/v1/subscriptions`
 #[utoipa::path(
     post,
+    operation_id = "createSubscription",
     path = "/events/api/v1/subscriptions",
     tag = crate::openapi::SUBSCRIPTIONS,
     description = "Create a webhook subscription; a validation event is posted to the endpoint first.",
@@ -131,6 +132,7 @@ pub async fn create(
 /// `GET /events/api/v1/subscriptions`
 #[utoipa::path(
     get,
+    operation_id = "listSubscriptions",
     path = "/events/api/v1/subscriptions",
     tag = crate::openapi::SUBSCRIPTIONS,
     responses(
@@ -159,6 +161,7 @@ pub async fn list(
 /// `GET /events/api/v1/subscriptions/{id}`
 #[utoipa::path(
     get,
+    operation_id = "getSubscription",
     path = "/events/api/v1/subscriptions/{id}",
     tag = crate::openapi::SUBSCRIPTIONS,
     params(("id" = i64, Path, description = "Subscription id")),
@@ -179,6 +182,7 @@ pub async fn get(
 /// `PATCH /events/api/v1/subscriptions/{id}`
 #[utoipa::path(
     patch,
+    operation_id = "updateSubscription",
     path = "/events/api/v1/subscriptions/{id}",
     tag = crate::openapi::SUBSCRIPTIONS,
     description = "Change a subscription's endpoint and/or secret. A new endpoint is checked as on \
@@ -223,6 +227,7 @@ pub async fn change(
 /// `DELETE /events/api/v1/subscriptions/{id}`
 #[utoipa::path(
     delete,
+    operation_id = "deleteSubscription",
     path = "/events/api/v1/subscriptions/{id}",
     tag = crate::openapi::SUBSCRIPTIONS,
     params(("id" = i64, Path, description = "Subscription id")),
@@ -248,6 +253,7 @@ pub struct DeliveriesQuery {
 /// `GET /events/api/v1/subscriptions/{id}/deliveries[?state=pending|delivered|dead]`
 #[utoipa::path(
     get,
+    operation_id = "listDeliveries",
     path = "/events/api/v1/subscriptions/{id}/deliveries",
     tag = crate::openapi::SUBSCRIPTIONS,
     params(
@@ -282,6 +288,7 @@ pub async fn deliveries(
 /// `POST /events/api/v1/subscriptions/{id}/redrive`: dead letters back into the queue.
 #[utoipa::path(
     post,
+    operation_id = "redriveSubscription",
     path = "/events/api/v1/subscriptions/{id}/redrive",
     tag = crate::openapi::SUBSCRIPTIONS,
     params(("id" = i64, Path, description = "Subscription id")),
@@ -303,6 +310,7 @@ pub async fn redrive(
 /// `POST /events/api/v1/subscriptions/{id}/replay`: stored events of a window queued again.
 #[utoipa::path(
     post,
+    operation_id = "replaySubscription",
     path = "/events/api/v1/subscriptions/{id}/replay",
     tag = crate::openapi::SUBSCRIPTIONS,
     description = "Queue again, in log order, every stored event of the window that the subscription \
@@ -349,6 +357,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// `POST /events/api/v1/subscriptions/{id}/enable`: takes deliveries again after a disable.
 #[utoipa::path(
     post,
+    operation_id = "enableSubscription",
     path = "/events/api/v1/subscriptions/{id}/enable",
     tag = crate::openapi::SUBSCRIPTIONS,
     description = "Enable a subscription that was disabled (its endpoint failed for longer than \

@@ -174,3 +174,32 @@ async fn operations_document_parameters_security_and_problems() {
         assert!(problem[field].is_object(), "Problem.{field} missing");
     }
 }
+
+/// Code generators refuse a document whose operation ids repeat; ours read as method names.
+#[tokio::test]
+async fn operation_ids_are_unique_and_read_well() {
+    let server = Server::start();
+    let doc = document(&server).await;
+    let mut seen = BTreeSet::new();
+    for (path, operations) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in operations.as_object().expect("operations") {
+            let Some(id) = operation["operationId"].as_str() else {
+                panic!("{method} {path} has no operationId");
+            };
+            assert!(
+                id.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                    && id.chars().all(|c| c.is_ascii_alphanumeric()),
+                "{method} {path}: {id} is not camelCase"
+            );
+            assert!(seen.insert(id.to_owned()), "{id} is used twice");
+        }
+    }
+    for id in [
+        "publishEvents",
+        "queryPartyEvents",
+        "streamPartyEvents",
+        "createSubscription",
+    ] {
+        assert!(seen.contains(id), "{id} in {seen:?}");
+    }
+}

@@ -35,6 +35,9 @@ const DOWN_FOR_READS: u8 = 1;
 const SLOW: u8 = 2;
 /// Denies the person everything.
 const DENIES_THE_PERSON: u8 = 3;
+/// Answers one read decision request, then 503 to the next ones (the dispatcher's question is
+/// answered, the worker's at send time is not).
+const ANSWERS_ONE_READ: u8 = 4;
 
 #[derive(Clone)]
 struct Pdp {
@@ -81,6 +84,10 @@ async fn decide(State(pdp): State<Pdp>, headers: HeaderMap, body: String) -> Res
     }
     if mode == DOWN_FOR_READS && action == "read" {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    if mode == ANSWERS_ONE_READ && action == "read" {
+        // The next read request finds the PDP down.
+        pdp.mode.store(DOWN_FOR_READS, Ordering::SeqCst);
     }
     let subject = attributes(&request["AccessSubject"][0]);
     let results: Vec<Value> = request["Resource"]
@@ -312,4 +319,55 @@ async fn an_external_pdp_decides_queries_subscriptions_and_deliveries() {
         "a denied event is listed: {listed:?}"
     );
     assert!(!receiver.ids_on("/person").contains("denied"));
+}
+
+/// The PDP answers the dispatcher but not the worker at send time: the delivery waits, handed
+/// back with no attempt counted (never dead-lettered for it), and goes out when it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_waits_while_its_send_time_decision_cannot_be_had() {
+    let pdp = Pdp::start().await;
+    let server = Server::start_with(
+        &[
+            &TO_LOOPBACK[..],
+            &[
+                "--pdp-url",
+                &pdp.url,
+                "--pdp-cache",
+                "1ms",
+                "--retry-schedule",
+                "100ms",
+            ],
+        ]
+        .concat(),
+    );
+    let ttd = server.ttd();
+    let person = person_with_level(&server, "3");
+    let receiver = Receiver::start().await;
+    let created = create_subscription(
+        &server,
+        &person,
+        &json!({"endPoint": receiver.url("/waiting"), "resourceFilter": crate::common::RESOURCE, "subjectFilter": ORG_SUBJECT}),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = id_of(&created.body);
+    wait_validated(&server, &person, id).await;
+
+    pdp.set(ANSWERS_ONE_READ);
+    publish_ok(&server, &ttd, &event_about("undecided", ORG_SUBJECT)).await;
+    let waiting = eventually("the delivery to wait", PATIENCE, async || {
+        let pending = deliveries(&server, &person, id, Some("pending")).await;
+        match pending.iter().find(|d| d["eventId"] == "undecided") {
+            Some(d) if pdp.asked("read").len() >= 2 => Ok(d.clone()),
+            _ => Err(format!("{pending:?}")),
+        }
+    })
+    .await;
+    assert_eq!(waiting["attempts"], 0, "no attempt counted: {waiting}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!receiver.ids_on("/waiting").contains("undecided"));
+    let dead = deliveries(&server, &person, id, Some("dead")).await;
+    assert!(dead.is_empty(), "dead-lettered while undecided: {dead:?}");
+    pdp.set(UP);
+    receiver.delivered("/waiting", "undecided").await;
 }

@@ -187,7 +187,18 @@ impl RemoteKeys {
             fetching: tokio::sync::Mutex::new(()),
             first_wait: bounds.min,
         };
-        match remote.fetch().await {
+        let fetched = remote.fetch().await.and_then(|fetched| {
+            if fetched.keys.is_empty() {
+                Err(JwksError::Unusable {
+                    url: remote.source.describe().to_owned(),
+                    what: "key set",
+                    message: "it holds no usable key".into(),
+                })
+            } else {
+                Ok(fetched)
+            }
+        });
+        match fetched {
             Ok(fetched) => {
                 remote.first_wait = remote.wait_after(fetched.max_age);
                 remote.install(fetched.keys);
@@ -287,11 +298,14 @@ impl RemoteKeys {
                 self.keep(&fetched.text);
                 Some(self.wait_after(fetched.max_age))
             }
-            Ok(_) => {
+            Ok(fetched) => {
+                // The issuer withdrew every key it signs with (or none is usable): its tokens
+                // stop verifying, as a withdrawn key's do.
                 metrics::counter!("hendelse_jwks_fetches_total", "outcome" => "empty", "why" => why)
                     .increment(1);
-                tracing::warn!(issuer = %self.issuer, "the issuer published no keys; the ones in force stay");
-                None
+                tracing::warn!(issuer = %self.issuer, "the issuer publishes no usable key: none of its tokens verifies until it does");
+                self.install(Vec::new());
+                Some(self.wait_after(fetched.max_age))
             }
             Err(e) => {
                 metrics::counter!("hendelse_jwks_fetches_total", "outcome" => "failed", "why" => why)
@@ -334,6 +348,13 @@ impl RemoteKeys {
                     .jwks_uri
             }
         };
+        if !(jwks_uri.starts_with("https://") || jwks_uri.starts_with("http://")) {
+            return Err(JwksError::Unusable {
+                url: jwks_uri,
+                what: "jwks_uri",
+                message: "it is not an http(s) URL".into(),
+            });
+        }
         let (text, max_age) = self.get(&jwks_uri).await?;
         let unusable = |message: String| JwksError::Unusable {
             url: jwks_uri.clone(),

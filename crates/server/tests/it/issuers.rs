@@ -1,7 +1,8 @@
 //! Trusted issuers by URL: the keys come from an OpenID configuration or a `jwks_uri` served by
 //! a real HTTP server in the test, which rotates them mid-test. A token signed with a newly
 //! published key verifies without a restart, a removed key stops verifying (also for a token
-//! verified before), a flood of tokens with an unknown `kid` costs at most one fetch per refresh
+//! verified before; all of them withdrawn, nothing verifies), a flood of tokens with an unknown
+//! `kid` costs at most one fetch per refresh
 //! interval, and a start without the issuer uses the copy cached at an earlier start, or fails
 //! with a one-line reason when there is none.
 
@@ -147,6 +148,25 @@ async fn keys_by_url_rotate_without_a_restart() {
     )
     .await;
     assert_eq!(status_with(&server, &new_token).await, 200);
+    // Every key withdrawn: none of the issuer's tokens verifies until one is published again.
+    idp.publish(Vec::new());
+    eventually(
+        "no key to verify with",
+        PATIENCE,
+        async || match status_with(&server, &new_token).await {
+            401 => Ok(()),
+            other => Err(other.to_string()),
+        },
+    )
+    .await;
+    idp.publish(vec![new_jwk.clone()]);
+    eventually("the key back", PATIENCE, async || {
+        match status_with(&server, &new_token).await {
+            200 => Ok(()),
+            other => Err(other.to_string()),
+        }
+    })
+    .await;
 
     // Another node starting while the issuer is down uses the keys the first one cached.
     let dead = format!("http://127.0.0.1:{}/jwks", free_port());

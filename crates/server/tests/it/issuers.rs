@@ -2,9 +2,8 @@
 //! a real HTTP server in the test, which rotates them mid-test. A token signed with a newly
 //! published key verifies without a restart, a removed key stops verifying (also for a token
 //! verified before; all of them withdrawn, nothing verifies), a flood of tokens with an unknown
-//! `kid` costs at most one fetch per refresh
-//! interval, and a start without the issuer uses the copy cached at an earlier start, or fails
-//! with a one-line reason when there is none.
+//! `kid` costs at most one fetch per refresh interval, and a start without the issuer uses the
+//! copy cached at an earlier start, or fails with a one-line reason when there is none.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};

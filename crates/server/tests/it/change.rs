@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::common::{
     Answer, BIN, Gate, Hit, RESOURCE, Receiver, Reply, SUBSCRIPTIONS, Server, TO_LOOPBACK,
     assert_problem, client, create_subscription, eventually, generic_event, get_subscription,
-    id_of, publish_ok, secret_of, send, verifies, wait_validated,
+    id_of, publish_ok, secret_of, send, subscribe_validated, verifies,
 };
 
 async fn patch(server: &Server, token: &str, id: i64, body: &Value) -> Answer {
@@ -62,15 +62,12 @@ async fn changes_keep_every_delivery(extra: &[&str], with_cli: bool) {
     });
     let ttd = server.ttd();
     let first_secret = secret_of(32);
-    let created = create_subscription(
+    let id = subscribe_validated(
         &server,
         &ttd,
         &json!({"endPoint": receiver.url("/old"), "resourceFilter": RESOURCE, "secret": first_secret}),
     )
     .await;
-    assert_eq!(created.status, 201, "{}", created.text);
-    let id = id_of(&created.body);
-    wait_validated(&server, &ttd, id).await;
     publish_ok(&server, &ttd, &generic_event("ch-1")).await;
     let hit = receiver.delivered("/old", "ch-1").await;
     assert_eq!(signatures(&hit), 1);
@@ -286,15 +283,12 @@ async fn a_late_handshake_validates_only_its_own_endpoint(extra: &[&str]) {
         _ => Reply::ok(),
     });
     let ttd = server.ttd();
-    let created = create_subscription(
+    let id = subscribe_validated(
         &server,
         &ttd,
         &json!({"endPoint": receiver.url("/failing"), "resourceFilter": RESOURCE}),
     )
     .await;
-    assert_eq!(created.status, 201, "{}", created.text);
-    let id = id_of(&created.body);
-    wait_validated(&server, &ttd, id).await;
     publish_ok(&server, &ttd, &generic_event("late-1")).await;
     eventually(
         "the failing endpoint's streak",

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use crate::common::{
     EVENTS, PATIENCE, RESOURCE, Receiver, STRUCTURED, Server, TO_LOOPBACK, client,
-    create_subscription, eventually, free_port, generic_event, id_of, secret_of, wait_validated,
+    create_subscription, eventually, free_port, generic_event, id_of, secret_of,
+    subscribe_validated, wait_validated,
 };
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -80,15 +81,12 @@ async fn one_trace_runs_from_producer_through_the_publish_to_the_webhook() {
     let receiver = Receiver::start().await;
     let ttd = server.ttd();
     let secret = secret_of(32);
-    let created = create_subscription(
+    let id = subscribe_validated(
         &server,
         &ttd,
         &json!({"endPoint": receiver.url("/traced"), "resourceFilter": RESOURCE, "secret": secret}),
     )
     .await;
-    assert_eq!(created.status, 201, "{}", created.text);
-    let id = id_of(&created.body);
-    wait_validated(&server, &ttd, id).await;
     publish(
         &server,
         &ttd,

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::common::{
     ORG_SUBJECT, PATIENCE, PERSON, PERSON_PARTY, Receiver, SUBSCRIBE, Server, TO_LOOPBACK, client,
     create_subscription, deliveries, event_about, eventually, get, id_of, page_ids,
-    publish_batch_ok, publish_ok, wait_validated,
+    publish_batch_ok, publish_ok, subscribe_validated, wait_validated,
 };
 
 const USER: &str = "20001234";
@@ -343,15 +343,12 @@ async fn a_delivery_waits_while_its_send_time_decision_cannot_be_had() {
     let ttd = server.ttd();
     let person = person_with_level(&server, "3");
     let receiver = Receiver::start().await;
-    let created = create_subscription(
+    let id = subscribe_validated(
         &server,
         &person,
         &json!({"endPoint": receiver.url("/waiting"), "resourceFilter": crate::common::RESOURCE, "subjectFilter": ORG_SUBJECT}),
     )
     .await;
-    assert_eq!(created.status, 201, "{}", created.text);
-    let id = id_of(&created.body);
-    wait_validated(&server, &person, id).await;
 
     pdp.set(ANSWERS_ONE_READ);
     publish_ok(&server, &ttd, &event_about("undecided", ORG_SUBJECT)).await;

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::common::{
     PATIENCE, RESOURCE, Receiver, Reply, SUBSCRIPTIONS, Server, TO_LOOPBACK, client,
     create_subscription, eventually, generic_event, get_subscription, id_of, publish_batch_ok,
-    send, wait_validated,
+    send, subscribe_validated, wait_validated,
 };
 
 /// Publishes events `prefix-from` … `prefix-(to - 1)` in batches of ten.
@@ -69,15 +69,12 @@ async fn a_patch_racing_deliveries_and_a_kill(extra: &[&str]) {
         _ => Reply::ok(),
     });
     let ttd = server.ttd();
-    let created = create_subscription(
+    let id = subscribe_validated(
         &server,
         &ttd,
         &json!({"endPoint": receiver.url("/old"), "resourceFilter": RESOURCE}),
     )
     .await;
-    assert_eq!(created.status, 201, "{}", created.text);
-    let id = id_of(&created.body);
-    wait_validated(&server, &ttd, id).await;
 
     publish_range(&server, &ttd, "pr", 0, 100).await;
     let patched = send(

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::{
-    ORG_SUBJECT, PATIENCE, RESOURCE, Receiver, Server, Stream, TO_LOOPBACK, create_subscription,
-    data_path, eventually, generic_event, get, id_of, publish_ok, wait_validated,
+    ORG_SUBJECT, PATIENCE, RESOURCE, Receiver, Server, Stream, TO_LOOPBACK, data_path, eventually,
+    generic_event, get, publish_ok, subscribe_validated,
 };
 
 /// The tests' registry, with or without the person's access to the organisation's events.
@@ -67,15 +67,12 @@ async fn a_revoked_grant_stops_queries_streams_and_deliveries_at_once() {
     let ttd = server.ttd();
     let person = server.person();
     let receiver = Receiver::start().await;
-    let created = create_subscription(
+    subscribe_validated(
         &server,
         &person,
         &json!({"endPoint": receiver.url("/person"), "resourceFilter": RESOURCE, "subjectFilter": ORG_SUBJECT}),
     )
     .await;
-    assert_eq!(created.status, 201, "{}", created.text);
-    let id = id_of(&created.body);
-    wait_validated(&server, &person, id).await;
     let query = server.log_url("&size=100");
     let stream_url = server.at(&format!(
         "/events/api/v1/events/stream?resource={RESOURCE}&subject={ORG_SUBJECT}"

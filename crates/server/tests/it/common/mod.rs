@@ -14,7 +14,7 @@ pub use receiver::{Gate, Hit, Receiver, Reply};
 pub use stream::Stream;
 pub use subscriptions::{
     SUBSCRIPTIONS, create_subscription, deliveries, get_subscription, id_of, subscribe,
-    subscribe_to, wait_validated,
+    subscribe_to, subscribe_validated, wait_validated,
 };
 pub use swarm::{Refusal, Swarm, acknowledged, assert_cursor_never_skips};
 

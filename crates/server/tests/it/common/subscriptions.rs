@@ -23,6 +23,14 @@ pub async fn subscribe(server: &Server, token: &str, body: &Value) -> Value {
     answer.body
 }
 
+/// Creates a subscription that must be accepted and waits until its endpoint answered the
+/// handshake; its id.
+pub async fn subscribe_validated(server: &Server, token: &str, body: &Value) -> i64 {
+    let id = id_of(&subscribe(server, token, body).await);
+    wait_validated(server, token, id).await;
+    id
+}
+
 /// Subscribes `endpoint` to every event of `RESOURCE`, which must be accepted; the subscription's
 /// id.
 pub async fn subscribe_to(server: &Server, token: &str, endpoint: &str) -> i64 {

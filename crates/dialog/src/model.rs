@@ -163,6 +163,7 @@ pub struct DialogInput {
     pub id: Option<String>,
     pub service_resource: Option<String>,
     pub party: Option<String>,
+    #[serde(default, deserialize_with = "hendelse_wire::whole::option")]
     pub progress: Option<i64>,
     pub extended_status: Option<String>,
     pub external_reference: Option<String>,

@@ -260,7 +260,11 @@ fn optional_string(
 fn is_extension_value(value: &Value) -> bool {
     match value {
         Value::Null | Value::Bool(_) | Value::String(_) => true,
-        Value::Number(n) => n.as_i64().is_some_and(|i| i32::try_from(i).is_ok()),
+        // A whole number written as a float (`5.0`) is an integer too, as JSON Schema counts.
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+            .is_some_and(|i| i32::try_from(i).is_ok()),
         Value::Array(_) | Value::Object(_) => false,
     }
 }

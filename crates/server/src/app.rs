@@ -103,7 +103,7 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
 
 pub fn router(state: AppState) -> Router {
     let (api, openapi) = documented_routes().split_for_parts();
-    let document = serde_json::to_string(&openapi).unwrap_or_else(|e| {
+    let document = crate::openapi::render(&openapi).unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot render the OpenAPI document");
         "{}".to_owned()
     });

@@ -45,6 +45,23 @@ impl Params {
         Ok(first)
     }
 
+    /// Whether `name` is given with an empty value (`size=`): absent for a text, but no answer
+    /// for a number or a boolean.
+    pub fn given_empty(&self, name: &str) -> bool {
+        self.pairs
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case(name) && v.is_empty())
+    }
+
+    /// A number or boolean parameter that may appear once: an empty value is refused as
+    /// `invalid` says, not read as absent.
+    pub fn one_value(&self, name: &str, invalid: &str) -> Result<Option<&str>, ApiError> {
+        if self.given_empty(name) {
+            return Err(ApiError::BadRequest(invalid.to_owned()));
+        }
+        self.one(name)
+    }
+
     /// A parameter that may repeat (`type=a&type=b`), as patterns.
     pub fn all(&self, name: &str) -> Vec<Pattern> {
         self.values(name).map(Pattern::new).collect()
@@ -89,7 +106,7 @@ impl Params {
 /// `size`: an integer. Whether it is clamped or rejected is each route's rule.
 pub fn size(params: &Params) -> Result<Option<i64>, ApiError> {
     params
-        .one("size")?
+        .one_value("size", "The value '' is not valid for Size.")?
         .map(|v| {
             v.trim().parse::<i64>().map_err(|_| {
                 ApiError::BadRequest(format!("The value '{v}' is not valid for Size."))

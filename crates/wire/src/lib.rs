@@ -5,5 +5,6 @@
 pub mod paths;
 pub mod problem;
 pub mod subscriptions;
+pub mod whole;
 
 pub use problem::Problem;

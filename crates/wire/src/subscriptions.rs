@@ -28,15 +28,27 @@ pub struct SubscriptionRequest {
     pub secret: Option<String>,
     /// Up to this many events in one POST as `application/cloudevents-batch+json` (1 to 1000;
     /// 1, the default, sends each event on its own as `application/cloudevents+json`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::whole::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_events_per_batch: Option<u32>,
     /// How long a batch that is not full waits for more events, in milliseconds (0 to 60000,
     /// default 0: a batch holds what is there when it is queued).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::whole::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_wait_ms: Option<u32>,
     /// At most this many deliveries (requests) per second, over all nodes (1 to 10000; default:
     /// no limit).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::whole::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub rate_limit: Option<u32>,
 }
 
@@ -199,7 +211,7 @@ pub struct SubscriptionPatch {
     /// A new rate limit (deliveries per second, 1 to 10000), or `null` for none.
     #[serde(
         default,
-        deserialize_with = "present",
+        deserialize_with = "crate::whole::present",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(value_type = Option<u32>)]

@@ -1,6 +1,9 @@
 //! The OpenAPI 3.1 document: generated from the handlers' `#[utoipa::path]` annotations as the
 //! router registers them (`utoipa_axum`), so a route cannot be served without being documented.
 
+pub mod cloudevent;
+pub mod dialogs;
+pub mod examples;
 pub mod pages;
 pub mod params;
 pub mod problems;
@@ -10,7 +13,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 /// Tags group the operations as the README's sections do.
 pub const EVENTS: &str = "events";
@@ -26,7 +29,16 @@ pub const OPERATIONS: &str = "operations";
                        application/problem+json (RFC 9457).",
         license(name = "MIT")
     ),
-    components(schemas(crate::problem::Problem, CloudEvent)),
+    components(schemas(
+        crate::problem::Problem,
+        CloudEvent,
+        AppEvent,
+        dialogs::NewDialog,
+        dialogs::DialogReplacement,
+        dialogs::NewActivity,
+        dialogs::NewTransmission,
+        dialogs::DialogPatch
+    )),
     modifiers(&BearerAuth),
     tags(
         (name = EVENTS, description = "Publish and read CloudEvents"),
@@ -58,30 +70,75 @@ impl Modify for BearerAuth {
     }
 }
 
-/// A CloudEvent in the JSON format (CloudEvents 1.0.2) with Altinn's extension attributes; any
-/// other extension attribute (lower-case letters and digits) is kept as published.
-#[derive(ToSchema)]
-#[allow(dead_code)] // describes the document only
-pub struct CloudEvent {
-    /// Always "1.0".
-    specversion: String,
-    id: String,
-    /// A URI-reference.
-    source: String,
-    #[schema(rename = "type")]
-    event_type: String,
-    subject: Option<String>,
-    /// RFC 3339.
-    time: Option<String>,
-    datacontenttype: Option<String>,
-    dataschema: Option<String>,
-    /// `urn:altinn:resource:…`.
-    resource: Option<String>,
-    resourceinstance: Option<String>,
-    alternativesubject: Option<String>,
-    data: Option<serde_json::Value>,
-    /// Base64; an event carries either `data` or `data_base64`.
-    data_base64: Option<String>,
+pub use cloudevent::{AppEvent, CloudEvent};
+
+/// A component schema written as JSON Schema text, for the keywords utoipa's schema model does
+/// not keep (`not`, `propertyNames`, `dependentRequired`, `anyOf` inside properties). utoipa
+/// refers to it by name; [`render`] puts the text in the document.
+pub trait Written {
+    const NAME: &'static str;
+    fn json() -> serde_json::Value;
+}
+
+/// Declares one [`Written`] schema type per body.
+macro_rules! written {
+    ($($(#[$doc:meta])* $name:ident => $value:expr;)+) => {$(
+        $(#[$doc])*
+        pub struct $name;
+
+        impl $crate::openapi::Written for $name {
+            const NAME: &'static str = stringify!($name);
+            fn json() -> serde_json::Value {
+                $value
+            }
+        }
+
+        // A placeholder that `render` replaces with the written schema.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+                utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Object(
+                    utoipa::openapi::Object::new(),
+                ))
+            }
+        }
+
+        impl utoipa::ToSchema for $name {
+            fn name() -> std::borrow::Cow<'static, str> {
+                std::borrow::Cow::Borrowed(stringify!($name))
+            }
+        }
+    )+};
+}
+pub(crate) use written;
+
+/// Every [`Written`] schema, by name.
+fn written_schemas() -> Vec<(&'static str, serde_json::Value)> {
+    fn entry<W: Written>() -> (&'static str, serde_json::Value) {
+        (W::NAME, W::json())
+    }
+    vec![
+        entry::<CloudEvent>(),
+        entry::<AppEvent>(),
+        entry::<dialogs::NewDialog>(),
+        entry::<dialogs::DialogReplacement>(),
+        entry::<dialogs::NewActivity>(),
+        entry::<dialogs::NewTransmission>(),
+        entry::<dialogs::DialogPatch>(),
+    ]
+}
+
+/// The document as served: utoipa's, with the written schemas in place of their placeholders.
+pub fn render(openapi: &utoipa::openapi::OpenApi) -> Result<String, serde_json::Error> {
+    let mut document = serde_json::to_value(openapi)?;
+    if let Some(schemas) = document
+        .pointer_mut("/components/schemas")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for (name, schema) in written_schemas() {
+            schemas.insert(name.to_owned(), schema);
+        }
+    }
+    serde_json::to_string(&document)
 }
 
 /// The document as the router built it, served at `/openapi.json`.

@@ -20,7 +20,12 @@ use hendelse_wire::paths::SERVICE_OWNER_DIALOGS;
 
 use crate::app::AppState;
 use crate::caller::Caller;
-use crate::openapi::params::{ChangeConditions, DialogFilters, DialogId};
+use crate::openapi::dialogs::{
+    DialogPatch, DialogReplacement, NewActivity, NewDialog, NewTransmission,
+};
+use crate::openapi::params::{
+    ChangeConditions, Deleted, DialogFilters, DialogId, SilentChange, SilentRead,
+};
 use crate::openapi::problems::{
     BadRequest, Conflict, Gone, NotFound, PreconditionFailed, Refusals, StorageFull,
 };
@@ -32,7 +37,7 @@ pub const TAG: &str = "dialogs";
 
 /// `isSilentUpdate=true`.
 fn silent(params: &Params) -> Result<bool, ApiError> {
-    match params.one("isSilentUpdate")? {
+    match params.one_value("isSilentUpdate", "isSilentUpdate must be true or false")? {
         None => Ok(false),
         Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
         Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
@@ -55,22 +60,29 @@ fn list_params(params: &Params) -> Result<ListParams, ApiError> {
             ));
         }
     };
-    let limit = match params.one("limit")?.map(str::trim) {
-        None | Some("") => DEFAULT_PAGE,
+    let whole = format!("limit must be a whole number from 1 to {MAX_PAGE}");
+    let limit = match params.one_value("limit", &whole)?.map(str::trim) {
+        None => DEFAULT_PAGE,
         Some(text) => match text.parse::<u32>() {
             Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "limit must be a whole number from 1 to {MAX_PAGE}"
-                )));
-            }
+            _ => return Err(ApiError::BadRequest(whole)),
         },
     };
-    let after = match params.one("continuationToken")?.map(str::trim) {
-        None | Some("") => 0,
-        Some(token) => token.parse::<i64>().map_err(|_| {
-            ApiError::BadRequest("continuationToken is not one this API gave".into())
-        })?,
+    // Tokens are what `continuation_token` gave: up to 18 digits, nothing else.
+    let after = match params.one("continuationToken")? {
+        None => 0,
+        Some(token)
+            if (1..=18).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            token.parse::<i64>().map_err(|_| {
+                ApiError::BadRequest("continuationToken is not one this API gave".into())
+            })?
+        }
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "continuationToken is not one this API gave".into(),
+            ));
+        }
     };
     let statuses = params
         .texts("status")
@@ -195,10 +207,10 @@ fn no_content(revision: &Uuid) -> Response {
     path = "/dialogporten/api/v1/serviceowner/dialogs",
     tag = TAG,
     description = "Create a dialog (optionally with its id, activities and transmissions). Publishes dialogporten.dialog.created.v1, then one event per activity and per transmission.",
-    params(("isSilentUpdate" = Option<bool>, Query, description = "true: publish nothing")),
-    request_body(content = Value, description = "serviceResource, party, process, precedingProcess, status, extendedStatus, externalReference, progress, content, activities, transmissions; optional id (UUID)"),
+    params(SilentChange),
+    request_body(content = NewDialog, content_type = "application/json"),
     responses(
-        (status = 201, description = "Created: the new id as a JSON string", body = String, headers(("Location" = String), ("ETag" = String))),
+        (status = 201, description = "Created: the new id as a JSON string", body = String, content_type = "application/json", headers(("Location" = String), ("ETag" = String))),
         BadRequest, Conflict, Refusals, StorageFull
     ),
     security(("bearer" = []))
@@ -226,7 +238,7 @@ pub async fn create(
     description = "The caller's dialogs (of the service resources it owns), in creation order.",
     params(
         DialogFilters,
-        ("deleted" = Option<String>, Query, description = "exclude (default), include or only")
+        Deleted
     ),
     responses(
         (status = 200, description = "{items, hasNextPage, continuationToken}", body = Value),
@@ -277,7 +289,7 @@ pub async fn get(
         DialogId,
         ChangeConditions
     ),
-    request_body(content = Value, description = "The dialog's fields"),
+    request_body(content = DialogReplacement, content_type = "application/json"),
     responses(
         (status = 204, description = "Updated; ETag is the new revision", headers(("ETag" = String))),
         BadRequest, NotFound, Gone, PreconditionFailed, Refusals, StorageFull
@@ -309,7 +321,7 @@ pub async fn replace(
         DialogId,
         ChangeConditions
     ),
-    request_body(content = Value, content_type = "application/json-patch+json", description = "An array of JSON Patch operations"),
+    request_body(content = DialogPatch, content_type = "application/json-patch+json"),
     responses(
         (status = 204, description = "Updated; ETag is the new revision", headers(("ETag" = String))),
         BadRequest, NotFound, Gone, PreconditionFailed, Refusals, StorageFull
@@ -340,7 +352,7 @@ pub async fn patch(
     ),
     responses(
         (status = 204, description = "Deleted; ETag is the new revision", headers(("ETag" = String))),
-        NotFound, Gone, PreconditionFailed, Refusals, StorageFull
+        BadRequest, NotFound, Gone, PreconditionFailed, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]
@@ -367,7 +379,7 @@ pub async fn delete(
     ),
     responses(
         (status = 204, description = "Restored; ETag is the revision", headers(("ETag" = String))),
-        NotFound, PreconditionFailed, Refusals, StorageFull
+        BadRequest, NotFound, PreconditionFailed, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]
@@ -394,7 +406,7 @@ pub async fn restore(
     ),
     responses(
         (status = 204, description = "Purged"),
-        NotFound, PreconditionFailed, Refusals, StorageFull
+        BadRequest, NotFound, PreconditionFailed, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]
@@ -419,9 +431,9 @@ pub async fn purge(
         DialogId,
         ChangeConditions
     ),
-    request_body(content = Value, description = "type (Dialogporten's name, e.g. SignatureProvided), optional id, extendedType, createdAt, transmissionId, performedBy, description"),
+    request_body(content = NewActivity, content_type = "application/json"),
     responses(
-        (status = 201, description = "Added: the activity's id as a JSON string; ETag is the dialog's new revision", body = String, headers(("Location" = String), ("ETag" = String))),
+        (status = 201, description = "Added: the activity's id as a JSON string; ETag is the dialog's new revision", body = String, content_type = "application/json", headers(("Location" = String), ("ETag" = String))),
         BadRequest, NotFound, Conflict, Gone, PreconditionFailed, Refusals, StorageFull
     ),
     security(("bearer" = []))
@@ -458,9 +470,9 @@ pub async fn add_activity(
         DialogId,
         ChangeConditions
     ),
-    request_body(content = Value, description = "type (Information, Acceptance, Rejection, Request, Alert, Decision, Submission, Correction), sender {actorType: ServiceOwner or PartyRepresentative}, optional id, extendedType, createdAt, relatedTransmissionId, content, attachments"),
+    request_body(content = NewTransmission, content_type = "application/json"),
     responses(
-        (status = 201, description = "Added: the transmission's id as a JSON string; ETag is the dialog's new revision", body = String, headers(("Location" = String), ("ETag" = String))),
+        (status = 201, description = "Added: the transmission's id as a JSON string; ETag is the dialog's new revision", body = String, content_type = "application/json", headers(("Location" = String), ("ETag" = String))),
         BadRequest, NotFound, Conflict, Gone, PreconditionFailed, Refusals, StorageFull
     ),
     security(("bearer" = []))
@@ -526,11 +538,11 @@ pub async fn enduser_list(
     description = "One dialog of a party the caller may read. The first read by a user after a change marks it seen: publishes dialogporten.dialog.updated.v1 and dialogporten.dialog.seen.v1, once per user and change.",
     params(
         DialogId,
-        ("isSilentUpdate" = Option<bool>, Query, description = "true: do not mark the dialog seen")
+        SilentRead
     ),
     responses(
         (status = 200, description = "The dialog, with seenSinceLastUpdate; ETag is its revision", body = Value, headers(("ETag" = String))),
-        NotFound, Gone, Refusals
+        BadRequest, NotFound, Gone, Refusals
     ),
     security(("bearer" = []))
 )]

@@ -27,11 +27,17 @@ const BATCH: &str = "application/cloudevents-batch+json";
     operation_id = "publishEvents",
     path = "/events/api/v1/events",
     tag = crate::openapi::EVENTS,
-    description = "Publish one event (structured or binary content mode) or a batch (all or nothing). Acknowledged only once committed.",
+    description = "Publish one event or a batch (all or nothing). Acknowledged only once committed. \
+        The binary content mode is served too but not described here, since OpenAPI cannot tie \
+        headers to a content type: any other Content-Type with the `ce-specversion`, `ce-id`, \
+        `ce-source`, `ce-type` and `ce-resource` headers (and any other `ce-` attribute) carries \
+        the body as the event's data.",
     request_body(content(
-        (crate::openapi::CloudEvent = "application/cloudevents+json"),
-        (Vec<crate::openapi::CloudEvent> = "application/cloudevents-batch+json"),
-        ("application/octet-stream")
+        (crate::openapi::CloudEvent = "application/cloudevents+json", examples(
+            ("dialogCreated" = (summary = "Dialogporten: a dialog created", value = json!(crate::openapi::examples::dialog_created()))),
+            ("activityAdded" = (summary = "Dialogporten: an activity added", value = json!(crate::openapi::examples::activity_added())))
+        )),
+        (Vec<crate::openapi::CloudEvent> = "application/cloudevents-batch+json", example = json!([crate::openapi::examples::dialog_created(), crate::openapi::examples::activity_added()]))
     )),
     responses(
         (status = 200, description = "Stored (or already stored): the event id, or {\"accepted\": n} for a batch", body = serde_json::Value),
@@ -187,9 +193,9 @@ fn looks_like_json(body: &[u8]) -> bool {
     path = "/events/api/v1/app",
     tag = crate::openapi::EVENTS,
     description = "Publish an app event; the server sets id, time, resource and resourceinstance from source.",
-    request_body(content = crate::openapi::CloudEvent, content_type = "application/cloudevents+json"),
+    request_body(content = crate::openapi::AppEvent, content_type = "application/cloudevents+json", example = json!(crate::openapi::examples::app_event())),
     responses(
-        (status = 201, description = "The new event id", body = String, headers(("Location" = String))),
+        (status = 201, description = "The new event id", body = String, content_type = "application/json", headers(("Location" = String))),
         BadRequest, UnsupportedType, Refusals, StorageFull
     ),
     security(("bearer" = []))

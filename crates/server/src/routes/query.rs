@@ -15,7 +15,7 @@ use crate::app::AppState;
 use crate::caller::Caller;
 use crate::openapi::pages::EventPage;
 use crate::openapi::params::{
-    After, AppSubject, EventFilters, GenericSubject, OrgApp, OrgAppEvent, ResourceAfter,
+    After, AppFilters, AppSubject, EventFilters, GenericSubject, OrgApp, OrgAppEvent, ResourceAfter,
 };
 use crate::openapi::problems::{BadRequest, NotFound, Refusals};
 use crate::params::{self, Params};
@@ -73,7 +73,7 @@ pub enum Start {
     description = "App events of one party (party, unit or header person); after or from required.",
     params(
         After,
-        EventFilters,
+        AppFilters,
         AppSubject
     ),
     responses(
@@ -111,7 +111,7 @@ pub fn app_party_query(
     params(
         OrgApp,
         After,
-        EventFilters
+        AppFilters
     ),
     responses(
         EventPage, BadRequest, Refusals
@@ -280,7 +280,7 @@ fn app_query(
             "The 'Size' parameter must be a number larger that 0.".into(),
         ));
     }
-    let party = params.one("party")?;
+    let party = params.one_value("party", "The value '' is not valid for Party.")?;
     let unit = params.one("unit")?;
     let person = header_text(headers, "person")?;
     if subject_required && party.is_none() && unit.is_none() && person.is_none() {

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::app::AppState;
 use crate::openapi::pages::EventStream;
-use crate::openapi::params::{AppSubject, EventFilters, GenericSubject, Resource, Resume};
+use crate::openapi::params::{AppFilters, AppSubject, EventFilters, GenericSubject, Resource, Resume};
 use crate::openapi::problems::{BadRequest, Refusals};
 use crate::params;
 use crate::problem::ApiError;
@@ -63,7 +63,7 @@ pub async fn generic(
     description = "Live stream of the /app/party query.",
     params(
         Resume,
-        EventFilters,
+        AppFilters,
         AppSubject
     ),
     responses(

@@ -19,6 +19,7 @@ use serde_json::json;
 
 use crate::app::AppState;
 use crate::caller::Caller;
+use crate::openapi::params::{DeliveryStateFilter, SubscriptionId};
 use crate::openapi::problems::{BadRequest, KeyReused, NotFound, Refusals, StorageFull};
 use crate::params;
 use crate::problem::ApiError;
@@ -164,10 +165,10 @@ pub async fn list(
     operation_id = "getSubscription",
     path = "/events/api/v1/subscriptions/{id}",
     tag = crate::openapi::SUBSCRIPTIONS,
-    params(("id" = i64, Path, description = "Subscription id")),
+    params(SubscriptionId),
     responses(
         (status = 200, description = "The subscription", body = Subscription),
-        NotFound, Refusals
+        BadRequest, NotFound, Refusals
     ),
     security(("bearer" = []))
 )]
@@ -190,7 +191,7 @@ pub async fn get(
         meanwhile; none is dropped). A new secret signs at once; the one it replaces keeps signing \
         beside it (two v1 signatures) for the server's --secret-rotation-overlap. Filters and \
         batching cannot be changed (400): create a new subscription.",
-    params(("id" = i64, Path, description = "Subscription id")),
+    params(SubscriptionId),
     request_body(content = SubscriptionPatch, example = json!({"endPoint": "https://hooks.example.com/new", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})),
     responses(
         (status = 200, description = "Changed", body = Subscription),
@@ -230,10 +231,10 @@ pub async fn change(
     operation_id = "deleteSubscription",
     path = "/events/api/v1/subscriptions/{id}",
     tag = crate::openapi::SUBSCRIPTIONS,
-    params(("id" = i64, Path, description = "Subscription id")),
+    params(SubscriptionId),
     responses(
         (status = 200, description = "Deleted; pending deliveries are dropped", body = Subscription),
-        NotFound, Refusals
+        BadRequest, NotFound, Refusals
     ),
     security(("bearer" = []))
 )]
@@ -257,8 +258,8 @@ pub struct DeliveriesQuery {
     path = "/events/api/v1/subscriptions/{id}/deliveries",
     tag = crate::openapi::SUBSCRIPTIONS,
     params(
-        ("id" = i64, Path, description = "Subscription id"),
-        ("state" = Option<String>, Query, description = "pending, delivered or dead")
+        SubscriptionId,
+        DeliveryStateFilter
     ),
     responses(
         (status = 200, description = "Recent deliveries, newest first, with every attempt", body = DeliveryList),
@@ -291,10 +292,10 @@ pub async fn deliveries(
     operation_id = "redriveSubscription",
     path = "/events/api/v1/subscriptions/{id}/redrive",
     tag = crate::openapi::SUBSCRIPTIONS,
-    params(("id" = i64, Path, description = "Subscription id")),
+    params(SubscriptionId),
     responses(
         (status = 200, description = "Dead letters put back in the queue", body = Redriven, example = json!({"requeued": 2})),
-        NotFound, Refusals, StorageFull
+        BadRequest, NotFound, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]
@@ -365,10 +366,10 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
         its queued deliveries go out again, those that rested at once. Events published while it \
         was disabled were not queued; replay them. Enabling an enabled subscription changes \
         nothing.",
-    params(("id" = i64, Path, description = "Subscription id")),
+    params(SubscriptionId),
     responses(
         (status = 200, description = "Enabled", body = Subscription),
-        NotFound, Refusals, StorageFull
+        BadRequest, NotFound, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]

@@ -13,8 +13,7 @@ const PCHAR: &str = r"(?:[A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})";
 /// A `segment-nz-nc`: a first path segment without a colon.
 const SEGMENT_NC: &str = r"(?:[A-Za-z0-9._~!$&'()*+,;=@-]|%[0-9A-Fa-f]{2})";
 /// `authority` with a registered name or IPv4 address for its host (IP literals left out).
-const AUTHORITY: &str =
-    r"(?:(?:[A-Za-z0-9._~!$&'()*+,;=:-]|%[0-9A-Fa-f]{2})*@)?(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*(?::[0-9]*)?";
+const AUTHORITY: &str = r"(?:(?:[A-Za-z0-9._~!$&'()*+,;=:-]|%[0-9A-Fa-f]{2})*@)?(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*(?::[0-9]*)?";
 
 /// An absolute URI (RFC 3986 `URI`), without `^`/`$`.
 fn uri() -> String {
@@ -41,10 +40,10 @@ fn tail() -> String {
 /// RFC 3339 with seconds, as CloudEvents requires.
 const TIMESTAMP: &str = r"^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$";
 /// `type/subtype` with optional parameters (RFC 2045 tokens).
-const MEDIA_TYPE: &str =
-    r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+/[A-Za-z0-9!#$%&'*+.^_`|~-]+(?:;[ -~]*)?$";
+const MEDIA_TYPE: &str = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+/[A-Za-z0-9!#$%&'*+.^_`|~-]+(?:;[ -~]*)?$";
 /// Standard base64 with padding (RFC 4648), its unused bits zero.
-const BASE64: &str = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=|[A-Za-z0-9+/][AQgw]==)?$";
+const BASE64: &str =
+    r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=|[A-Za-z0-9+/][AQgw]==)?$";
 
 fn non_empty(description: &str) -> Value {
     json!({"type": "string", "minLength": 1, "description": description})
@@ -137,9 +136,11 @@ fn cloud_event() -> Value {
     schema.insert("type".into(), json!("object"));
     schema.insert(
         "description".into(),
-        json!("A CloudEvent (JSON format, CloudEvents 1.0.2) with Altinn's extension \
+        json!(
+            "A CloudEvent (JSON format, CloudEvents 1.0.2) with Altinn's extension \
                attributes; any other extension attribute is kept as published. An event \
-               without `resource` is for administrators (altinn:events.publish.admin) only."),
+               without `resource` is for administrators (altinn:events.publish.admin) only."
+        ),
     );
     schema.insert(
         "required".into(),
@@ -185,8 +186,10 @@ fn app_event() -> Value {
     schema.insert("type".into(), json!("object"));
     schema.insert(
         "description".into(),
-        json!("An app event; source and subject must name the same party, and the org of \
-               source's host its path's (400 otherwise)."),
+        json!(
+            "An app event; source and subject must name the same party, and the org of \
+               source's host its path's (400 otherwise)."
+        ),
     );
     schema.insert("required".into(), json!(["source", "type", "subject"]));
     schema.insert("properties".into(), Value::Object(properties));

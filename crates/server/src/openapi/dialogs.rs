@@ -7,7 +7,8 @@ use hendelse_dialog::model::{ACTIVITY_TYPES, ACTOR_TYPES, DIALOG_STATUSES, TRANS
 use serde_json::{Value, json};
 
 /// A UUID in its hyphenated form; blank for none.
-const UUID: &str = "^(?:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}| *)$";
+const UUID: &str =
+    "^(?:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}| *)$";
 /// An absolute URI (`scheme:rest`, no white space); blank for none.
 const ABSOLUTE_URI: &str = "^(?:[A-Za-z][A-Za-z0-9+.-]*:[!-~]+| *)$";
 /// RFC 3339, as chrono reads a `DateTime<Utc>`.
@@ -38,10 +39,7 @@ fn timestamp() -> Value {
 }
 
 fn activity() -> Value {
-    let types: Vec<&str> = ACTIVITY_TYPES
-        .iter()
-        .flat_map(|(name, suffix)| [*name, *suffix])
-        .collect();
+    let types: Vec<&str> = ACTIVITY_TYPES.iter().map(|(name, _)| *name).collect();
     json!({
         "type": "object",
         "required": ["type"],
@@ -49,7 +47,7 @@ fn activity() -> Value {
             "id": uuid(),
             "createdAt": timestamp(),
             "type": {"type": "string", "enum": types,
-                     "description": "Dialogporten's name (SignatureProvided) or the event type's part (signature-provided)"},
+                     "description": "Dialogporten's name; the event type's part (signature-provided) is read as the same, and case does not matter"},
             "extendedType": uri(),
             "transmissionId": uuid(),
             "performedBy": object(),
@@ -78,7 +76,7 @@ fn transmission() -> Value {
                 }
             },
             "content": object(),
-            "attachments": {"type": ["array", "null"]}
+            "attachments": {"type": ["array", "null"], "items": {}}
         }
     })
 }

@@ -215,8 +215,9 @@ params! {
     /// The state a deliveries listing is narrowed to.
     DeliveryStateFilter => [query("state", Value::Matching("^(|pending|delivered|dead)$"), "Only deliveries in this state: pending, delivered or dead")];
     /// Which deleted dialogs a service owner's listing shows.
-    Deleted => [query("deleted", Value::OneOf(&["", "exclude", "include", "only", "Exclude", "Include", "Only"]), "exclude (default), include or only")];
+    Deleted => [query("deleted", Value::OneOf(&["exclude", "include", "only"]), "exclude (default), include or only (case does not matter)")];
 }
 
 /// A dialog status, as Dialogporten names them.
-const STATUS: &str = "^(|New|InProgress|Draft|Sent|RequiresAttention|Completed|NotApplicable|Awaiting)$";
+const STATUS: &str =
+    "^(|New|InProgress|Draft|Sent|RequiresAttention|Completed|NotApplicable|Awaiting)$";

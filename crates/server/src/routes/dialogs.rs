@@ -49,8 +49,11 @@ fn silent(params: &Params) -> Result<bool, ApiError> {
 
 /// The filters and page of a listing.
 fn list_params(params: &Params) -> Result<ListParams, ApiError> {
-    let deleted = match params.one("deleted")?.map(str::trim) {
-        None | Some("") => DeletedFilter::Exclude,
+    let deleted = match params
+        .one_value("deleted", "deleted must be exclude, include or only")?
+        .map(str::trim)
+    {
+        None => DeletedFilter::Exclude,
         Some(d) if d.eq_ignore_ascii_case("exclude") => DeletedFilter::Exclude,
         Some(d) if d.eq_ignore_ascii_case("include") => DeletedFilter::Include,
         Some(d) if d.eq_ignore_ascii_case("only") => DeletedFilter::Only,

@@ -17,7 +17,9 @@ use tokio::sync::watch;
 
 use crate::app::AppState;
 use crate::openapi::pages::EventStream;
-use crate::openapi::params::{AppFilters, AppSubject, EventFilters, GenericSubject, Resource, Resume};
+use crate::openapi::params::{
+    AppFilters, AppSubject, EventFilters, GenericSubject, Resource, Resume,
+};
 use crate::openapi::problems::{BadRequest, Refusals};
 use crate::params;
 use crate::problem::ApiError;

@@ -1,0 +1,98 @@
+//! `GET /openapi.json` as a contract, checked with the tools a new user reaches for: Schemathesis
+//! generates requests from the document against a live server and checks every answer against
+//! it. A test binary of its own, so that cargo runs it after the others and its load never
+//! shares the machine with their timing.
+//!
+//! The run by hand is in the README ("The OpenAPI contract"); the tool is pinned in `.ci/run`.
+
+// The black-box fixtures of `tests/it`; this binary uses only some of what they re-export.
+#[allow(unused_imports)]
+#[path = "it/common/mod.rs"]
+mod common;
+
+use std::process::Command;
+
+use common::{Server, TO_LOOPBACK};
+use hendelse_store::testing::skip_outside_ci;
+
+const CONFIG: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/contract/schemathesis.toml"
+);
+
+/// Seconds of generated requests; `HENDELSE_SCHEMATHESIS_SECONDS` sets another budget.
+const DEFAULT_SECONDS: u32 = 120;
+
+fn installed(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+/// The last `lines` lines of a tool's output, for a failure message.
+fn tail(text: &[u8], lines: usize) -> String {
+    let text = String::from_utf8_lossy(text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schemathesis_finds_no_failure_in_the_document() {
+    if !installed("schemathesis") {
+        skip_outside_ci(
+            "schemathesis_finds_no_failure_in_the_document",
+            "schemathesis is not installed (pip install schemathesis==4.32.5)",
+        );
+        return;
+    }
+    // No generated endpoint is ever resolved or contacted: nothing is pushed, and the endpoint
+    // checks that would resolve a host are off.
+    let server = Server::start_with(&[&["--no-push"], &TO_LOOPBACK[..]].concat());
+    let seconds = std::env::var("HENDELSE_SCHEMATHESIS_SECONDS")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .unwrap_or(DEFAULT_SECONDS);
+    // Schemathesis keeps a cache in its working directory; not in the checkout.
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let mut run = Command::new("schemathesis");
+    run.current_dir(scratch.path())
+        .args(["--config-file", CONFIG, "run"])
+        .arg(server.at("/openapi.json"))
+        .args(["--checks", "all", "--seed", "1", "--max-time"])
+        .arg(seconds.to_string())
+        .env("HENDELSE_ORG_TOKEN", server.ttd())
+        .env("HENDELSE_PERSON_TOKEN", server.person())
+        .env("NO_COLOR", "1");
+    let out = tokio::task::spawn_blocking(move || run.output())
+        .await
+        .expect("the run's thread")
+        .expect("run schemathesis");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found failures (seed 1, {seconds} s):\n{}\n{}",
+        tail(&out.stdout, 200),
+        tail(&out.stderr, 20)
+    );
+    // Every operation was exercised, not only some: "Selected: 33/33" and "Tested: 33".
+    let summary = |key: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key).map(str::trim))
+            .unwrap_or_else(|| panic!("no {key} in:\n{}", tail(&out.stdout, 40)))
+    };
+    let selected = summary("Selected: ");
+    let tested = summary("Tested: ");
+    let all = selected.split('/').nth(1).unwrap_or_default();
+    assert!(
+        all.parse::<usize>().is_ok_and(|n| n > 30),
+        "the document's operations: {selected}"
+    );
+    assert_eq!(
+        selected,
+        format!("{all}/{all}"),
+        "every operation is selected"
+    );
+    assert_eq!(tested, all, "every operation is tested");
+}

@@ -1,7 +1,8 @@
 //! `GET /openapi.json` as a contract, checked with the tools a new user reaches for: Schemathesis
 //! generates requests from the document against a live server and checks every answer against
-//! it. A test binary of its own, so that cargo runs it after the others and its load never
-//! shares the machine with their timing.
+//! it, and a TypeScript client generated from the document is type-checked and used. A test
+//! binary of its own, so that cargo runs it after the others and its load never shares the
+//! machine with their timing.
 //!
 //! The run by hand is in the README ("The OpenAPI contract"); the tool is pinned in `.ci/run`.
 
@@ -19,6 +20,10 @@ const CONFIG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/contract/schemathesis.toml"
 );
+
+/// The generated client's project: pinned packages (with their lock), the TypeScript settings and
+/// the program that uses the client.
+const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/contract/client");
 
 /// Seconds of generated requests; `HENDELSE_SCHEMATHESIS_SECONDS` sets another budget.
 const DEFAULT_SECONDS: u32 = 120;
@@ -95,4 +100,99 @@ async fn schemathesis_finds_no_failure_in_the_document() {
         "every operation is selected"
     );
     assert_eq!(tested, all, "every operation is tested");
+}
+
+/// Runs `program` in `dir`, failing the test with its output unless it succeeds.
+fn run_ok(dir: &std::path::Path, program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(program)
+        .current_dir(dir)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}\n{}",
+        tail(&out.stdout, 60),
+        tail(&out.stderr, 60)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_generated_typescript_client_publishes_reads_subscribes_and_creates_a_dialog() {
+    if !installed("npm") || !installed("node") {
+        skip_outside_ci(
+            "a_generated_typescript_client_publishes_reads_subscribes_and_creates_a_dialog",
+            "node and npm are not installed",
+        );
+        return;
+    }
+    let server = Server::start_with(&[&["--no-push"], &TO_LOOPBACK[..]].concat());
+    let project = tempfile::tempdir().expect("project dir");
+    for file in [
+        "package.json",
+        "package-lock.json",
+        "tsconfig.json",
+        "client.ts",
+    ] {
+        std::fs::copy(format!("{CLIENT}/{file}"), project.path().join(file))
+            .unwrap_or_else(|e| panic!("copy {file}: {e}"));
+    }
+    let document = common::get_public(&server, "/openapi.json").await;
+    std::fs::write(project.path().join("openapi.json"), &document.text).expect("the document");
+    let dir = project.path().to_owned();
+    let url = server.url.clone();
+    let token = server.ttd();
+    let summary = tokio::task::spawn_blocking(move || {
+        run_ok(&dir, "npm", &["ci", "--no-audit", "--no-fund"], &[]);
+        // TypeScript cannot say "every other key holds a scalar" beside typed keys, so the
+        // extension attributes' rule is left to the server: other keys are `unknown`.
+        run_ok(
+            &dir,
+            "node_modules/.bin/openapi-typescript",
+            &[
+                "openapi.json",
+                "--additional-properties",
+                "-o",
+                "schema.d.ts",
+            ],
+            &[],
+        );
+        run_ok(&dir, "node_modules/.bin/tsc", &["-p", "."], &[]);
+        run_ok(
+            &dir,
+            "node",
+            &["out/client.js"],
+            &[("HENDELSE_URL", &url), ("HENDELSE_ORG_TOKEN", &token)],
+        )
+    })
+    .await
+    .expect("the client's thread");
+    let summary: serde_json::Value =
+        serde_json::from_str(summary.trim()).unwrap_or_else(|e| panic!("{e}: {summary}"));
+    assert_eq!(summary["published"], 5, "{summary}");
+    assert_eq!(summary["read"], 5, "{summary}");
+    // What the client made is there when read without it.
+    let ttd = server.ttd();
+    let (status, _, _) = common::get(
+        &server.at(&format!(
+            "/events/api/v1/subscriptions/{}",
+            summary["subscription"]
+        )),
+        &ttd,
+    )
+    .await;
+    assert_eq!(status, 200, "the subscription {summary}");
+    let dialog_id = summary["dialog"].as_str().expect("a dialog id");
+    let (status, _, dialog) = common::get(
+        &server.at(&format!(
+            "/dialogporten/api/v1/serviceowner/dialogs/{dialog_id}"
+        )),
+        &ttd,
+    )
+    .await;
+    assert_eq!(status, 200, "the dialog {summary}");
+    assert_eq!(dialog["progress"], 40, "{dialog}");
+    assert_eq!(dialog["status"], "InProgress", "{dialog}");
 }

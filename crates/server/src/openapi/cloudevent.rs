@@ -4,7 +4,7 @@
 //! party of its source) the operation's description says.
 //!
 //! Written as JSON Schema (see [`super::written`]): the rules are patterns and keywords
-//! (`propertyNames`, `not`) that utoipa's schema model does not keep.
+//! (`patternProperties`, `not`) that utoipa's schema model does not keep.
 
 use serde_json::{Value, json};
 
@@ -102,18 +102,23 @@ fn attributes() -> serde_json::Map<String, Value> {
 }
 
 /// Extension attributes: lower-case letters and digits, with a string, boolean or 32-bit integer.
+/// Written as `patternProperties` for the names not declared (so that typed clients keep the
+/// declared attributes' own types) and nothing else.
 fn extension_rules(schema: &mut serde_json::Map<String, Value>) {
+    let declared: Vec<&str> = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|p| p.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let pattern = format!("^(?!(?:{})$)[a-z0-9]+$", declared.join("|"));
     schema.insert(
-        "propertyNames".into(),
-        json!({"pattern": "^(?:[a-z0-9]+|data_base64)$"}),
-    );
-    schema.insert(
-        "additionalProperties".into(),
-        json!({"anyOf": [
+        "patternProperties".into(),
+        json!({pattern: {"anyOf": [
             {"type": ["string", "boolean", "null"]},
             {"type": "integer", "minimum": -2_147_483_648_i64, "maximum": 2_147_483_647_i64}
-        ]}),
+        ]}}),
     );
+    schema.insert("additionalProperties".into(), json!(false));
 }
 
 /// Both `data` and `data_base64`.

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// The statuses a dialog may have, as Dialogporten names them.
@@ -59,7 +60,7 @@ pub const TRANSMISSION_TYPES: &[&str] = &[
 pub const ACTOR_TYPES: &[&str] = &["ServiceOwner", "PartyRepresentative"];
 
 /// One dialog, exactly as stored and (with its seen log) as the service-owner API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Dialog {
     pub id: Uuid,
@@ -82,7 +83,7 @@ pub struct Dialog {
     pub transmissions: Vec<Transmission>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Activity {
     pub id: Uuid,
@@ -95,7 +96,7 @@ pub struct Activity {
     pub description: Option<Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Transmission {
     pub id: Uuid,
@@ -109,7 +110,7 @@ pub struct Transmission {
     pub attachments: Option<Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Actor {
     pub actor_type: String,
@@ -118,7 +119,7 @@ pub struct Actor {
 }
 
 /// A dialog with the users who have seen its latest change.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DialogView {
     #[serde(flatten)]
@@ -126,7 +127,7 @@ pub struct DialogView {
     pub seen_since_last_update: Vec<SeenView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SeenView {
     pub id: Uuid,
@@ -137,7 +138,7 @@ pub struct SeenView {
     pub is_current_end_user: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SeenBy {
     pub actor_type: &'static str,
@@ -147,7 +148,7 @@ pub struct SeenBy {
 }
 
 /// A page of a listing; `continuationToken` continues it when `hasNextPage`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Page<T> {
     pub items: Vec<T>,

@@ -27,10 +27,11 @@ use crate::openapi::params::{
     ChangeConditions, Deleted, DialogFilters, DialogId, SilentChange, SilentRead,
 };
 use crate::openapi::problems::{
-    BadRequest, Conflict, Gone, NotFound, PreconditionFailed, Refusals, StorageFull,
+    BadRequest, Conflict, Gone, NotFound, PreconditionFailed, Refusals, StorageFull, TooLarge,
 };
 use crate::params::Params;
 use crate::problem::ApiError;
+use hendelse_dialog::model::{Dialog, DialogView, Page};
 
 /// The OpenAPI tag of these routes.
 pub const TAG: &str = "dialogs";
@@ -214,7 +215,7 @@ fn no_content(revision: &Uuid) -> Response {
     request_body(content = NewDialog, content_type = "application/json"),
     responses(
         (status = 201, description = "Created: the new id as a JSON string", body = String, content_type = "application/json", headers(("Location" = String), ("ETag" = String))),
-        BadRequest, Conflict, Refusals, StorageFull
+        BadRequest, TooLarge, Conflict, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]
@@ -244,7 +245,7 @@ pub async fn create(
         Deleted
     ),
     responses(
-        (status = 200, description = "{items, hasNextPage, continuationToken}", body = Value),
+        (status = 200, description = "A page; continuationToken continues it while hasNextPage", body = Page<Dialog>),
         BadRequest, Refusals
     ),
     security(("bearer" = []))
@@ -266,7 +267,7 @@ pub async fn list(
     tag = TAG,
     params(DialogId),
     responses(
-        (status = 200, description = "The dialog, with seenSinceLastUpdate; ETag is its revision", body = Value, headers(("ETag" = String))),
+        (status = 200, description = "The dialog, with seenSinceLastUpdate; ETag is its revision", body = DialogView, headers(("ETag" = String))),
         NotFound, Refusals
     ),
     security(("bearer" = []))
@@ -295,7 +296,7 @@ pub async fn get(
     request_body(content = DialogReplacement, content_type = "application/json"),
     responses(
         (status = 204, description = "Updated; ETag is the new revision", headers(("ETag" = String))),
-        BadRequest, NotFound, Gone, PreconditionFailed, Refusals, StorageFull
+        BadRequest, TooLarge, NotFound, Gone, PreconditionFailed, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]
@@ -327,7 +328,7 @@ pub async fn replace(
     request_body(content = DialogPatch, content_type = "application/json-patch+json"),
     responses(
         (status = 204, description = "Updated; ETag is the new revision", headers(("ETag" = String))),
-        BadRequest, NotFound, Gone, PreconditionFailed, Refusals, StorageFull
+        BadRequest, TooLarge, NotFound, Gone, PreconditionFailed, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]
@@ -437,7 +438,7 @@ pub async fn purge(
     request_body(content = NewActivity, content_type = "application/json"),
     responses(
         (status = 201, description = "Added: the activity's id as a JSON string; ETag is the dialog's new revision", body = String, content_type = "application/json", headers(("Location" = String), ("ETag" = String))),
-        BadRequest, NotFound, Conflict, Gone, PreconditionFailed, Refusals, StorageFull
+        BadRequest, TooLarge, NotFound, Conflict, Gone, PreconditionFailed, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]
@@ -476,7 +477,7 @@ pub async fn add_activity(
     request_body(content = NewTransmission, content_type = "application/json"),
     responses(
         (status = 201, description = "Added: the transmission's id as a JSON string; ETag is the dialog's new revision", body = String, content_type = "application/json", headers(("Location" = String), ("ETag" = String))),
-        BadRequest, NotFound, Conflict, Gone, PreconditionFailed, Refusals, StorageFull
+        BadRequest, TooLarge, NotFound, Conflict, Gone, PreconditionFailed, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]
@@ -512,7 +513,7 @@ pub async fn add_transmission(
         DialogFilters
     ),
     responses(
-        (status = 200, description = "{items, hasNextPage, continuationToken}", body = Value),
+        (status = 200, description = "A page; continuationToken continues it while hasNextPage", body = Page<Dialog>),
         BadRequest, Refusals
     ),
     security(("bearer" = []))
@@ -544,7 +545,7 @@ pub async fn enduser_list(
         SilentRead
     ),
     responses(
-        (status = 200, description = "The dialog, with seenSinceLastUpdate; ETag is its revision", body = Value, headers(("ETag" = String))),
+        (status = 200, description = "The dialog, with seenSinceLastUpdate; ETag is its revision", body = DialogView, headers(("ETag" = String))),
         BadRequest, NotFound, Gone, Refusals
     ),
     security(("bearer" = []))

@@ -196,7 +196,7 @@ fn looks_like_json(body: &[u8]) -> bool {
     request_body(content = crate::openapi::AppEvent, content_type = "application/cloudevents+json", example = json!(crate::openapi::examples::app_event())),
     responses(
         (status = 201, description = "The new event id", body = String, content_type = "application/json", headers(("Location" = String))),
-        BadRequest, UnsupportedType, Refusals, StorageFull
+        BadRequest, TooLarge, UnsupportedType, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]

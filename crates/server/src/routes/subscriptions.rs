@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::app::AppState;
 use crate::caller::Caller;
 use crate::openapi::params::{DeliveryStateFilter, SubscriptionId};
-use crate::openapi::problems::{BadRequest, KeyReused, NotFound, Refusals, StorageFull};
+use crate::openapi::problems::{BadRequest, KeyReused, NotFound, Refusals, StorageFull, TooLarge};
 use crate::params;
 use crate::problem::ApiError;
 
@@ -105,7 +105,7 @@ fn delivery_view(d: DeliveryView) -> Delivery {
     request_body = SubscriptionRequest,
     responses(
         (status = 201, description = "Created", body = Subscription, headers(("Location" = String))),
-        BadRequest, Refusals, StorageFull
+        BadRequest, TooLarge, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]
@@ -195,7 +195,7 @@ pub async fn get(
     request_body(content = SubscriptionPatch, example = json!({"endPoint": "https://hooks.example.com/new", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})),
     responses(
         (status = 200, description = "Changed", body = Subscription),
-        BadRequest, NotFound, Refusals, StorageFull
+        BadRequest, TooLarge, NotFound, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]
@@ -326,7 +326,7 @@ pub async fn redrive(
     request_body(content = ReplayRequest, example = json!({"from": "2026-12-01T00:00:00Z", "to": "2026-12-01T06:00:00Z"})),
     responses(
         (status = 202, description = "Queued (or, for a repeated key, queued before)", body = Replayed, example = json!({"replayId": 3, "queued": 120, "repeated": false})),
-        BadRequest, NotFound, KeyReused, Refusals, StorageFull
+        BadRequest, TooLarge, NotFound, KeyReused, Refusals, StorageFull
     ),
     security(("bearer" = []))
 )]

@@ -43,6 +43,7 @@ pub const OPERATIONS: &str = "operations";
     tags(
         (name = EVENTS, description = "Publish and read CloudEvents"),
         (name = SUBSCRIPTIONS, description = "Webhook subscriptions and their deliveries"),
+        (name = crate::routes::dialogs::TAG, description = "The Dialogporten-compatible dialog service, which publishes Dialogporten's events"),
         (name = OPERATIONS, description = "Health, metrics and this document")
     )
 )]

@@ -203,3 +203,186 @@ async fn operation_ids_are_unique_and_read_well() {
         assert!(seen.contains(id), "{id} in {seen:?}");
     }
 }
+
+/// Tags per area, the seeds' examples, and the schemas written as JSON Schema in full (not the
+/// placeholders utoipa refers to): what a reader of the document and a generator need.
+#[tokio::test]
+async fn the_document_has_tags_examples_and_exact_bodies() {
+    let server = Server::start();
+    let doc = document(&server).await;
+    let tags: BTreeSet<&str> = doc["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    for (method, path) in operations(&doc) {
+        let op = &doc["paths"][&path][&method];
+        let tag = op["tags"][0].as_str().unwrap_or_default();
+        assert!(
+            tags.contains(tag),
+            "{method} {path}: tag {tag:?} of {tags:?}"
+        );
+        // Every route that reads a body can refuse one over 1 MiB.
+        if op["requestBody"].is_object() {
+            assert!(op["responses"]["413"].is_object(), "{method} {path}: 413");
+        }
+    }
+
+    let publish = &doc["paths"]["/events/api/v1/events"]["post"]["requestBody"]["content"];
+    let examples = &publish["application/cloudevents+json"]["examples"];
+    assert_eq!(
+        examples["dialogCreated"]["value"]["type"],
+        "dialogporten.dialog.created.v1"
+    );
+    assert_eq!(
+        examples["activityAdded"]["value"]["type"],
+        "dialogporten.dialog.activity.signature-provided.v1"
+    );
+    assert!(
+        publish.get("application/octet-stream").is_none(),
+        "binary mode is described in words, not as a body OpenAPI cannot tie to ce- headers"
+    );
+    let app = &doc["paths"]["/events/api/v1/app"]["post"]["requestBody"]["content"];
+    assert_eq!(
+        app["application/cloudevents+json"]["example"]["type"],
+        "app.instance.created"
+    );
+
+    let schemas = &doc["components"]["schemas"];
+    let event = &schemas["CloudEvent"];
+    assert_eq!(
+        event["required"],
+        serde_json::json!(["specversion", "id", "source", "type", "resource"])
+    );
+    assert_eq!(event["additionalProperties"], false);
+    assert!(event["patternProperties"].is_object(), "{event}");
+    assert!(event["not"]["required"].is_array(), "data or data_base64");
+    assert!(event["properties"]["time"]["pattern"].is_string());
+    let dialog = &schemas["NewDialog"];
+    assert_eq!(
+        dialog["required"],
+        serde_json::json!(["serviceResource", "party"])
+    );
+    assert_eq!(
+        dialog["dependentRequired"]["precedingProcess"],
+        serde_json::json!(["process"])
+    );
+    let statuses = &dialog["properties"]["status"]["anyOf"][0]["enum"];
+    assert!(
+        statuses
+            .as_array()
+            .is_some_and(|s| s.iter().any(|v| v == "RequiresAttention")),
+        "{statuses}"
+    );
+    for name in [
+        "NewActivity",
+        "NewTransmission",
+        "DialogPatch",
+        "DialogView",
+    ] {
+        assert!(
+            schemas[name].as_object().is_some_and(|s| s.len() > 1),
+            "{name}: {}",
+            schemas[name]
+        );
+    }
+    // Parameters carry the server's rules.
+    let party = &doc["paths"]["/events/api/v1/app/party"]["get"]["parameters"];
+    let size = party
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "size"))
+        .expect("size");
+    assert_eq!(size["schema"]["minimum"], 1, "{size}");
+}
+
+/// The rules the document states are the ones the server keeps: an empty number or boolean is no
+/// answer, and a whole number written as a float is that number.
+#[tokio::test]
+async fn empty_numbers_are_refused_and_whole_floats_are_integers() {
+    let server = Server::start_with(&crate::common::TO_LOOPBACK);
+    let ttd = server.ttd();
+    for path in [
+        "/events/api/v1/events?resource=urn:altinn:resource:super-simple-service&after=0&size=",
+        "/events/api/v1/app/party?after=0&party=",
+        "/dialogporten/api/v1/serviceowner/dialogs?limit=",
+        "/dialogporten/api/v1/serviceowner/dialogs?deleted=",
+        "/dialogporten/api/v1/serviceowner/dialogs?continuationToken=-5",
+    ] {
+        let answer = crate::common::send(client().get(server.at(path)).bearer_auth(&ttd)).await;
+        assert_eq!(answer.status, 400, "{path}: {}", answer.text);
+        assert!(answer.body["detail"].is_string(), "{path}: {}", answer.text);
+    }
+    // Texts stay absent when empty.
+    let answer = crate::common::send(
+        client()
+            .get(server.at(
+                "/events/api/v1/events?resource=urn:altinn:resource:super-simple-service&after=0&source=",
+            ))
+            .bearer_auth(&ttd),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+
+    let created = crate::common::send(
+        client()
+            .post(server.at("/events/api/v1/subscriptions"))
+            .bearer_auth(&ttd)
+            .json(&serde_json::json!({
+                "endPoint": "http://127.0.0.1:9/hook",
+                "resourceFilter": "urn:altinn:resource:super-simple-service",
+                "rateLimit": 50.0,
+                "maxEventsPerBatch": 10.0
+            })),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    assert_eq!(created.body["rateLimit"], 50);
+    assert_eq!(created.body["maxEventsPerBatch"], 10);
+    let fractional = crate::common::send(
+        client()
+            .post(server.at("/events/api/v1/subscriptions"))
+            .bearer_auth(&ttd)
+            .json(&serde_json::json!({
+                "endPoint": "http://127.0.0.1:9/hook",
+                "resourceFilter": "urn:altinn:resource:super-simple-service",
+                "rateLimit": 50.5
+            })),
+    )
+    .await;
+    assert_eq!(fractional.status, 400, "{}", fractional.text);
+    assert!(
+        fractional.text.contains("rateLimit"),
+        "names the field: {}",
+        fractional.text
+    );
+
+    let dialog = crate::common::send(
+        client()
+            .post(server.at("/dialogporten/api/v1/serviceowner/dialogs?isSilentUpdate="))
+            .bearer_auth(&ttd)
+            .json(&serde_json::json!({
+                "serviceResource": "urn:altinn:resource:super-simple-service",
+                "party": "urn:altinn:organization:identifier-no:991825827",
+                "progress": 40.0
+            })),
+    )
+    .await;
+    assert_eq!(
+        dialog.status, 400,
+        "isSilentUpdate= is no answer: {}",
+        dialog.text
+    );
+    let dialog = crate::common::send(
+        client()
+            .post(server.at("/dialogporten/api/v1/serviceowner/dialogs"))
+            .bearer_auth(&ttd)
+            .json(&serde_json::json!({
+                "serviceResource": "urn:altinn:resource:super-simple-service",
+                "party": "urn:altinn:organization:identifier-no:991825827",
+                "progress": 40.0
+            })),
+    )
+    .await;
+    assert_eq!(dialog.status, 201, "{}", dialog.text);
+}

@@ -103,7 +103,11 @@ fn dialog(required: &[&str], description: &str) -> Value {
             "activities": {"type": ["array", "null"], "items": activity()},
             "transmissions": {"type": ["array", "null"], "items": transmission()}
         },
-        "dependentRequired": {"precedingProcess": ["process"]},
+        // A preceding process (not blank) needs a process (not blank either).
+        "if": {"required": ["precedingProcess"],
+               "properties": {"precedingProcess": {"type": "string", "pattern": "^[A-Za-z]"}}},
+        "then": {"required": ["process"],
+                 "properties": {"process": {"type": "string", "pattern": "^[A-Za-z]"}}},
         "examples": [{
             "serviceResource": "urn:altinn:resource:super-simple-service",
             "party": "urn:altinn:organization:identifier-no:991825827",

@@ -74,7 +74,7 @@ impl Modify for BearerAuth {
 pub use cloudevent::{AppEvent, CloudEvent};
 
 /// A component schema written as JSON Schema text, for the keywords utoipa's schema model does
-/// not keep (`not`, `patternProperties`, `dependentRequired`, `anyOf` inside properties). utoipa
+/// not keep (`not`, `patternProperties`, `if`/`then`, `anyOf` inside properties). utoipa
 /// refers to it by name; [`render`] puts the text in the document.
 pub trait Written {
     const NAME: &'static str;

@@ -265,8 +265,9 @@ async fn the_document_has_tags_examples_and_exact_bodies() {
         serde_json::json!(["serviceResource", "party"])
     );
     assert_eq!(
-        dialog["dependentRequired"]["precedingProcess"],
-        serde_json::json!(["process"])
+        dialog["then"]["required"],
+        serde_json::json!(["process"]),
+        "a preceding process needs a process"
     );
     let statuses = &dialog["properties"]["status"]["anyOf"][0]["enum"];
     assert!(

@@ -1,5 +1,5 @@
 //! JSON request bodies read into their types, with errors that name the field they are about
-//! (`rateLimit: invalid type: string "x", expected u32`) as problem details with `errors`.
+//! (`rateLimit: invalid type: string "x", expected a whole number`) as problem details with `errors`.
 
 use hendelse_model::ValidationError;
 use serde::de::DeserializeOwned;

@@ -1,8 +1,8 @@
 //! `GET /openapi.json` as a contract, checked with the tools a new user reaches for: Schemathesis
 //! generates requests from the document against a live server and checks every answer against
 //! it, and a TypeScript client generated from the document is type-checked and used. A test
-//! binary of its own, so that cargo runs it after the others and its load never shares the
-//! machine with their timing.
+//! binary of its own: cargo runs test binaries one at a time, so the fuzzer's load never shares
+//! the machine with the timing of the other binaries' tests.
 //!
 //! The run by hand is in the README ("The OpenAPI contract"); the tool is pinned in `.ci/run`.
 

@@ -2,7 +2,7 @@
 //! schema-driven tools may send either for an `integer`; both mean the same number.
 
 use serde::de::{Deserialize, Deserializer, Error, Unexpected};
-use serde_json::Number;
+use serde_json::{Number, Value};
 
 /// The number as an `i64` when it is whole (and within the range a float holds exactly).
 pub fn as_whole(n: &Number) -> Option<i64> {
@@ -35,9 +35,15 @@ where
     D: Deserializer<'de>,
     T: TryFrom<i64>,
 {
-    Option::<Number>::deserialize(deserializer)?
-        .map(convert::<D, T>)
-        .transpose()
+    let expected = &"a whole number";
+    match Option::<Value>::deserialize(deserializer)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => convert::<D, T>(n).map(Some),
+        Some(Value::String(s)) => Err(D::Error::invalid_type(Unexpected::Str(&s), expected)),
+        Some(Value::Bool(b)) => Err(D::Error::invalid_type(Unexpected::Bool(b), expected)),
+        Some(Value::Array(_)) => Err(D::Error::invalid_type(Unexpected::Seq, expected)),
+        Some(Value::Object(_)) => Err(D::Error::invalid_type(Unexpected::Map, expected)),
+    }
 }
 
 /// As [`option`], for a field whose `null` means something (`Some(None)`) beside its absence.
@@ -73,6 +79,10 @@ mod tests {
         assert_eq!(n("{}"), Ok(None));
         assert!(n(r#"{"n": 1.5}"#).unwrap_err().contains("whole number"));
         assert!(n(r#"{"n": -1}"#).is_err(), "out of range for u32");
-        assert!(n(r#"{"n": "7"}"#).is_err());
+        assert!(
+            n(r#"{"n": "7"}"#)
+                .unwrap_err()
+                .contains("expected a whole number")
+        );
     }
 }

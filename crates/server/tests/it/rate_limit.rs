@@ -121,8 +121,8 @@ async fn rate_limits_out_of_range_are_refused() {
     for (rate, mentions) in [
         (json!(0), "rateLimit must be 1 to 10000"),
         (json!(10_001), "rateLimit must be 1 to 10000"),
-        (json!(-1), "expected u32"),
-        (json!("fast"), "expected u32"),
+        (json!(-1), "expected a whole number within range"),
+        (json!("fast"), "expected a whole number"),
     ] {
         let body = json!({"endPoint": "http://127.0.0.1:9/x", "resourceFilter": RESOURCE, "rateLimit": rate});
         let answer = create_subscription(&server, &ttd, &body).await;

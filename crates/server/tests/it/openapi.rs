@@ -325,30 +325,28 @@ async fn empty_numbers_are_refused_and_whole_floats_are_integers() {
     .await;
     assert_eq!(answer.status, 200, "{}", answer.text);
 
-    let created = crate::common::send(
-        client()
-            .post(server.at("/events/api/v1/subscriptions"))
-            .bearer_auth(&ttd)
-            .json(&serde_json::json!({
-                "endPoint": "http://127.0.0.1:9/hook",
-                "resourceFilter": "urn:altinn:resource:super-simple-service",
-                "rateLimit": 50.0,
-                "maxEventsPerBatch": 10.0
-            })),
+    let created = crate::common::create_subscription(
+        &server,
+        &ttd,
+        &serde_json::json!({
+            "endPoint": "http://127.0.0.1:9/hook",
+            "resourceFilter": "urn:altinn:resource:super-simple-service",
+            "rateLimit": 50.0,
+            "maxEventsPerBatch": 10.0
+        }),
     )
     .await;
     assert_eq!(created.status, 201, "{}", created.text);
     assert_eq!(created.body["rateLimit"], 50);
     assert_eq!(created.body["maxEventsPerBatch"], 10);
-    let fractional = crate::common::send(
-        client()
-            .post(server.at("/events/api/v1/subscriptions"))
-            .bearer_auth(&ttd)
-            .json(&serde_json::json!({
-                "endPoint": "http://127.0.0.1:9/hook",
-                "resourceFilter": "urn:altinn:resource:super-simple-service",
-                "rateLimit": 50.5
-            })),
+    let fractional = crate::common::create_subscription(
+        &server,
+        &ttd,
+        &serde_json::json!({
+            "endPoint": "http://127.0.0.1:9/hook",
+            "resourceFilter": "urn:altinn:resource:super-simple-service",
+            "rateLimit": 50.5
+        }),
     )
     .await;
     assert_eq!(fractional.status, 400, "{}", fractional.text);
@@ -358,32 +356,24 @@ async fn empty_numbers_are_refused_and_whole_floats_are_integers() {
         fractional.text
     );
 
-    let dialog = crate::common::send(
-        client()
-            .post(server.at("/dialogporten/api/v1/serviceowner/dialogs?isSilentUpdate="))
-            .bearer_auth(&ttd)
-            .json(&serde_json::json!({
-                "serviceResource": "urn:altinn:resource:super-simple-service",
-                "party": "urn:altinn:organization:identifier-no:991825827",
-                "progress": 40.0
-            })),
-    )
-    .await;
+    let new_dialog = |query: &str| {
+        crate::common::send(
+            client()
+                .post(server.at(&format!("/dialogporten/api/v1/serviceowner/dialogs{query}")))
+                .bearer_auth(&ttd)
+                .json(&serde_json::json!({
+                    "serviceResource": "urn:altinn:resource:super-simple-service",
+                    "party": "urn:altinn:organization:identifier-no:991825827",
+                    "progress": 40.0
+                })),
+        )
+    };
+    let dialog = new_dialog("?isSilentUpdate=").await;
     assert_eq!(
         dialog.status, 400,
         "isSilentUpdate= is no answer: {}",
         dialog.text
     );
-    let dialog = crate::common::send(
-        client()
-            .post(server.at("/dialogporten/api/v1/serviceowner/dialogs"))
-            .bearer_auth(&ttd)
-            .json(&serde_json::json!({
-                "serviceResource": "urn:altinn:resource:super-simple-service",
-                "party": "urn:altinn:organization:identifier-no:991825827",
-                "progress": 40.0
-            })),
-    )
-    .await;
+    let dialog = new_dialog("").await;
     assert_eq!(dialog.status, 201, "{}", dialog.text);
 }

@@ -76,7 +76,12 @@ impl Registry {
             path: path.display().to_string(),
             source,
         })?;
-        serde_json::from_str(&text).map_err(|source| RegistryError::Parse {
+        Self::parse(&text, path)
+    }
+
+    /// The registry in `text`, read from `path` (named in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Registry, RegistryError> {
+        serde_json::from_str(text).map_err(|source| RegistryError::Parse {
             path: path.display().to_string(),
             source,
         })

@@ -155,3 +155,41 @@ async fn a_revoked_grant_stops_queries_streams_and_deliveries_at_once() {
     receiver.delivered("/person", "granted-again").await;
     assert!(!receiver.ids_on("/person").contains("after-revoke"));
 }
+
+/// Two writes within one tick of the filesystem's clock can leave the file's length, inode and
+/// modification time alike; while that time is recent (here: ahead of the clock) the content is
+/// compared, so the second write is not missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_keeps_length_inode_and_time_is_seen() {
+    use std::io::Write;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("registry.json");
+    let with = registry(true);
+    std::fs::write(&path, with.to_string()).expect("write");
+    let server = Server::start_with(&["--registry", path.to_str().expect("path")]);
+    let mut other = with.clone();
+    other["access"][0]["person"] = json!("01017012345");
+    assert_eq!(
+        other.to_string().len(),
+        with.to_string().len(),
+        "the same length"
+    );
+    let at = std::time::SystemTime::now() + Duration::from_secs(3600);
+    let write_in_place = |value: &Value| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .expect("open");
+        file.write_all(value.to_string().as_bytes()).expect("write");
+        file.set_modified(at).expect("set the modification time");
+    };
+    let inode = || std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).expect("meta"));
+    let before = inode();
+    write_in_place(&other);
+    wait_reloads(&server, 1).await;
+    write_in_place(&with);
+    assert_eq!(inode(), before, "written in place");
+    wait_reloads(&server, 2).await;
+}

@@ -67,6 +67,7 @@ pub enum JwksError {
 
 #[derive(Deserialize)]
 struct OpenIdConfiguration {
+    issuer: Option<String>,
     jwks_uri: String,
 }
 
@@ -339,13 +340,23 @@ impl RemoteKeys {
             KeySource::JwksUri(url) => url.clone(),
             KeySource::OpenIdConfiguration(url) => {
                 let (text, _) = self.get(url).await?;
-                serde_json::from_str::<OpenIdConfiguration>(&text)
-                    .map_err(|e| JwksError::Unusable {
-                        url: url.clone(),
-                        what: "OpenID configuration",
-                        message: e.to_string(),
-                    })?
-                    .jwks_uri
+                let unusable = |message: String| JwksError::Unusable {
+                    url: url.clone(),
+                    what: "OpenID configuration",
+                    message,
+                };
+                let config = serde_json::from_str::<OpenIdConfiguration>(&text)
+                    .map_err(|e| unusable(e.to_string()))?;
+                // OpenID Connect Discovery 1.0, 4.3: the document must name the issuer it was
+                // fetched for; one that names another would hand us someone else's keys.
+                if config.issuer.as_deref() != Some(self.issuer.as_str()) {
+                    return Err(unusable(format!(
+                        "it names the issuer {}, not {}",
+                        config.issuer.as_deref().unwrap_or("(none)"),
+                        self.issuer
+                    )));
+                }
+                config.jwks_uri
             }
         };
         if !(jwks_uri.starts_with("https://") || jwks_uri.starts_with("http://")) {

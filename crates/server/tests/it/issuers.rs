@@ -225,3 +225,41 @@ async fn an_issuer_with_two_key_sources_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("exactly one of jwks"), "{stderr}");
 }
+
+/// A discovery document must name the issuer it was fetched for (OpenID Connect Discovery 1.0,
+/// 4.3): keys published for another issuer are not taken, so without a cached copy the start
+/// fails, saying why on one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discovery_document_of_another_issuer_is_refused() {
+    let key = tempfile::tempdir().expect("temp dir");
+    let idp = Idp::start(vec![jwk_with_kid(key.path())]).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("issuers.json");
+    std::fs::write(
+        &path,
+        json!([{
+            "issuer": "someone-else",
+            "openidConfiguration": format!("{}/.well-known/openid-configuration", idp.url),
+            "algorithms": ["ES256"]
+        }])
+        .to_string(),
+    )
+    .expect("write");
+    let out = tokio::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-dev-tokens"])
+        .arg("--trusted-issuers")
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .await
+        .expect("run hendelse");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let reason = stderr.lines().last().unwrap_or_default();
+    assert!(
+        reason.contains("names the issuer hendelse-dev, not someone-else"),
+        "{stderr}"
+    );
+    assert_eq!(idp.fetches(), 0, "no key is fetched for it");
+}

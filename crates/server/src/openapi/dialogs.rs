@@ -38,33 +38,36 @@ fn timestamp() -> Value {
     nullable(json!({"type": "string", "pattern": TIMESTAMP}))
 }
 
+/// An activity or transmission: the fields both have (`type` as `kind` says), then `more`.
+fn item(kind: Value, more: Value) -> Value {
+    let mut properties = serde_json::Map::new();
+    properties.insert("id".into(), uuid());
+    properties.insert("createdAt".into(), timestamp());
+    properties.insert("type".into(), kind);
+    properties.insert("extendedType".into(), uri());
+    if let Value::Object(more) = more {
+        properties.extend(more);
+    }
+    json!({"type": "object", "required": ["type"], "properties": properties})
+}
+
 fn activity() -> Value {
     let types: Vec<&str> = ACTIVITY_TYPES.iter().map(|(name, _)| *name).collect();
-    json!({
-        "type": "object",
-        "required": ["type"],
-        "properties": {
-            "id": uuid(),
-            "createdAt": timestamp(),
-            "type": {"type": "string", "enum": types,
-                     "description": "Dialogporten's name; the event type's part (signature-provided) is read as the same, and case does not matter"},
-            "extendedType": uri(),
+    item(
+        json!({"type": "string", "enum": types,
+               "description": "Dialogporten's name; the event type's part (signature-provided) is read as the same, and case does not matter"}),
+        json!({
             "transmissionId": uuid(),
             "performedBy": object(),
             "description": {}
-        }
-    })
+        }),
+    )
 }
 
 fn transmission() -> Value {
-    json!({
-        "type": "object",
-        "required": ["type"],
-        "properties": {
-            "id": uuid(),
-            "createdAt": timestamp(),
-            "type": {"type": "string", "enum": TRANSMISSION_TYPES},
-            "extendedType": uri(),
+    item(
+        json!({"type": "string", "enum": TRANSMISSION_TYPES}),
+        json!({
             "relatedTransmissionId": uuid(),
             "sender": {
                 "type": ["object", "null"],
@@ -77,8 +80,8 @@ fn transmission() -> Value {
             },
             "content": object(),
             "attachments": {"type": ["array", "null"], "items": {}}
-        }
-    })
+        }),
+    )
 }
 
 /// The fields of a dialog; `create` adds which of them are required.

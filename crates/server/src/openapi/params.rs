@@ -128,6 +128,55 @@ fn build(declared: &[Declared]) -> Vec<Parameter> {
         .collect()
 }
 
+/// The filters every event query and stream takes beside its starting point and page size.
+const FILTERS: [Declared; 5] = [
+    query(
+        "afterSource",
+        Value::Text,
+        "Source of the `after` event, added by `next` when its id is shared",
+    ),
+    query(
+        "from",
+        Value::Matching(INSTANT),
+        "Registered at or after (RFC 3339 with time zone; seconds optional)",
+    ),
+    query("to", Value::Matching(INSTANT), "Registered at or before"),
+    query(
+        "source",
+        Value::Texts,
+        "Event sources, `%` matches any run of characters",
+    ),
+    query("type", Value::Texts, "Event types, `%` wildcards"),
+];
+
+/// The filters with the page size of `/events`, which is clamped to 1 to 1000.
+pub struct EventFilters;
+
+impl IntoParams for EventFilters {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let size = query(
+            "size",
+            Value::Integer(None, None),
+            "Page size: default 50; below 1 reads as 1, above 1000 as 1000",
+        );
+        [build(&FILTERS), build(&[size])].concat()
+    }
+}
+
+/// The filters of the app queries and their streams, whose page size must be positive.
+pub struct AppFilters;
+
+impl IntoParams for AppFilters {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let size = query(
+            "size",
+            Value::Integer(Some(1), None),
+            "Page size: default 50; above 1000 reads as 1000",
+        );
+        [build(&FILTERS), build(&[size])].concat()
+    }
+}
+
 /// Declares one type per group of shared parameters.
 macro_rules! params {
     ($($(#[$doc:meta])* $name:ident => [$($param:expr),+ $(,)?];)+) => {$(
@@ -152,25 +201,6 @@ params! {
     ];
     /// The resource of `/events/stream`.
     Resource => [required(query("resource", Value::Matching(RESOURCE), "The resource, `urn:altinn:resource:…`"))];
-    /// The filters every event query and stream takes (beside its starting point), with the page
-    /// size of `/events`, which is clamped to 1 to 1000.
-    EventFilters => [
-        query("afterSource", Value::Text, "Source of the `after` event, added by `next` when its id is shared"),
-        query("from", Value::Matching(INSTANT), "Registered at or after (RFC 3339 with time zone; seconds optional)"),
-        query("to", Value::Matching(INSTANT), "Registered at or before"),
-        query("source", Value::Texts, "Event sources, `%` matches any run of characters"),
-        query("type", Value::Texts, "Event types, `%` wildcards"),
-        query("size", Value::Integer(None, None), "Page size: default 50; below 1 reads as 1, above 1000 as 1000"),
-    ];
-    /// The filters of the app queries and their streams, whose page size must be positive.
-    AppFilters => [
-        query("afterSource", Value::Text, "Source of the `after` event, added by `next` when its id is shared"),
-        query("from", Value::Matching(INSTANT), "Registered at or after (RFC 3339 with time zone; seconds optional)"),
-        query("to", Value::Matching(INSTANT), "Registered at or before"),
-        query("source", Value::Texts, "Event sources, `%` matches any run of characters"),
-        query("type", Value::Texts, "Event types, `%` wildcards"),
-        query("size", Value::Integer(Some(1), None), "Page size: default 50; above 1000 reads as 1000"),
-    ];
     /// The subject of `/app/party` and its stream: exactly one of party, unit or person.
     AppSubject => [
         query("party", Value::Integer(None, None), "Party id of the subject"),

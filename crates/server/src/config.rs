@@ -64,6 +64,12 @@ fn subcommand_position(args: &[OsString]) -> Option<usize> {
 fn flags_from_file(path: &Path, subcommand: &str) -> anyhow::Result<Vec<OsString>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    flags_from_toml(&text, path, subcommand)
+}
+
+/// The flags a config file's text stands for, for `subcommand`; `path` only names the file in
+/// errors. Public for the fuzz target that feeds it arbitrary text.
+pub fn flags_from_toml(text: &str, path: &Path, subcommand: &str) -> anyhow::Result<Vec<OsString>> {
     let table: toml::Table = text
         .parse()
         .with_context(|| format!("the config file {} is not valid TOML", path.display()))?;

@@ -9,7 +9,7 @@ mod app;
 mod body;
 mod caller;
 pub mod cli;
-mod config;
+pub mod config;
 mod dialog_settings;
 mod events;
 mod history;

@@ -21,7 +21,7 @@ pub use dialog::DialogStore;
 pub use error::StoreError;
 pub use ingest::{Ingest, IngestConfig, IngestError, WriteFault, WriteHealth};
 pub use push::PushStore;
-pub use query::EventQuery;
+pub use query::{EventQuery, IndexedAttributes};
 
 /// An event ready to be stored: its indexed attributes and its JSON text.
 #[derive(Debug, Clone, PartialEq)]

@@ -18,7 +18,9 @@ use hendelse_store::push::{
 };
 use hendelse_store::sqlite::SqliteStore;
 use hendelse_store::testing::{TestDatabase, handshake};
-use hendelse_store::{EventQuery, EventStore, Ingest, IngestConfig, NewEvent, Store, StoredEvent};
+use hendelse_store::{
+    EventQuery, EventStore, IndexedAttributes, Ingest, IngestConfig, NewEvent, Store, StoredEvent,
+};
 
 hendelse_store::both_backends!(
     stores_events_exactly_and_in_order,
@@ -43,6 +45,7 @@ hendelse_store::both_backends!(
     a_failing_endpoint_rests_and_a_success_ends_its_streak,
     settled_deliveries_are_pruned_oldest_first_in_batches,
     decisions_made_on_an_old_reading_change_nothing,
+    queries_in_memory_select_what_the_store_selects,
 );
 
 fn event(id: &str) -> NewEvent {
@@ -1854,4 +1857,151 @@ async fn decisions_made_on_an_old_reading_change_nothing(store: Arc<dyn Store>) 
             .and_then(|s| s.secret.clone()),
         theirs.secret
     );
+}
+
+/// `EventQuery::matches` (live streams test events in memory) selects exactly what the store's
+/// SQL selects, for every kind of filter, from events whose bodies carry their attributes.
+async fn queries_in_memory_select_what_the_store_selects(store: Arc<dyn Store>) {
+    let subjects = [
+        Some("urn:altinn:organization:identifier-no::991825827"),
+        Some("urn:altinn:organization:identifier-no:991825827"),
+        Some("/party/7"),
+        None,
+    ];
+    let resources = [
+        Some("urn:altinn:resource:app_ttd_a"),
+        Some("urn:altinn:resource:generic"),
+        None,
+    ];
+    let mut events = Vec::new();
+    for i in 0..36 {
+        let subject = subjects[i % subjects.len()];
+        let resource = resources[i % resources.len()];
+        let alternative = (i % 5 == 0).then(|| format!("/person/{:011}", i % 2));
+        let source = if i % 2 == 0 {
+            "https://ttd.apps.altinn.no/ttd/app_1/instances/1".to_owned()
+        } else {
+            format!("https://platform.altinn.no/dialogs/{i}")
+        };
+        let event_type = [
+            "app.instance.created",
+            "dialogporten.dialog.created.v1",
+            "App.Instance.Deleted",
+        ][i % 3];
+        let mut body = serde_json::json!({
+            "specversion": "1.0", "id": format!("e{i:02}"), "source": source, "type": event_type,
+        });
+        if let Some(s) = subject {
+            body["subject"] = s.into();
+        }
+        if let Some(r) = resource {
+            body["resource"] = r.into();
+        }
+        if let Some(a) = &alternative {
+            body["alternativesubject"] = a.clone().into();
+        }
+        events.push(NewEvent {
+            id: format!("e{i:02}"),
+            source,
+            event_type: event_type.to_owned(),
+            subject_key: subject.map(hendelse_model::subject::party_key),
+            alternative_subject: alternative,
+            resource: resource.map(str::to_owned),
+            body: body.to_string(),
+            traceparent: None,
+        });
+        // Three commits, so that `from`/`to` fall between registrations.
+        if i % 12 == 11 {
+            store.append(&events[i - 11..=i]).await.expect("append");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let stored = query(&store, all(1000)).await;
+    assert_eq!(stored.len(), 36);
+    let middle = stored[12].registered;
+    let late = stored[24].registered;
+    let org = "urn:altinn:organization:identifier-no:991825827";
+    let queries = [
+        all(1000),
+        EventQuery {
+            subject_key: Some(org.into()),
+            ..all(1000)
+        },
+        EventQuery {
+            subject_key: Some("/party/7".into()),
+            ..all(1000)
+        },
+        EventQuery {
+            alternative_subject: Some("/person/00000000000".into()),
+            ..all(1000)
+        },
+        EventQuery {
+            resource: Some("urn:altinn:resource:generic".into()),
+            ..all(1000)
+        },
+        EventQuery {
+            resource_prefix: Some("urn:altinn:resource:app_".into()),
+            ..all(1000)
+        },
+        EventQuery {
+            sources: vec![Pattern::new("https://ttd.apps.altinn.no/%")],
+            ..all(1000)
+        },
+        EventQuery {
+            types: vec![Pattern::new("app.instance.%"), Pattern::new("nothing")],
+            ..all(1000)
+        },
+        EventQuery {
+            from: Some(middle),
+            ..all(1000)
+        },
+        EventQuery {
+            to: Some(late),
+            from: Some(middle),
+            ..all(1000)
+        },
+        EventQuery {
+            visibility: Visibility::Grants(Vec::new()),
+            ..all(1000)
+        },
+        EventQuery {
+            visibility: Visibility::Grants(vec![
+                Grant {
+                    subjects: Some(vec![org.into()]),
+                    resources: ResourceScope::Some {
+                        exact: vec!["urn:altinn:resource:generic".into()],
+                        prefixes: Vec::new(),
+                    },
+                },
+                Grant {
+                    subjects: None,
+                    resources: ResourceScope::Some {
+                        exact: Vec::new(),
+                        prefixes: vec!["urn:altinn:resource:app_ttd_".into()],
+                    },
+                },
+            ]),
+            types: vec![Pattern::new("%created%")],
+            ..all(1000)
+        },
+    ];
+    for q in queries {
+        let selected = query(&store, q.clone()).await;
+        let in_memory: Vec<&StoredEvent> = stored
+            .iter()
+            .filter(|e| {
+                let attributes = IndexedAttributes::of(e).expect("an event body");
+                q.matches(&attributes, e.registered)
+            })
+            .collect();
+        assert_eq!(
+            ids(&selected),
+            in_memory.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            "{q:?}"
+        );
+        assert!(
+            !selected.is_empty() || q.visibility.is_nothing(),
+            "{q:?} selects nothing"
+        );
+    }
 }

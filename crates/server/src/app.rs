@@ -52,6 +52,8 @@ pub struct AppContext {
     pub subscriptions: SubscriptionService,
     /// The highest committed position of the log, on this node or any other.
     pub tip: watch::Receiver<i64>,
+    /// The one reader of new events that every live stream of this node follows.
+    pub live: crate::live::LiveTail,
     /// Turns true when the server begins to shut down; long-lived responses end then.
     pub stopping: watch::Receiver<bool>,
     pub metrics: Metrics,

@@ -117,6 +117,10 @@ pub struct ServeArgs {
     /// How long a PDP decision is reused (per subject, action and event attributes).
     #[arg(long, env = "HENDELSE_PDP_CACHE", default_value = "60s", value_parser = period)]
     pub pdp_cache: std::time::Duration,
+    /// How long a write to a client may wait for the client to read: a connection whose client
+    /// takes nothing for this long (a live stream nobody reads) is closed.
+    #[arg(long, env = "HENDELSE_SEND_TIMEOUT", default_value = "30s", value_parser = period)]
+    pub send_timeout: std::time::Duration,
     /// Do not trust the development signing key of the data directory.
     #[arg(long, env = "HENDELSE_NO_DEV_TOKENS")]
     pub no_dev_tokens: bool,

@@ -14,6 +14,7 @@ mod dialog_settings;
 mod events;
 mod history;
 mod listen;
+mod live;
 mod logging;
 mod metrics;
 mod openapi;

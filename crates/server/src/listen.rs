@@ -1,7 +1,10 @@
 //! The HTTP/1 accept loop. `axum::serve` gives hyper no timer, so a client that sends part of its
 //! request head and stalls (or trickles it byte by byte) would hold a connection and a task for
 //! ever; here hyper closes a connection whose head is not complete within [`HEADER_READ_TIMEOUT`].
-//! Only the head is timed: a live stream, once its request is read, runs as long as it likes.
+//! Only the head is timed on the way in: a live stream, once its request is read, runs as long as
+//! it likes. On the way out every write has a deadline (`--send-timeout`): a client that stops
+//! reading fills the socket's buffers, the next write waits past the deadline, and the connection
+//! is closed, so that a stalled client holds neither a task nor a buffer for ever.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -14,6 +17,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio_io_timeout::TimeoutStream;
 use tower::ServiceExt;
 
 /// How long a client has to send a complete request head (also the idle time allowed between
@@ -24,6 +28,7 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    send_timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
@@ -50,11 +55,18 @@ pub async fn serve(
             .clone()
             .map_request(|request: Request<Incoming>| request.map(Body::new))
             .map_err(|never: Infallible| match never {});
-        let connection =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(send_timeout));
+        let connection = builder.serve_connection(
+            TokioIo::new(Box::pin(stream)),
+            TowerToHyperService::new(service),
+        );
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
+                if timed_out(&e) {
+                    metrics::counter!("hendelse_connections_send_timed_out_total").increment(1);
+                }
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
@@ -62,4 +74,16 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// Whether a connection ended because a write waited past the send timeout.
+fn timed_out(error: &hyper::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::TimedOut;
+        }
+        cause = e.source();
+    }
+    false
 }

@@ -88,6 +88,8 @@ pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> any
     );
     let (tip_tx, tip) = watch::channel(last_seq);
     let tip_follower = tokio::spawn(follow_tip(store.clone(), ingest.committed(), tip_tx));
+    let live = crate::live::LiveTail::default();
+    let live_tail = tokio::spawn(live.clone().run(store.clone(), last_seq, tip.clone()));
     let retention = tokio::spawn(retention_sweep(
         store.clone(),
         args.retention_days,
@@ -185,6 +187,7 @@ pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> any
         ),
         push: push_store,
         tip,
+        live,
         metrics,
         dialogs,
     });
@@ -193,7 +196,12 @@ pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> any
     // Tests and scripts read this line to learn the port when listening on port 0.
     crate::logging::print_stdout(&format!("listening on http://{address}"));
 
-    let served = crate::listen::serve(listener, router(state), shutdown_signal(stop_streams));
+    let served = crate::listen::serve(
+        listener,
+        router(state),
+        args.send_timeout,
+        shutdown_signal(stop_streams),
+    );
     let mut writer = writer;
     tokio::select! {
         served = served => served?,
@@ -219,6 +227,7 @@ pub async fn serve_on(args: ServeArgs, listener: tokio::net::TcpListener) -> any
         let _ = forwarder.await;
     }
     tip_follower.abort();
+    live_tail.abort();
     if let Some(push) = push {
         push.stop().await;
     }

@@ -2,7 +2,8 @@
 //! the queries, each event as one message whose `id` is the event id. A client that reconnects
 //! with `Last-Event-ID` resumes right after that event; without a starting point a stream begins
 //! at the end of the log. New events go out as soon as they are committed on this node (and within
-//! the tip poll interval when another node committed them).
+//! the tip poll interval when another node committed them). A stream reads the store only to catch
+//! up; after that the node's one live tail hands it what it selects (`crate::live`).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -16,6 +17,7 @@ use hendelse_store::{EventQuery, EventStore, StoredEvent};
 use tokio::sync::watch;
 
 use crate::app::AppState;
+use crate::live::{LiveTail, Registration};
 use crate::openapi::pages::EventStream;
 use crate::openapi::params::{
     AppFilters, AppSubject, EventFilters, GenericSubject, Resource, Resume,
@@ -111,6 +113,7 @@ async fn open(
     let authorizer = state.events.authorizer();
     let follower = Follower {
         store: state.store.clone(),
+        live: state.live.clone(),
         access: Access {
             // Decided again before the first read: a reload between the route's restriction
             // and now would otherwise go unseen.
@@ -120,6 +123,8 @@ async fn open(
         },
         query,
         cursor,
+        registration: None,
+        caught_up: false,
         tip: state.tip.clone(),
         stopping: state.stopping.clone(),
         buffer: VecDeque::new(),
@@ -134,13 +139,21 @@ async fn open(
         .into_response())
 }
 
+/// One stream: it reads the store from its cursor until it has caught up with the node's live
+/// tail (`crate::live`), then takes the events the tail hands it.
 struct Follower {
     store: Arc<dyn EventStore>,
+    live: LiveTail,
     /// Decided again when the access rules change (a reloaded registry): a revoked grant stops
     /// an open stream's next event.
     access: Access,
     query: EventQuery,
+    /// The last position this stream has read through.
     cursor: i64,
+    /// Joined before the store read that catches up, so nothing committed meanwhile is missed.
+    registration: Option<Registration>,
+    /// The store has been read up to where the tail took over.
+    caught_up: bool,
     tip: watch::Receiver<i64>,
     stopping: watch::Receiver<bool>,
     buffer: VecDeque<StoredEvent>,
@@ -173,6 +186,15 @@ impl Follower {
                     &mut self.query,
                 );
                 self.access.generation = generation;
+                // The tail must test the new query: catch up under it from the cursor.
+                self.leave_tail();
+            }
+            if self.caught_up {
+                self.follow_tail().await;
+                continue;
+            }
+            if self.registration.is_none() {
+                self.registration = self.live.register(&self.query);
             }
             let page = EventQuery {
                 after: self.cursor,
@@ -180,43 +202,95 @@ impl Follower {
             };
             // Mark the tip as seen before reading, so a commit during the read wakes us again.
             self.tip.borrow_and_update();
-            match self.store.query(&page).await {
-                Ok(events) => {
-                    if let Some(last) = events.last().map(|e| e.seq) {
-                        match crate::events::readable(
-                            self.access.authorizer.as_ref(),
-                            &self.access.caller,
-                            events,
-                        )
-                        .await
-                        {
-                            Ok(readable) => {
-                                self.cursor = last;
-                                self.buffer.extend(readable);
-                            }
-                            // Nothing is shown undecided: the same events are read again.
-                            Err(e) => {
-                                tracing::warn!(error = %e, "a live stream waits for the authorization decision point");
-                                tokio::time::sleep(Duration::from_secs(1)).await;
-                            }
-                        }
-                        continue;
-                    }
-                }
+            let events = match self.store.query(&page).await {
+                Ok(events) => events,
                 Err(e) => {
                     tracing::warn!(error = %e, "a live stream ends: the store failed");
                     return None;
                 }
+            };
+            let short = events.len() < CHUNK as usize;
+            let Some(last) = events.last().map(|e| e.seq) else {
+                if self.registration.is_some() {
+                    self.caught_up = true;
+                } else {
+                    self.wait_for_tip().await;
+                }
+                continue;
+            };
+            if self.show(events, last).await && short && self.registration.is_some() {
+                self.caught_up = true;
             }
-            tokio::select! {
-                changed = self.tip.changed() => {
-                    if changed.is_err() {
-                        tokio::time::sleep(IDLE_RECHECK).await;
+        }
+    }
+
+    /// Takes the next event the tail hands this stream, or learns that it must catch up again.
+    async fn follow_tail(&mut self) {
+        let Some(registration) = self.registration.as_mut() else {
+            self.caught_up = false;
+            return;
+        };
+        tokio::select! {
+            handed = registration.queue.recv() => match handed {
+                Some(live) if live.event.seq <= self.cursor => {}
+                // The tail tested the query of the old rules: read it again under the new ones.
+                Some(_) if self.access.authorizer.generation() != self.access.generation => {
+                    self.leave_tail();
+                }
+                Some(live) => {
+                    let seq = live.event.seq;
+                    if !self.show(vec![live.event.clone()], seq).await {
+                        // Not decided: read it again from the store.
+                        self.leave_tail();
                     }
                 }
-                _ = self.stopping.changed() => {}
-                _ = tokio::time::sleep(IDLE_RECHECK) => {}
+                // Fell a whole queue behind and was dropped: catch up from the store.
+                None => self.leave_tail(),
+            },
+            _ = self.stopping.changed() => {}
+            // Look at the access rules again now and then on a quiet stream.
+            _ = tokio::time::sleep(IDLE_RECHECK) => {}
+        }
+    }
+
+    /// Queues what the caller may read of `events`, read through `last`; false when the decision
+    /// point did not answer (nothing is shown undecided, and the cursor stays).
+    async fn show(&mut self, events: Vec<StoredEvent>, last: i64) -> bool {
+        match crate::events::readable(
+            self.access.authorizer.as_ref(),
+            &self.access.caller,
+            events,
+        )
+        .await
+        {
+            Ok(readable) => {
+                self.cursor = last;
+                self.buffer.extend(readable);
+                true
             }
+            Err(e) => {
+                tracing::warn!(error = %e, "a live stream waits for the authorization decision point");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                false
+            }
+        }
+    }
+
+    fn leave_tail(&mut self) {
+        self.registration = None;
+        self.caught_up = false;
+    }
+
+    /// Without the tail (it has not read the end of the log yet): wait for a commit.
+    async fn wait_for_tip(&mut self) {
+        tokio::select! {
+            changed = self.tip.changed() => {
+                if changed.is_err() {
+                    tokio::time::sleep(IDLE_RECHECK).await;
+                }
+            }
+            _ = self.stopping.changed() => {}
+            _ = tokio::time::sleep(IDLE_RECHECK) => {}
         }
     }
 }

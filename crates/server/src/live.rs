@@ -87,7 +87,9 @@ impl LiveTail {
     fn lock(&self) -> MutexGuard<'_, Followers> {
         // A panic while holding the lock leaves the maps consistent (every change is one
         // insert or remove), so a poisoned lock is still usable.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Joins the tail with `query` (its position bounds and limit are ignored); `None` until
@@ -185,10 +187,7 @@ impl LiveTail {
                 let Some(entry) = followers.entries.get(id) else {
                     continue;
                 };
-                if !entry
-                    .query
-                    .matches(&live.attributes, live.event.registered)
-                {
+                if !entry.query.matches(&live.attributes, live.event.registered) {
                     continue;
                 }
                 if entry.queue.try_send(live.clone()).is_err() {

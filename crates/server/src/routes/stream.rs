@@ -256,12 +256,8 @@ impl Follower {
     /// Queues what the caller may read of `events`, read through `last`; false when the decision
     /// point did not answer (nothing is shown undecided, and the cursor stays).
     async fn show(&mut self, events: Vec<StoredEvent>, last: i64) -> bool {
-        match crate::events::readable(
-            self.access.authorizer.as_ref(),
-            &self.access.caller,
-            events,
-        )
-        .await
+        match crate::events::readable(self.access.authorizer.as_ref(), &self.access.caller, events)
+            .await
         {
             Ok(readable) => {
                 self.cursor = last;

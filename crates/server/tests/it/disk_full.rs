@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    ORG_SUBJECT, RESOURCE, Server, client, event_ids, eventually, free_port, get_public, header,
-    post_event, resource_log, token_for,
+    ORG_SUBJECT, OwnPostgres, RESOURCE, Server, client, event_ids, eventually, get_public,
+    give_to_postgres, header, post_event, resource_log, token_for,
 };
 use hendelse_store::testing::skip_outside_ci;
 use serde_json::json;
@@ -501,94 +501,16 @@ fn a_start_on_a_full_disk() {
     assert!(server.terminate().success());
 }
 
-/// A PostgreSQL server of the test's own, its data directory on a small disk.
-struct SmallPostgres {
-    bin: PathBuf,
-    data: PathBuf,
-    log: PathBuf,
-    port: u16,
-}
-
-impl SmallPostgres {
-    fn create(disk: &SmallDisk, log_dir: &Path) -> Option<SmallPostgres> {
-        let version = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .max()?;
-        let bin = version.join("bin");
-        let data = disk.mount.join("pg");
-        let port = free_port();
-        let chown = |path: &Path| {
-            Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(path)
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !chown(&disk.mount) || !chown(log_dir) {
-            return None;
-        }
-        let initdb = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(bin.join("initdb"))
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-            .arg(&data)
-            .output()
-            .ok()?;
-        if !initdb.status.success() {
-            eprintln!("initdb failed: {}", String::from_utf8_lossy(&initdb.stderr));
-            return None;
-        }
-        let pg = SmallPostgres {
-            bin,
-            data,
-            log: log_dir.join("postgres.log"),
-            port,
-        };
-        pg.start().then_some(pg)
+/// A PostgreSQL server of the test's own, its data directory on the small disk.
+fn small_postgres(disk: &SmallDisk, log_dir: &Path) -> Option<OwnPostgres> {
+    if !give_to_postgres(&disk.mount) || !give_to_postgres(log_dir) {
+        return None;
     }
-
-    fn start(&self) -> bool {
-        Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(&self.data)
-            .arg("-l")
-            .arg(&self.log)
-            .arg("-o")
-            .arg(format!(
-                "-p {} -k /tmp -c listen_addresses=127.0.0.1 -c max_wal_size=32MB -c min_wal_size=32MB",
-                self.port
-            ))
-            .args(["-w", "-t", "30", "start"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }
-
-    fn is_running(&self) -> bool {
-        Command::new(self.bin.join("pg_isready"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for SmallPostgres {
-    fn drop(&mut self) {
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-m", "immediate", "stop"])
-            .output();
-    }
+    OwnPostgres::create(
+        &disk.mount.join("pg"),
+        log_dir,
+        &["max_wal_size=32MB", "min_wal_size=32MB"],
+    )
 }
 
 /// PostgreSQL's own disk fills (its data and WAL on a small filesystem): publishes are refused
@@ -601,7 +523,7 @@ async fn postgres_full_disk() {
         return;
     };
     let logs = tempfile::tempdir().expect("log dir");
-    let Some(pg) = SmallPostgres::create(&disk, logs.path()) else {
+    let Some(pg) = small_postgres(&disk, logs.path()) else {
         skip_outside_ci(
             "postgres_full_disk",
             "no PostgreSQL server of the test's own could be started (initdb and pg_ctl as postgres)",

@@ -14,6 +14,7 @@ mod db_faults;
 mod dialogs;
 mod disk_full;
 mod durability;
+mod failover;
 mod health;
 mod history;
 mod hostile;

@@ -4,12 +4,14 @@
 #![allow(dead_code)] // not every fixture is used by every run of a filtered test
 
 mod answer;
+mod own_postgres;
 mod receiver;
 mod stream;
 mod subscriptions;
 mod swarm;
 
 pub use answer::{Answer, assert_problem, send};
+pub use own_postgres::{OwnPostgres, give_to_postgres, postgres_bin};
 pub use receiver::{Gate, Hit, Receiver, Reply};
 pub use stream::Stream;
 pub use subscriptions::{

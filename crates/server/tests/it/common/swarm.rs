@@ -108,6 +108,11 @@ impl Swarm {
         }
     }
 
+    /// Acknowledgements so far, over all publishers.
+    pub fn acknowledged_so_far(&self) -> usize {
+        self.acknowledged.load(Ordering::Relaxed)
+    }
+
     /// For publishers whose every publish must succeed.
     pub fn must_succeed(id: &str, response: &reqwest::Response) -> Refusal {
         panic!("publish {id}: {}", response.status())

@@ -5,25 +5,44 @@
 //! sqlx sets it again, each new connection sets it on the process's sockets to the database's
 //! port. Remove this module with the sqlx release that carries #4336.
 
-/// Sets TCP_NODELAY on every TCP socket of this process whose peer listens on `port`; returns
-/// how many sockets that was.
+/// How long data sent to the database may go unacknowledged, and an idle connection unanswered
+/// to keepalive probes, before the kernel gives the connection up. Without it a network partition
+/// holds a query (and the group-commit writer behind it) for TCP's default of about 15 minutes of
+/// retransmissions; with it the query fails in seconds and its requests are answered 503.
+pub const UNANSWERED: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Sets TCP_NODELAY on every TCP socket of this process whose peer listens on `port`, and bounds
+/// how long each may wait for the database ([`UNANSWERED`]: TCP_USER_TIMEOUT and keepalive);
+/// returns how many sockets that was.
 #[cfg(target_os = "linux")]
 pub fn on_sockets_to_port(port: u16) -> usize {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(UNANSWERED / 2)
+        .with_interval(std::time::Duration::from_secs(1))
+        .with_retries(5);
     let mut set = 0;
     for_each_socket_to_port(port, |socket| {
-        if socket.set_tcp_nodelay(true).is_ok() {
+        let nodelay = socket.set_tcp_nodelay(true).is_ok();
+        // Best effort: a socket that refuses these still works, only without the bound.
+        let _ = socket.set_tcp_user_timeout(Some(UNANSWERED));
+        let _ = socket.set_tcp_keepalive(&keepalive);
+        if nodelay {
             set += 1;
         }
     });
     set
 }
 
-/// Whether each TCP socket of this process to `port` has TCP_NODELAY set.
+/// Whether each TCP socket of this process to `port` has TCP_NODELAY set, and its
+/// TCP_USER_TIMEOUT.
 #[cfg(target_os = "linux")]
-pub fn states_of_sockets_to_port(port: u16) -> Vec<bool> {
+pub fn states_of_sockets_to_port(port: u16) -> Vec<(bool, Option<std::time::Duration>)> {
     let mut states = Vec::new();
     for_each_socket_to_port(port, |socket| {
-        states.push(socket.tcp_nodelay().unwrap_or(false));
+        states.push((
+            socket.tcp_nodelay().unwrap_or(false),
+            socket.tcp_user_timeout().ok().flatten(),
+        ));
     });
     states
 }
@@ -66,6 +85,6 @@ pub fn on_sockets_to_port(_port: u16) -> usize {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn states_of_sockets_to_port(_port: u16) -> Vec<bool> {
+pub fn states_of_sockets_to_port(_port: u16) -> Vec<(bool, Option<std::time::Duration>)> {
     Vec::new()
 }

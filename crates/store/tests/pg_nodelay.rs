@@ -1,4 +1,5 @@
-//! PostgreSQL connections over TCP have Nagle's algorithm off (see `hendelse_store::nodelay`).
+//! PostgreSQL connections over TCP have Nagle's algorithm off and a bound on unanswered data
+//! (see `hendelse_store::nodelay`).
 //! Alone in its test binary, so that the only sockets to the database are this store's.
 
 use std::str::FromStr;
@@ -28,8 +29,15 @@ async fn every_connection_to_postgres_over_tcp_has_nodelay() {
     let states = nodelay::states_of_sockets_to_port(port);
     assert!(!states.is_empty(), "no socket to port {port} found");
     assert!(
-        states.iter().all(|nodelay| *nodelay),
+        states.iter().all(|(nodelay, _)| *nodelay),
         "sockets without TCP_NODELAY: {states:?}"
+    );
+    // A partition fails a query within this bound instead of TCP's quarter of an hour.
+    assert!(
+        states
+            .iter()
+            .all(|(_, timeout)| *timeout == Some(nodelay::UNANSWERED)),
+        "sockets without TCP_USER_TIMEOUT: {states:?}"
     );
     drop(store);
     db.drop_database().await;

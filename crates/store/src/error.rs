@@ -6,6 +6,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot open the store: {0}")]
     Open(String),
+    /// Refused without trying: the store could not be reached a moment ago and has not answered
+    /// the writer's probe since.
+    #[error("the store cannot be reached ({0})")]
+    Unreachable(String),
 }
 
 impl StoreError {
@@ -20,7 +24,7 @@ impl StoreError {
                     .as_database_error()
                     .is_some_and(|d| matches!(d.code().as_deref(), Some("13" | "53100"))),
             },
-            StoreError::Migrate(_) | StoreError::Open(_) => false,
+            StoreError::Migrate(_) | StoreError::Open(_) | StoreError::Unreachable(_) => false,
         }
     }
 
@@ -49,6 +53,7 @@ impl StoreError {
                         .is_some_and(|c| c.starts_with("08") || is_sqlite_ioerr(&c))
                 })
             }
+            StoreError::Unreachable(_) => true,
             StoreError::Migrate(_) | StoreError::Open(_) => false,
         }
     }

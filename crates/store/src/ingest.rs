@@ -3,7 +3,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -70,6 +70,8 @@ pub struct WriteHealth(Arc<Mutex<Option<WriteFault>>>);
 pub struct WriteFault {
     /// The store had no room (a full disk or quota).
     pub full: bool,
+    /// The store could not be reached (a partition, a server that is down).
+    pub unavailable: bool,
     pub message: String,
 }
 
@@ -99,6 +101,7 @@ impl WriteHealth {
     fn record(&self, error: &StoreError) {
         self.set(Some(WriteFault {
             full: error.is_storage_full(),
+            unavailable: error.is_unavailable() && !error.is_storage_full(),
             message: error.to_string(),
         }));
     }
@@ -208,12 +211,18 @@ async fn writer(
     health: WriteHealth,
     max_batch_events: usize,
 ) {
+    // A store that cannot be reached costs each commit attempt its whole timeout (seconds, on a
+    // partitioned network), and publishes queued behind one attempt would wait for several. While
+    // it is unreachable, batches are refused at once, and the store is probed again at most every
+    // PROBE_INTERVAL: publishers hear 503 in milliseconds, and writes resume within a probe.
+    let mut last_probe: Option<Instant> = None;
     loop {
         let first = if health.fault().is_some() {
             match tokio::time::timeout(PROBE_INTERVAL, rx.recv()).await {
                 Ok(job) => job,
                 Err(_) => {
                     probe(store.as_ref(), &health).await;
+                    last_probe = Some(Instant::now());
                     continue;
                 }
             }
@@ -232,6 +241,21 @@ async fn writer(
                     jobs.push(job);
                 }
                 Err(_) => break,
+            }
+        }
+        if health.fault().is_some_and(|f| f.unavailable) {
+            if last_probe.is_none_or(|at| at.elapsed() >= PROBE_INTERVAL) {
+                probe(store.as_ref(), &health).await;
+                last_probe = Some(Instant::now());
+            }
+            if let Some(fault) = health.fault().filter(|f| f.unavailable) {
+                metrics::counter!("hendelse_ingest_refused_unreachable_total")
+                    .increment(jobs.len() as u64);
+                let refused = Arc::new(StoreError::Unreachable(fault.message));
+                for job in jobs {
+                    let _ = job.reply.send(Err(refused.clone()));
+                }
+                continue;
             }
         }
         // A panic anywhere in a commit must not leave publishes without a writer: the batch's

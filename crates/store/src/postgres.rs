@@ -88,6 +88,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
+/// Each connection's session settings (see `connect`); TCP ones are ignored on a Unix socket.
+const SESSION_SETTINGS: &str = "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 1; \
+     SET tcp_keepalives_count = 5; SET tcp_user_timeout = 10000; \
+     SET idle_in_transaction_session_timeout = 15000";
+
 pub struct PgStore {
     pool: PgPool,
 }
@@ -101,11 +106,17 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))
-            .after_connect(move |_, _| {
+            .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if let Some(port) = tcp_port {
                         crate::nodelay::on_sockets_to_port(port);
                     }
+                    // The server's side of the same bound: a backend whose client vanished (a
+                    // partition) is ended within seconds, and with it the locks its transaction
+                    // held (the log's tip row), instead of after the kernel's two hours of
+                    // keepalive silence. Sent as SET, not startup options, so that it also passes
+                    // through PgBouncer, which drops those.
+                    sqlx::raw_sql(SESSION_SETTINGS).execute(conn).await?;
                     Ok(())
                 })
             })

@@ -20,6 +20,7 @@ mod history;
 mod hostile;
 mod isolation;
 mod issuers;
+mod network;
 mod openapi;
 mod otel;
 mod pdp;

@@ -70,6 +70,9 @@ pub struct Server {
     extra_args: Vec<String>,
     /// More environment for the server process (libfaketime's, say).
     extra_env: Vec<(String, String)>,
+    /// A command the server runs under (`ip netns exec NS`), and the address it listens on.
+    wrapper: Vec<String>,
+    listen: String,
 }
 
 impl Server {
@@ -130,6 +133,26 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            wrapper: Vec::new(),
+            listen: "127.0.0.1:0".into(),
+        };
+        server.spawn();
+        server
+    }
+
+    /// A server in the network namespace `netns`, listening on `ip` there (tests of the network
+    /// between a node and its database).
+    pub fn start_in_netns(netns: &str, ip: &str, extra_args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Server {
+            child: None,
+            url: String::new(),
+            data: dir.path().join("data"),
+            dir,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            extra_env: Vec::new(),
+            wrapper: ["ip", "netns", "exec", netns].map(str::to_owned).to_vec(),
+            listen: format!("{ip}:0"),
         };
         server.spawn();
         server
@@ -160,10 +183,18 @@ impl Server {
                 data_path("registry.json").into_os_string(),
             ]
         };
-        let mut child = Command::new(BIN)
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(BIN);
+                command
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = command
             .arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(&self.listen)
             .arg("--data-dir")
             .arg(&self.data)
             .args(&registry)

@@ -136,6 +136,18 @@ impl OwnPostgres {
         !failed("pg_ctl promote", &promoted)
     }
 
+    /// Lets clients from `cidr` in (trust, as the loopback ones), at once.
+    pub fn allow(&self, cidr: &str) {
+        use std::io::Write;
+        let mut hba = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.data.join("pg_hba.conf"))
+            .expect("pg_hba.conf");
+        writeln!(hba, "host all all {cidr} trust").expect("write pg_hba.conf");
+        let reloaded = self.pg_ctl().arg("reload").output();
+        assert!(!failed("pg_ctl reload", &reloaded));
+    }
+
     pub fn is_running(&self) -> bool {
         Command::new(self.bin.join("pg_isready"))
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])

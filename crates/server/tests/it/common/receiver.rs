@@ -241,8 +241,14 @@ pub struct Receiver {
 impl Receiver {
     /// A receiver on a free loopback port that answers 200 to everything.
     pub async fn start() -> Receiver {
+        Self::start_on("127.0.0.1").await
+    }
+
+    /// A receiver on a free port of `ip` (one that a server in another network namespace can
+    /// reach); its `url`s name that address.
+    pub async fn start_on(ip: &str) -> Receiver {
         let mut receiver = Receiver {
-            addr: "127.0.0.1:0".parse().expect("address"),
+            addr: format!("{ip}:0").parse().expect("address"),
             shared: Arc::new(Shared {
                 hits: Mutex::new(Vec::new()),
                 script: Mutex::new(Arc::new(|_: &Hit| Reply::ok())),

@@ -18,10 +18,11 @@ use std::time::Duration;
 use hendelse_store::{EventQuery, EventStore, IndexedAttributes, StoredEvent};
 use tokio::sync::{mpsc, watch};
 
-/// Events one stream may have waiting before it is dropped back to catching up from the store.
-pub const STREAM_QUEUE: usize = 256;
 /// Events read per store query by the tail.
 const PAGE: u32 = 500;
+/// Events one stream may have waiting before it is dropped back to catching up from the store:
+/// two pages, so that a stream whose client keeps up never overflows on one large commit.
+pub const STREAM_QUEUE: usize = 2 * PAGE as usize;
 /// How long the tail waits after a failed read before it tries again.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -127,6 +128,9 @@ impl LiveTail {
     /// that select it; runs for the life of the node.
     pub async fn run(self, store: Arc<dyn EventStore>, start: i64, mut tip: watch::Receiver<i64>) {
         self.lock().started = true;
+        // However the tail ends (the node stopping, a panic), its streams must not wait on it:
+        // each goes back to reading the store itself.
+        let _stopped = Stopped(self.clone());
         let mut position = start;
         loop {
             tip.borrow_and_update();
@@ -162,11 +166,16 @@ impl LiveTail {
 
     fn hand_out(&self, events: Vec<StoredEvent>) {
         let mut followers = self.lock();
-        let mut overflowed = Vec::new();
+        // A stream refused one event takes no later one: it would show the later one and move its
+        // cursor past the refused one, which its catch-up would then never read.
+        let mut overflowed = HashSet::new();
         for event in events {
             let Some(attributes) = IndexedAttributes::of(&event) else {
+                // Never stored (the store holds validated events); should it happen, the store's
+                // own query decides, so every stream reads the store again from its cursor.
                 tracing::error!(seq = event.seq, "a stored event is not an event object");
-                continue;
+                followers.leave_all();
+                return;
             };
             let live = Arc::new(LiveEvent { event, attributes });
             let candidates = live
@@ -184,6 +193,9 @@ impl LiveTail {
                 .flatten()
                 .chain(followers.unindexed.iter());
             for id in candidates {
+                if overflowed.contains(id) {
+                    continue;
+                }
                 let Some(entry) = followers.entries.get(id) else {
                     continue;
                 };
@@ -191,7 +203,7 @@ impl LiveTail {
                     continue;
                 }
                 if entry.queue.try_send(live.clone()).is_err() {
-                    overflowed.push(*id);
+                    overflowed.insert(*id);
                 }
             }
         }
@@ -204,7 +216,27 @@ impl LiveTail {
     }
 }
 
+/// Ends the tail's followers when the tail ends.
+struct Stopped(LiveTail);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let mut followers = self.0.lock();
+        followers.started = false;
+        followers.leave_all();
+    }
+}
+
 impl Followers {
+    /// Drops every stream from the tail: each catches up from the store and joins again.
+    fn leave_all(&mut self) {
+        self.entries.clear();
+        self.by_subject.clear();
+        self.by_resource.clear();
+        self.unindexed.clear();
+        self.count();
+    }
+
     fn count(&self) {
         metrics::gauge!("hendelse_stream_tail_followers").set(self.entries.len() as f64);
     }

@@ -212,7 +212,7 @@ async fn ten_thousand_streams_each_get_every_event_they_may_read() {
     let events = setting("HENDELSE_STREAM_EVENTS", 10_000);
     let total_streams = streams + WHOLE + STALLED;
     raise_file_limit(total_streams as u64 + 1_024);
-    let server = Server::start_with(&["--send-timeout", "2s"]);
+    let server = Server::start_with(&["--send-timeout", "5s"]);
     let pid = server.pid().expect("the server's pid");
     let token = server.ttd();
 
@@ -284,7 +284,7 @@ async fn ten_thousand_streams_each_get_every_event_they_may_read() {
     let cpu_ticks = cpu_of(pid) - cpu_before;
     let (rss_after, rss_peak) = memory_of(pid);
 
-    // Every client: exactly the events of its subject (or all), once each, in publish order.
+    // Every client: exactly the events of its subject (or all), once each.
     let mut deliveries = 0;
     for (i, expected, ids) in &received {
         let ids = ids.lock().await;

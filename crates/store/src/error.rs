@@ -28,6 +28,13 @@ impl StoreError {
         }
     }
 
+    /// SQLite's `SQLITE_BUSY` or `SQLITE_LOCKED` (and its shared-cache form).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, StoreError::Database(e) if e
+            .as_database_error()
+            .is_some_and(|d| matches!(d.code().as_deref(), Some("5" | "6" | "517"))))
+    }
+
     /// Whether the failure is about reaching the database rather than about the request, so that
     /// callers can answer "try again" instead of "broken".
     pub fn is_unavailable(&self) -> bool {

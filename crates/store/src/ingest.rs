@@ -101,7 +101,8 @@ impl WriteHealth {
     fn record(&self, error: &StoreError) {
         self.set(Some(WriteFault {
             full: error.is_storage_full(),
-            unavailable: error.is_unavailable() && !error.is_storage_full(),
+            // A busy SQLite file is a moment's contention, not an unreachable store.
+            unavailable: error.is_unavailable() && !error.is_storage_full() && !error.is_busy(),
             message: error.to_string(),
         }));
     }

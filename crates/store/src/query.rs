@@ -94,7 +94,12 @@ impl EventQuery {
             && self
                 .visibility
                 .covers(event.subject_key.as_deref(), event.resource.as_deref())
-            && self.from.is_none_or(|from| registered >= from)
-            && self.to.is_none_or(|to| registered <= to)
+            // In whole microseconds, as the store keeps and compares registration times.
+            && self
+                .from
+                .is_none_or(|from| registered.timestamp_micros() >= from.timestamp_micros())
+            && self
+                .to
+                .is_none_or(|to| registered.timestamp_micros() <= to.timestamp_micros())
     }
 }

@@ -52,18 +52,19 @@ struct Namespace {
 
 impl Namespace {
     fn create() -> Result<Namespace, String> {
-        let n = std::process::id() % 250 + 1;
+        // Names of this process's own (interface names have at most 15 characters); the subnets
+        // can only meet another run's if both run at once with pids equal modulo 250.
+        let pid = std::process::id();
+        let (n, tag) = (pid % 250 + 1, pid % 100_000);
         let ns = Namespace {
-            name: format!("hendelse-net-{n}"),
-            db_host_link: format!("hdb{n}"),
-            db_inner_link: format!("hdb{n}i"),
+            name: format!("hendelse-net-{pid}"),
+            db_host_link: format!("hdb{tag}"),
+            db_inner_link: format!("hdb{tag}i"),
             n,
         };
-        // A namespace left by an earlier, killed run goes first.
-        let _ = run(&["ip", "netns", "del", &ns.name]);
         run(&["ip", "netns", "add", &ns.name])?;
         for (kind, host, inner, subnet) in [
-            ("http", format!("hht{n}"), format!("hht{n}i"), 251),
+            ("http", format!("hht{tag}"), format!("hht{tag}i"), 251),
             ("db", ns.db_host_link.clone(), ns.db_inner_link.clone(), 252),
         ] {
             let _ = run(&["ip", "link", "del", &host]);
